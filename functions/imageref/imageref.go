@@ -1,0 +1,240 @@
+// Package imageref normalizes container image references and matches them
+// against registry and repository patterns.
+//
+// Matching is done on normalized references, segment by segment, never on raw
+// string prefixes: "nginx" and "docker.io/library/nginx" are the same image,
+// and "registry.corp.evil.io/app" is not in "registry.corp".
+package imageref
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// DockerHub is the registry that references without a registry resolve to.
+const DockerHub = name.DefaultRegistry
+
+// Ref is a normalized image reference.
+type Ref struct {
+	// Original is the reference as written in the pod spec.
+	Original string
+	// Registry is the registry host (and port), e.g. "index.docker.io".
+	Registry string
+	// Repository is the path inside the registry, e.g. "library/nginx".
+	Repository string
+	// Tag is the tag as written; empty when the reference names none.
+	Tag string
+	// Digest is the digest as written ("sha256:..."); empty when none.
+	Digest string
+}
+
+// Parse normalizes an image reference the way the container runtime reads it.
+func Parse(s string) (Ref, error) {
+	if s == "" {
+		return Ref{}, fmt.Errorf("image reference is empty")
+	}
+	if strings.TrimSpace(s) != s || strings.ContainsAny(s, " \t\r\n") {
+		return Ref{}, fmt.Errorf("image reference %q contains white space", s)
+	}
+	if strings.Contains(s, "//") || strings.HasSuffix(strings.SplitN(s, "@", 2)[0], "/") {
+		return Ref{}, fmt.Errorf("image reference %q has an empty path segment", s)
+	}
+	parsed, err := name.ParseReference(s)
+	if err != nil {
+		return Ref{}, fmt.Errorf("image reference %q is invalid: %w", s, err)
+	}
+	r := Ref{
+		Original:   s,
+		Registry:   parsed.Context().RegistryStr(),
+		Repository: parsed.Context().RepositoryStr(),
+	}
+	base := s
+	if d, ok := parsed.(name.Digest); ok {
+		r.Digest = d.DigestStr()
+		base = s[:strings.LastIndex(s, "@")]
+	}
+	// A colon after the last slash separates the tag; a colon before it is a
+	// registry port. This is how name.NewTag tells them apart too, but it
+	// hides whether the tag was written or defaulted to "latest".
+	last := base[strings.LastIndex(base, "/")+1:]
+	if i := strings.LastIndex(last, ":"); i >= 0 {
+		r.Tag = last[i+1:]
+	}
+	return r, nil
+}
+
+// Repo is the fully qualified repository, e.g. "index.docker.io/library/nginx".
+func (r Ref) Repo() string { return r.Registry + "/" + r.Repository }
+
+// String is the fully qualified reference: repository, tag if written, digest
+// if written.
+func (r Ref) String() string {
+	s := r.Repo()
+	if r.Tag != "" {
+		s += ":" + r.Tag
+	}
+	if r.Digest != "" {
+		s += "@" + r.Digest
+	}
+	return s
+}
+
+// Reference is what a registry client fetches: the digest when one is
+// written (the runtime ignores the tag then), else the tag, "latest" when
+// none is written.
+func (r Ref) Reference(opts ...name.Option) (name.Reference, error) {
+	if r.Digest != "" {
+		return name.NewDigest(r.Repo()+"@"+r.Digest, opts...)
+	}
+	tag := r.Tag
+	if tag == "" {
+		tag = "latest"
+	}
+	return name.NewTag(r.Repo()+":"+tag, opts...)
+}
+
+// HostPattern matches registry hosts. "*" matches any run of characters, so
+// "*.corp.example" matches every host under corp.example; a port is part of
+// the host ("localhost:5000").
+type HostPattern struct{ pattern string }
+
+// ParseHostPattern checks and normalizes a registry pattern. "docker.io" is
+// rewritten to "index.docker.io", as references are.
+func ParseHostPattern(p string) (HostPattern, error) {
+	if p == "" {
+		return HostPattern{}, fmt.Errorf("registry pattern is empty")
+	}
+	if strings.Contains(p, "/") {
+		return HostPattern{}, fmt.Errorf("registry pattern %q contains a '/': registries are hosts; put paths in a repositories rule", p)
+	}
+	p = normalizeHost(p)
+	if _, err := path.Match(p, ""); err != nil {
+		return HostPattern{}, fmt.Errorf("registry pattern %q is malformed: %w", p, err)
+	}
+	return HostPattern{pattern: p}, nil
+}
+
+// Match reports whether host (a normalized registry) matches the pattern.
+func (p HostPattern) Match(host string) bool {
+	ok, _ := path.Match(p.pattern, strings.ToLower(host))
+	return ok
+}
+
+func (p HostPattern) String() string { return p.pattern }
+
+// RepoPattern matches fully qualified repositories path segment by segment:
+// "*" matches within one segment, "**" matches any number of whole segments;
+// a first segment of "*" or "**" stands for any registry.
+// Patterns are normalized like references: "nginx" is
+// "index.docker.io/library/nginx" and "registry.corp/**" matches every
+// repository of registry.corp and of no other host.
+type RepoPattern struct {
+	pattern string
+	segs    []string
+}
+
+// ParseRepoPattern checks and normalizes a repository pattern.
+func ParseRepoPattern(p string) (RepoPattern, error) {
+	if p == "" {
+		return RepoPattern{}, fmt.Errorf("repository pattern is empty")
+	}
+	if strings.ContainsAny(p, "@ \t") {
+		return RepoPattern{}, fmt.Errorf("repository pattern %q must name repositories, without tag or digest", p)
+	}
+	segs := strings.Split(p, "/")
+	for _, s := range segs {
+		if s == "" {
+			return RepoPattern{}, fmt.Errorf("repository pattern %q has an empty path segment", p)
+		}
+		if _, err := path.Match(s, ""); err != nil {
+			return RepoPattern{}, fmt.Errorf("repository pattern %q is malformed: %w", p, err)
+		}
+	}
+	var host string
+	switch {
+	case segs[0] == "**":
+		// Any host, any path after it.
+		return RepoPattern{pattern: p, segs: segs}, nil
+	case len(segs) > 1 && (looksLikeHost(segs[0]) || segs[0] == "*"):
+		host, segs = normalizeHost(segs[0]), segs[1:]
+	default:
+		if len(segs) == 1 && hasTag(segs[0]) {
+			return RepoPattern{}, fmt.Errorf("repository pattern %q must name repositories, without tag or digest", p)
+		}
+		if len(segs) == 1 && looksLikeHost(segs[0]) && segs[0] != "localhost" {
+			return RepoPattern{}, fmt.Errorf("repository pattern %q names a host, not a repository: write %q for all of its repositories, or use a registries rule", p, p+"/**")
+		}
+		host = DockerHub
+	}
+	if host == DockerHub && len(segs) == 1 && segs[0] != "**" {
+		segs = []string{"library", segs[0]}
+	}
+	for _, s := range segs {
+		if strings.Contains(s, ":") {
+			return RepoPattern{}, fmt.Errorf("repository pattern %q must name repositories, without tag or digest", p)
+		}
+	}
+	all := append([]string{host}, segs...)
+	return RepoPattern{pattern: strings.Join(all, "/"), segs: all}, nil
+}
+
+// Match reports whether the reference's repository matches the pattern.
+func (p RepoPattern) Match(r Ref) bool {
+	segs := append([]string{strings.ToLower(r.Registry)}, strings.Split(r.Repository, "/")...)
+	return matchSegments(p.segs, segs)
+}
+
+func (p RepoPattern) String() string { return p.pattern }
+
+func matchSegments(pat, segs []string) bool {
+	for len(pat) > 0 {
+		if pat[0] == "**" {
+			rest := pat[1:]
+			for i := 0; i <= len(segs); i++ {
+				if matchSegments(rest, segs[i:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if len(segs) == 0 {
+			return false
+		}
+		if ok, _ := path.Match(pat[0], segs[0]); !ok {
+			return false
+		}
+		pat, segs = pat[1:], segs[1:]
+	}
+	return len(segs) == 0
+}
+
+// looksLikeHost applies the container runtime's rule for the first path
+// segment: it is a registry when it has a dot or a port, or is localhost.
+func looksLikeHost(s string) bool {
+	return strings.ContainsAny(s, ".:") || s == "localhost"
+}
+
+// hasTag tells "nginx:1.0" (a tag) from "localhost:5000" (a port).
+func hasTag(seg string) bool {
+	i := strings.LastIndex(seg, ":")
+	if i < 0 {
+		return false
+	}
+	for _, c := range seg[i+1:] {
+		if c < '0' || c > '9' {
+			return true
+		}
+	}
+	return false
+}
+
+func normalizeHost(h string) string {
+	h = strings.ToLower(h)
+	if h == "docker.io" {
+		return DockerHub
+	}
+	return h
+}

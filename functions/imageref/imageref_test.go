@@ -1,0 +1,162 @@
+package imageref
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParse(t *testing.T) {
+	const dig = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		in   string
+		want Ref
+	}{
+		{"nginx", Ref{Registry: "index.docker.io", Repository: "library/nginx"}},
+		{"nginx:1.17.1", Ref{Registry: "index.docker.io", Repository: "library/nginx", Tag: "1.17.1"}},
+		{"docker.io/library/nginx:latest", Ref{Registry: "index.docker.io", Repository: "library/nginx", Tag: "latest"}},
+		{"index.docker.io/bitnami/redis:7", Ref{Registry: "index.docker.io", Repository: "bitnami/redis", Tag: "7"}},
+		{"localhost:5000/app", Ref{Registry: "localhost:5000", Repository: "app"}},
+		{"localhost:5000/app:v1", Ref{Registry: "localhost:5000", Repository: "app", Tag: "v1"}},
+		{"127.0.0.1:5000/team/app@" + dig, Ref{Registry: "127.0.0.1:5000", Repository: "team/app", Digest: dig}},
+		{"nginx:1.25@" + dig, Ref{Registry: "index.docker.io", Repository: "library/nginx", Tag: "1.25", Digest: dig}},
+		{"registry.corp.evil.io/app:1", Ref{Registry: "registry.corp.evil.io", Repository: "app", Tag: "1"}},
+		{"evil.io/registry.corp/app:1", Ref{Registry: "evil.io", Repository: "registry.corp/app", Tag: "1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := Parse(tc.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tc.in, err)
+			}
+			tc.want.Original = tc.in
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Parse(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, in := range []string{"", " nginx", "nginx ", "ngi nx", "NGINX", "nginx:", "nginx@sha256:abc", "nginx:bad tag", "a//b", "héllo", "nginx@@sha256:x"} {
+		t.Run(in, func(t *testing.T) {
+			if got, err := Parse(in); err == nil {
+				t.Errorf("Parse(%q) = %+v, want an error", in, got)
+			}
+		})
+	}
+}
+
+func TestRefString(t *testing.T) {
+	tests := map[string]string{
+		"nginx":                "index.docker.io/library/nginx",
+		"nginx:1.17.1":         "index.docker.io/library/nginx:1.17.1",
+		"localhost:5000/a/b:c": "localhost:5000/a/b:c",
+	}
+	for in, want := range tests {
+		r, err := Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.String(); got != want {
+			t.Errorf("Parse(%q).String() = %q, want %q", in, got, want)
+		}
+		ref, err := r.Reference()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Tag == "" && ref.Identifier() != "latest" {
+			t.Errorf("Reference of untagged %q fetches %q, want latest", in, ref.Identifier())
+		}
+	}
+}
+
+func TestRepoPattern(t *testing.T) {
+	tests := []struct {
+		pattern string
+		image   string
+		want    bool
+	}{
+		{"nginx", "nginx:1.17.1", true},
+		{"nginx", "docker.io/library/nginx", true},
+		{"docker.io/library/nginx", "nginx", true},
+		{"index.docker.io/library/*", "nginx", true},
+		{"nginx", "bitnami/nginx", false},
+		{"registry.corp/**", "registry.corp/app:1", true},
+		{"registry.corp/**", "registry.corp/team/app/sub:1", true},
+		{"registry.corp/**", "registry.corp.evil.io/app:1", false},
+		{"registry.corp/**", "evil.io/registry.corp/app:1", false},
+		{"registry.corp/**", "registry.corp:5000/app:1", false},
+		{"registry.corp/team/*", "registry.corp/team/app", true},
+		{"registry.corp/team/*", "registry.corp/team/app/sub", false},
+		{"registry.corp/team/*", "registry.corp/teamx/app", false},
+		{"registry.corp/team/**", "registry.corp/team-evil/app", false},
+		{"registry.corp/**/app", "registry.corp/a/b/app", true},
+		{"registry.corp/**/app", "registry.corp/app", true},
+		{"Registry.Corp/app", "registry.corp/app", true},
+		{"localhost:5000/**", "localhost:5000/x/y", true},
+		{"**", "nginx", true},
+		{"**", "quay.io/x", true},
+		{"*/**", "quay.io/x", true},
+		{"*/team/*", "quay.io/team/x", true},
+		{"*/team/*", "quay.io/other/x", false},
+		{"**/app", "quay.io/a/b/app", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.pattern+" ~ "+tc.image, func(t *testing.T) {
+			p, err := ParseRepoPattern(tc.pattern)
+			if err != nil {
+				t.Fatalf("ParseRepoPattern(%q): %v", tc.pattern, err)
+			}
+			r, err := Parse(tc.image)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tc.image, err)
+			}
+			if got := p.Match(r); got != tc.want {
+				t.Errorf("%q (%s) matching %q (%s) = %v, want %v", tc.pattern, p, tc.image, r.Repo(), got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRepoPatternRejects(t *testing.T) {
+	for _, in := range []string{"", "registry.corp", "nginx:1.0", "nginx@sha256:x", "a//b", "registry.corp/[", "a/b:c"} {
+		t.Run(in, func(t *testing.T) {
+			if p, err := ParseRepoPattern(in); err == nil {
+				t.Errorf("ParseRepoPattern(%q) = %v, want an error", in, p)
+			}
+		})
+	}
+}
+
+func TestHostPattern(t *testing.T) {
+	tests := []struct {
+		pattern, host string
+		want          bool
+	}{
+		{"registry.corp", "registry.corp", true},
+		{"registry.corp", "registry.corp.evil.io", false},
+		{"registry.corp", "evil.registry.corp", false},
+		{"*.corp.example", "a.corp.example", true},
+		{"*.corp.example", "corp.example", false},
+		{"docker.io", "index.docker.io", true},
+		{"registry.corp", "registry.corp:5000", false},
+		{"127.0.0.1:*", "127.0.0.1:5000", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.pattern+" ~ "+tc.host, func(t *testing.T) {
+			p, err := ParseHostPattern(tc.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Match(tc.host); got != tc.want {
+				t.Errorf("%q matching %q = %v, want %v", tc.pattern, tc.host, got, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"", "registry.corp/app", "[a"} {
+		if _, err := ParseHostPattern(bad); err == nil {
+			t.Errorf("ParseHostPattern(%q) succeeded, want an error", bad)
+		}
+	}
+}

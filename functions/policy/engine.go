@@ -1,0 +1,548 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+)
+
+// Level is how much a rule needs to know about an image beyond its name.
+type Level int
+
+const (
+	// LevelName needs only the reference as written.
+	LevelName Level = iota
+	// LevelDigest needs the registry to resolve the reference to a digest.
+	LevelDigest
+	// LevelConfig needs the manifest and the image config.
+	LevelConfig
+)
+
+// Request is what the engine knows about an admission request.
+type Request struct {
+	// Namespace of the pod or workload.
+	Namespace string
+	// Images to judge, in the order they appear in the object.
+	Images []Image
+	// Annotations of the pod that the policy may read (break-glass).
+	Annotations map[string]string
+}
+
+// Image is one image reference and where it was found.
+type Image struct {
+	// Ref as written, e.g. "nginx:1.17.1".
+	Ref string
+	// Field is the path of the reference in the object, e.g.
+	// "spec.initContainers[0].image".
+	Field string
+}
+
+// Facts is what the registry said about an image. The zero value means
+// nothing was asked.
+type Facts struct {
+	// Level says how much was fetched.
+	Level Level
+	// Digest is the digest the reference resolves to: the index digest for
+	// multi-arch images, which is what the kubelet pulls.
+	Digest string
+	// NotFound means the registry answered that the tag or digest does not
+	// exist.
+	NotFound bool
+	// Err is set when the registry could not answer.
+	Err error
+	// Stale means the facts come from the cache past their TTL because the
+	// registry failed.
+	Stale bool
+	// Platforms the image provides.
+	Platforms []Platform
+	// Configs of the inspected platforms (every one for a single image, the
+	// policy's platforms for an index).
+	Configs []ImageConfig
+}
+
+// ImageConfig holds the facts read from one image config.
+type ImageConfig struct {
+	Platform Platform
+	User     string
+	Created  time.Time
+	Labels   map[string]string
+}
+
+// Violation is one rule failed by one image.
+type Violation struct {
+	Rule  string
+	Mode  Mode
+	Image string
+	Field string
+	// Problem says what is wrong; Fix says what would pass.
+	Problem string
+	Fix     string
+}
+
+func (v Violation) String() string {
+	where := ""
+	if v.Field != "" {
+		where = " (" + v.Field + ")"
+	}
+	return fmt.Sprintf("image %q%s violates rule %q: %s; to pass, %s", v.Image, where, v.Rule, v.Problem, v.Fix)
+}
+
+// Decision is the engine's answer.
+type Decision struct {
+	Allowed bool
+	// Violations of every mode, in image then rule order.
+	Violations []Violation
+	// Digests maps each image as written to the digest it resolved to.
+	Digests map[string]string
+	// FailedOpen lists "rule: image: error" for rules that let an image pass
+	// because the registry could not answer.
+	FailedOpen []string
+	// BreakGlass is the override reason when the annotation let a denied
+	// request through.
+	BreakGlass string
+	// BreakGlassRefused is set when the annotation was present where the
+	// policy does not honour it.
+	BreakGlassRefused bool
+	// Policy is the name of the policy that decided.
+	Policy string
+}
+
+// Denials are the enforce violations.
+func (d Decision) Denials() []Violation { return d.byMode(Enforce) }
+
+// Warnings are the warn-mode violations, one short line each.
+func (d Decision) Warnings() []string {
+	var out []string
+	for _, v := range d.byMode(Warn) {
+		out = append(out, v.String())
+	}
+	return out
+}
+
+func (d Decision) byMode(m Mode) []Violation {
+	var out []Violation
+	for _, v := range d.Violations {
+		if v.Mode == m {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Reason is a human sentence for the decision: every enforce violation
+// when denied.
+func (d Decision) Reason() string {
+	denials := d.Denials()
+	var lines []string
+	for _, v := range denials {
+		lines = append(lines, v.String())
+	}
+	switch {
+	case !d.Allowed:
+		return strings.Join(lines, "; ")
+	case d.BreakGlass != "":
+		return fmt.Sprintf("allowed by break-glass (%s) despite: %s", d.BreakGlass, strings.Join(lines, "; "))
+	default:
+		return fmt.Sprintf("allowed by policy %q", d.Policy)
+	}
+}
+
+// AuditAnnotations records the decision for the apiserver's audit log. Keys
+// are unprefixed: the apiserver adds its own prefix.
+func (d Decision) AuditAnnotations() map[string]string {
+	a := map[string]string{"policy": d.Policy}
+	switch {
+	case d.BreakGlass != "":
+		a["decision"] = "break-glass"
+		a["break-glass"] = d.BreakGlass
+	case d.Allowed:
+		a["decision"] = "allowed"
+	default:
+		a["decision"] = "denied"
+	}
+	if d.BreakGlassRefused {
+		a["break-glass-refused"] = "true"
+	}
+	if len(d.Digests) > 0 {
+		b, _ := json.Marshal(d.Digests)
+		a["digests"] = string(b)
+	}
+	if len(d.Violations) > 0 {
+		var vs []string
+		for _, v := range d.Violations {
+			vs = append(vs, fmt.Sprintf("%s/%s: %s", v.Rule, v.Mode, v.Image))
+		}
+		a["violations"] = strings.Join(vs, ", ")
+	}
+	if len(d.FailedOpen) > 0 {
+		a["failed-open"] = strings.Join(d.FailedOpen, "; ")
+	}
+	return a
+}
+
+// namespaceExempt reports whether no rule of the policy applies in ns.
+func (p *Policy) namespaceExempt(ns string) bool { return matchAnyGlob(p.ExemptNamespaces, ns) }
+
+// applies reports whether rule r is in scope for ref in namespace ns.
+func (r *CompiledRule) applies(ns string, ref imageref.Ref) bool {
+	if len(r.Namespaces) > 0 && !matchAnyGlob(r.Namespaces, ns) {
+		return false
+	}
+	if matchAnyGlob(r.ExemptNamespaces, ns) {
+		return false
+	}
+	if len(r.Images) > 0 && !matchAnyRepo(r.Images, ref) {
+		return false
+	}
+	return !matchAnyRepo(r.ExcludeImages, ref)
+}
+
+// level is what the rule must know about ref.
+func (r *CompiledRule) level(ref imageref.Ref) Level {
+	switch {
+	case r.NonRoot || r.MaxAge > 0 || len(r.RequiredLabels) > 0 || len(r.Platforms) > 0:
+		return LevelConfig
+	case r.Resolvable || (r.Digests != nil && ref.Digest == ""):
+		return LevelDigest
+	}
+	return LevelName
+}
+
+// Need is how much the registry must be asked about ref for a request in
+// namespace ns: the highest level of the rules in scope.
+func (p *Policy) Need(ns string, ref imageref.Ref) Level {
+	if p.namespaceExempt(ns) {
+		return LevelName
+	}
+	need := LevelName
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if r.applies(ns, ref) {
+			need = max(need, r.level(ref))
+		}
+	}
+	return need
+}
+
+// Evaluate judges a request. facts holds the registry facts per image as
+// written; an image missing from it has no facts. It does no I/O.
+func (p *Policy) Evaluate(req Request, facts map[string]Facts, now time.Time) Decision {
+	d := Decision{Allowed: true, Policy: p.Name}
+	if p.namespaceExempt(req.Namespace) {
+		return d
+	}
+	for _, img := range req.Images {
+		ref, err := imageref.Parse(img.Ref)
+		if err != nil {
+			d.Violations = append(d.Violations, Violation{
+				Rule: "image-reference", Mode: Enforce, Image: img.Ref, Field: img.Field,
+				Problem: err.Error(), Fix: "write a valid reference such as registry.example/team/app:1.2.3",
+			})
+			continue
+		}
+		f := facts[img.Ref]
+		if f.Digest != "" {
+			if d.Digests == nil {
+				d.Digests = map[string]string{}
+			}
+			d.Digests[img.Ref] = f.Digest
+		}
+		for i := range p.Rules {
+			r := &p.Rules[i]
+			if !r.applies(req.Namespace, ref) {
+				continue
+			}
+			c := check{rule: r, ref: ref, facts: f, now: now}
+			c.run()
+			if c.failedOpen != "" {
+				d.FailedOpen = append(d.FailedOpen, fmt.Sprintf("%s: %s: %s", r.Name, img.Ref, c.failedOpen))
+			}
+			for _, pr := range c.problems {
+				d.Violations = append(d.Violations, Violation{
+					Rule: r.Name, Mode: r.Mode, Image: img.Ref, Field: img.Field, Problem: pr.problem, Fix: pr.fix,
+				})
+			}
+		}
+	}
+	if len(d.Denials()) == 0 {
+		return d
+	}
+	d.Allowed = false
+	if bg := p.BreakGlass; bg != nil {
+		// Only present annotations with a reason count: an empty value is
+		// more likely a templating accident than an emergency.
+		if reason := strings.TrimSpace(req.Annotations[bg.Annotation]); reason != "" {
+			if matchAnyGlob(bg.Namespaces, req.Namespace) {
+				d.Allowed = true
+				d.BreakGlass = reason
+			} else {
+				d.BreakGlassRefused = true
+			}
+		}
+	}
+	return d
+}
+
+type problem struct{ problem, fix string }
+
+// check evaluates one rule against one image.
+type check struct {
+	rule       *CompiledRule
+	ref        imageref.Ref
+	facts      Facts
+	now        time.Time
+	problems   []problem
+	failedOpen string
+}
+
+func (c *check) fail(fix, format string, args ...any) {
+	c.problems = append(c.problems, problem{fmt.Sprintf(format, args...), fix})
+}
+
+func (c *check) run() {
+	r, ref := c.rule, c.ref
+	if t := r.Tags; t != nil {
+		c.tags(t)
+	}
+	if len(r.AllowRegistries) > 0 && !matchAnyHost(r.AllowRegistries, ref.Registry) {
+		c.fail("use an image from "+hostList(r.AllowRegistries), "registry %q is not allowed", ref.Registry)
+	}
+	for _, hp := range r.DenyRegistries {
+		if hp.Match(ref.Registry) {
+			c.fail("use an image from another registry", "registry %q is denied (pattern %q)", ref.Registry, hp.String())
+			break
+		}
+	}
+	if len(r.AllowRepositories) > 0 && !matchAnyRepo(r.AllowRepositories, ref) {
+		c.fail("use an image from a repository matching "+repoList(r.AllowRepositories), "repository %q is not allowed", ref.Repo())
+	}
+	for _, rp := range r.DenyRepositories {
+		if rp.Match(ref) {
+			c.fail("use an image from another repository", "repository %q is denied (pattern %q)", ref.Repo(), rp.String())
+			break
+		}
+	}
+	if r.RequireDigest && ref.Digest == "" {
+		fix := "pin the image by digest: " + ref.Repo() + "@sha256:<digest>"
+		if c.facts.Digest != "" {
+			fix = "pin the image by digest: " + ref.Repo() + "@" + c.facts.Digest
+		}
+		c.fail(fix, "is not pinned to a digest")
+	}
+	level := r.level(ref)
+	if level == LevelName {
+		c.digests(ref.Digest)
+		return
+	}
+	if !c.registryAnswered() {
+		return
+	}
+	c.digests(c.facts.Digest)
+	if level < LevelConfig {
+		return
+	}
+	c.config()
+}
+
+func (c *check) tags(t *TagRule) {
+	ref := c.ref
+	pinned := ref.Digest != ""
+	if t.DenyUntagged && ref.Tag == "" && !pinned {
+		c.fail(fmt.Sprintf("name a version tag (%s:<version>) or a digest (%s@sha256:<digest>)", ref.Original, ref.Original),
+			"names no tag, so the runtime pulls the mutable tag \"latest\"")
+	}
+	if t.DenyLatest && ref.Tag == "latest" && !pinned {
+		base := strings.TrimSuffix(ref.Original, ":latest")
+		c.fail(fmt.Sprintf("name a version tag (%s:<version>) or a digest (%s@sha256:<digest>)", base, base),
+			"uses the mutable tag \"latest\"")
+	}
+	if ref.Tag == "" {
+		return
+	}
+	for _, g := range t.Deny {
+		if ok, _ := matchGlob(g, ref.Tag); ok {
+			c.fail("use a tag that does not match "+quoteList(t.Deny), "tag %q is denied (pattern %q)", ref.Tag, g)
+			break
+		}
+	}
+	if len(t.Allow) > 0 && !matchAnyGlob(t.Allow, ref.Tag) {
+		c.fail("use a tag matching "+quoteList(t.Allow), "tag %q is not allowed", ref.Tag)
+	}
+}
+
+func (c *check) digests(digest string) {
+	r := c.rule
+	if r.Digests == nil || digest == "" {
+		return
+	}
+	if !r.Digests[digest] {
+		c.fail("use an image whose digest is on the allow-list of rule "+strconvQuote(r.Name)+", or add "+digest+" to it",
+			"digest %s is not on the allow-list", digest)
+	}
+}
+
+// registryAnswered reports whether there are facts to judge; when there are
+// none it records the violation or the fail-open.
+func (c *check) registryAnswered() bool {
+	f, r := c.facts, c.rule
+	switch {
+	case f.NotFound:
+		what := "tag " + strconvQuote(c.tagOrLatest())
+		if c.ref.Digest != "" {
+			what = "digest " + c.ref.Digest
+		}
+		c.fail("push the image or correct the reference", "%s was not found in %s", what, c.ref.Repo())
+		return false
+	case f.Err != nil:
+		if r.OnRegistryError == FailOpen {
+			c.failedOpen = f.Err.Error()
+			return false
+		}
+		c.fail("retry when the registry is reachable, or set onRegistryError: allow on the rule",
+			"registry %s could not be asked: %v", c.ref.Registry, f.Err)
+		return false
+	case f.Level < c.rule.level(c.ref):
+		// The caller asked for less than the rule needs: a defect, but the
+		// safe answer is to treat it like a registry failure.
+		if r.OnRegistryError == FailOpen {
+			c.failedOpen = "image facts were not fetched"
+			return false
+		}
+		c.fail("retry", "image facts were not fetched")
+		return false
+	}
+	return true
+}
+
+func (c *check) tagOrLatest() string {
+	if c.ref.Tag == "" {
+		return "latest"
+	}
+	return c.ref.Tag
+}
+
+func (c *check) config() {
+	r, f := c.rule, c.facts
+	for _, want := range r.Platforms {
+		if !providesPlatform(f.Platforms, want) {
+			c.fail("use an image built for "+platformList(r.Platforms), "does not provide platform %s (it provides %s)", want, platformList(f.Platforms))
+		}
+	}
+	if !(r.NonRoot || r.MaxAge > 0 || len(r.RequiredLabels) > 0) {
+		return
+	}
+	if len(f.Configs) == 0 {
+		c.fail("use an image built for one of the inspected platforms", "has no image config for the inspected platforms (it provides %s)", platformList(f.Platforms))
+		return
+	}
+	for _, cfg := range f.Configs {
+		on := ""
+		if len(f.Configs) > 1 || len(f.Platforms) > 1 {
+			on = " on " + cfg.Platform.String()
+		}
+		if r.NonRoot && runsAsRoot(cfg.User) {
+			user := cfg.User
+			if user == "" {
+				user = "unset, so root"
+			}
+			c.fail("build the image with USER set to a non-zero numeric uid", "runs as root%s (config user %s)", on, strconvQuote(user))
+		}
+		if r.MaxAge > 0 {
+			switch age := c.now.Sub(cfg.Created); {
+			case cfg.Created.IsZero():
+				c.fail("rebuild the image with a creation time", "has no creation time%s", on)
+			case age > r.MaxAge:
+				c.fail(fmt.Sprintf("rebuild the image (at most %s old)", r.MaxAge),
+					"was created %s%s, %s ago, more than %s", cfg.Created.UTC().Format(time.RFC3339), on, age.Round(time.Second), r.MaxAge)
+			}
+		}
+		for _, l := range r.RequiredLabels {
+			v, ok := cfg.Labels[l.Key]
+			if !ok {
+				c.fail("add the label "+l.String()+" to the image", "lacks label %q%s", l.Key, on)
+				continue
+			}
+			if l.HasPattern {
+				if ok, _ := matchGlob(l.Pattern, v); !ok {
+					c.fail("set the label "+l.String(), "label %q is %q%s, not %q", l.Key, v, on, l.Pattern)
+				}
+			}
+		}
+	}
+}
+
+// runsAsRoot reads the image config's User the way the runtime does: empty
+// means root; "0", "root", "0:gid" and "root:gid" are root.
+func runsAsRoot(user string) bool {
+	u, _, _ := strings.Cut(user, ":")
+	return u == "" || u == "0" || u == "root"
+}
+
+func providesPlatform(have []Platform, want Platform) bool {
+	for _, p := range have {
+		if want.Covers(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchAnyRepo(ps []imageref.RepoPattern, ref imageref.Ref) bool {
+	for _, p := range ps {
+		if p.Match(ref) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchAnyHost(ps []imageref.HostPattern, host string) bool {
+	for _, p := range ps {
+		if p.Match(host) {
+			return true
+		}
+	}
+	return false
+}
+
+func hostList(ps []imageref.HostPattern) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return quoteList(s)
+}
+
+func repoList(ps []imageref.RepoPattern) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return quoteList(s)
+}
+
+func platformList(ps []Platform) string {
+	if len(ps) == 0 {
+		return "no platform"
+	}
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}
+
+func quoteList(s []string) string {
+	q := make([]string, len(s))
+	for i, x := range s {
+		q[i] = strconvQuote(x)
+	}
+	return strings.Join(q, ", ")
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
