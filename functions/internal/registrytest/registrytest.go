@@ -1,0 +1,202 @@
+// Package registrytest runs go-containerregistry's in-process registry on
+// loopback for tests, counts the requests it sees and can be made to fail.
+package registrytest
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// Fault is how the registry misbehaves.
+type Fault int
+
+const (
+	// Healthy serves requests.
+	Healthy Fault = iota
+	// ServerError answers every request with 500.
+	ServerError
+	// Hang holds every request until the client gives up.
+	Hang
+)
+
+// Registry is a loopback registry.
+type Registry struct {
+	t      testing.TB
+	srv    *httptest.Server
+	fault  atomic.Int32
+	mu     sync.Mutex
+	counts map[string]int // "METHOD manifests" and "METHOD blobs"
+}
+
+// New starts a registry that stops when the test ends.
+func New(t testing.TB) *Registry {
+	t.Helper()
+	r := &Registry{t: t, counts: map[string]int{}}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.count(req)
+		switch Fault(r.fault.Load()) {
+		case ServerError:
+			http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}`, http.StatusInternalServerError)
+			return
+		case Hang:
+			select {
+			case <-req.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
+			return
+		}
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *Registry) count(req *http.Request) {
+	kind := "other"
+	switch {
+	case strings.Contains(req.URL.Path, "/manifests/"):
+		kind = "manifests"
+	case strings.Contains(req.URL.Path, "/blobs/"):
+		kind = "blobs"
+	}
+	r.mu.Lock()
+	r.counts[req.Method+" "+kind]++
+	r.mu.Unlock()
+}
+
+// Host is the registry's host:port.
+func (r *Registry) Host() string { return strings.TrimPrefix(r.srv.URL, "http://") }
+
+// URL is the registry's base URL.
+func (r *Registry) URL() string { return r.srv.URL }
+
+// SetFault changes how the registry behaves from now on.
+func (r *Registry) SetFault(f Fault) { r.fault.Store(int32(f)) }
+
+// ManifestRequests counts manifest requests (GET and HEAD) seen so far.
+func (r *Registry) ManifestRequests() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts["GET manifests"] + r.counts["HEAD manifests"]
+}
+
+// Requests returns a copy of the request counts by "METHOD kind".
+func (r *Registry) Requests() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetCounts forgets the requests seen so far.
+func (r *Registry) ResetCounts() {
+	r.mu.Lock()
+	r.counts = map[string]int{}
+	r.mu.Unlock()
+}
+
+// Ref is "host:port/repo" plus suffix, e.g. Ref("app", ":v1").
+func (r *Registry) Ref(repo, suffix string) string { return r.Host() + "/" + repo + suffix }
+
+// Image makes a small random image with the given config tweaks.
+func Image(t testing.TB, tweak func(*v1.ConfigFile)) v1.Image {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Created = v1.Time{Time: time.Now().UTC().Truncate(time.Second)}
+	cf.Config.User = "65532"
+	if tweak != nil {
+		tweak(cf)
+	}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// Push writes img to ref ("repo:tag" relative to the registry) and returns
+// its digest.
+func (r *Registry) Push(repoTag string, img v1.Image) string {
+	r.t.Helper()
+	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		r.t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return d.String()
+}
+
+// PushIndex writes a multi-platform index of fresh images, one per platform,
+// to repoTag and returns its digest. tweak, if set, edits each config.
+func (r *Registry) PushIndex(repoTag string, platforms []v1.Platform, tweak func(*v1.ConfigFile)) string {
+	r.t.Helper()
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range platforms {
+		img := Image(r.t, func(cf *v1.ConfigFile) {
+			cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
+			if tweak != nil {
+				tweak(cf)
+			}
+		})
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
+	}
+	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		r.t.Fatal(err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return d.String()
+}
+
+// Delete removes the manifest behind repoTag.
+func (r *Registry) Delete(repoTag string) {
+	r.t.Helper()
+	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := remote.Delete(ref); err != nil {
+		r.t.Fatal(err)
+	}
+}

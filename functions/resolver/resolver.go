@@ -1,0 +1,285 @@
+// Package resolver asks container registries about images, through
+// go-containerregistry: HEAD for tag → digest (it does not count against pull
+// limits), the manifest and config only when a rule needs them. Answers are
+// cached, concurrent lookups of one reference share one registry call, and a
+// failing registry is covered by stale answers within the policy's window.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/policy"
+)
+
+// Resolver fetches image facts from registries. It is safe for concurrent
+// use.
+type Resolver struct {
+	settings  policy.Registry
+	keychain  authn.Keychain
+	transport http.RoundTripper
+	now       func() time.Time
+	userAgent string
+
+	puller *remote.Puller
+	cache  *cache
+	group  singleflight.Group
+}
+
+// Option configures a Resolver.
+type Option func(*Resolver)
+
+// WithKeychain sets where registry credentials come from (default
+// authn.DefaultKeychain: the docker config mounted in the pod).
+func WithKeychain(k authn.Keychain) Option { return func(r *Resolver) { r.keychain = k } }
+
+// WithTransport sets the HTTP transport to registries.
+func WithTransport(t http.RoundTripper) Option { return func(r *Resolver) { r.transport = t } }
+
+// WithClock sets the clock used for cache ages.
+func WithClock(now func() time.Time) Option { return func(r *Resolver) { r.now = now } }
+
+// WithUserAgent sets the User-Agent sent to registries.
+func WithUserAgent(ua string) Option { return func(r *Resolver) { r.userAgent = ua } }
+
+// New returns a Resolver for the policy's registry settings. It makes no
+// network call.
+func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
+	r := &Resolver{
+		settings:  settings,
+		keychain:  authn.DefaultKeychain,
+		now:       time.Now,
+		userAgent: "admitfn",
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.transport == nil {
+		r.transport = remote.DefaultTransport.(*http.Transport).Clone()
+	}
+	size := settings.CacheSize
+	if size < 1 {
+		size = 1
+	}
+	r.cache = newCache(size)
+	p, err := remote.NewPuller(
+		remote.WithAuthFromKeychain(r.keychain),
+		remote.WithTransport(schemeGuard{next: r.transport, insecure: settings.IsInsecure}),
+		remote.WithUserAgent(r.userAgent),
+		// The review deadline bounds the whole lookup; one quick retry of
+		// a temporary failure is all it has room for.
+		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}),
+	)
+	if err != nil {
+		return nil, err
+	}
+	r.puller = p
+	return r, nil
+}
+
+// Settings returns the registry settings the resolver was made with.
+func (r *Resolver) Settings() policy.Registry { return r.settings }
+
+// Resolve returns what the registry says about ref, to the level asked. It
+// never returns an error: failures are in Facts.Err, so each rule can apply
+// its own onRegistryError. ctx bounds how long the caller waits; the shared
+// lookup itself is bounded by the policy's registry timeout, so a caller
+// that gives up does not cancel it for the others.
+func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts {
+	if level == policy.LevelName {
+		return policy.Facts{Level: policy.LevelName}
+	}
+	key := cacheKey(ref, level)
+	if f, ok := r.fresh(ref, level); ok {
+		return f
+	}
+	ch := r.group.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.settings.Timeout)
+		defer cancel()
+		return r.lookup(fctx, key, ref, level), nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(policy.Facts)
+	case <-ctx.Done():
+		err := fmt.Errorf("registry %s did not answer before the review deadline: %w", ref.Registry, ctx.Err())
+		return r.staleOr(key, policy.Facts{Level: level, Err: err})
+	}
+}
+
+// fresh returns a cached answer within its TTL, at the level asked or more.
+func (r *Resolver) fresh(ref imageref.Ref, level policy.Level) (policy.Facts, bool) {
+	now := r.now()
+	for l := level; l <= policy.LevelConfig; l++ {
+		if e, ok := r.cache.get(cacheKey(ref, l)); ok && now.Before(e.expires) {
+			return e.facts, true
+		}
+	}
+	return policy.Facts{}, false
+}
+
+// lookup asks the registry and records the answer. Failures are not cached:
+// the next review asks again, and meanwhile a stale answer may stand in.
+func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, level policy.Level) policy.Facts {
+	f := r.fetch(ctx, ref, level)
+	now := r.now()
+	switch {
+	case f.Err != nil:
+		return r.staleOr(key, f)
+	case f.NotFound:
+		r.cache.put(entry{key: key, facts: f, expires: now.Add(r.settings.NegativeCacheTTL), staleBy: now.Add(r.settings.NegativeCacheTTL)})
+	default:
+		exp := now.Add(r.settings.CacheTTL)
+		r.cache.put(entry{key: key, facts: f, expires: exp, staleBy: exp.Add(r.settings.StaleWindow)})
+	}
+	return f
+}
+
+// staleOr returns the cached answer for key if it is within its stale
+// window, marked stale; otherwise failed.
+func (r *Resolver) staleOr(key string, failed policy.Facts) policy.Facts {
+	if e, ok := r.cache.get(key); ok && r.now().Before(e.staleBy) && !e.facts.NotFound {
+		f := e.facts
+		f.Stale = true
+		return f
+	}
+	return failed
+}
+
+func cacheKey(ref imageref.Ref, level policy.Level) string {
+	return fmt.Sprintf("%d|%s", level, ref.String())
+}
+
+func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts {
+	var nopts []name.Option
+	if r.settings.IsInsecure(ref.Registry) {
+		nopts = append(nopts, name.Insecure)
+	}
+	nref, err := ref.Reference(nopts...)
+	if err != nil {
+		return policy.Facts{Level: level, Err: err}
+	}
+	if level == policy.LevelDigest {
+		desc, err := r.puller.Head(ctx, nref)
+		if err != nil {
+			return failure(level, ref, err)
+		}
+		return policy.Facts{Level: level, Digest: desc.Digest.String()}
+	}
+
+	desc, err := r.puller.Get(ctx, nref)
+	if err != nil {
+		return failure(level, ref, err)
+	}
+	f := policy.Facts{Level: level, Digest: desc.Digest.String()}
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return failure(level, ref, err)
+		}
+		manifest, err := idx.IndexManifest()
+		if err != nil {
+			return failure(level, ref, fmt.Errorf("reading index manifest: %w", err))
+		}
+		for _, m := range manifest.Manifests {
+			if m.Platform == nil || m.Platform.OS == "unknown" {
+				// Attestations and other artifacts, not runnable images.
+				continue
+			}
+			p := policy.Platform{OS: m.Platform.OS, Arch: m.Platform.Architecture, Variant: m.Platform.Variant}
+			f.Platforms = append(f.Platforms, p)
+			if !r.inspects(p) {
+				continue
+			}
+			img, err := idx.Image(m.Digest)
+			if err != nil {
+				return failure(level, ref, fmt.Errorf("fetching %s image %s: %w", p, m.Digest, err))
+			}
+			cfg, err := imageConfig(img)
+			if err != nil {
+				return failure(level, ref, fmt.Errorf("reading %s config: %w", p, err))
+			}
+			f.Configs = append(f.Configs, cfg)
+		}
+	case desc.MediaType.IsImage():
+		img, err := desc.Image()
+		if err != nil {
+			return failure(level, ref, err)
+		}
+		cfg, err := imageConfig(img)
+		if err != nil {
+			return failure(level, ref, fmt.Errorf("reading config: %w", err))
+		}
+		f.Platforms = []policy.Platform{cfg.Platform}
+		f.Configs = []policy.ImageConfig{cfg}
+	default:
+		return policy.Facts{Level: level, Err: fmt.Errorf("%s is a %s, not an image or an image index", ref.String(), desc.MediaType)}
+	}
+	return f
+}
+
+func (r *Resolver) inspects(p policy.Platform) bool {
+	for _, want := range r.settings.Platforms {
+		if want.Covers(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func imageConfig(img v1.Image) (policy.ImageConfig, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return policy.ImageConfig{}, err
+	}
+	return policy.ImageConfig{
+		Platform: policy.Platform{OS: cf.OS, Arch: cf.Architecture, Variant: cf.Variant},
+		User:     cf.Config.User,
+		Created:  cf.Created.Time,
+		Labels:   cf.Config.Labels,
+	}, nil
+}
+
+// failure tells "the registry says it does not exist" (a fact) from "the
+// registry could not be asked" (an error the rule's onRegistryError decides).
+func failure(level policy.Level, ref imageref.Ref, err error) policy.Facts {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		if terr.StatusCode == http.StatusNotFound {
+			return policy.Facts{Level: level, NotFound: true}
+		}
+		for _, d := range terr.Errors {
+			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+				return policy.Facts{Level: level, NotFound: true}
+			}
+		}
+	}
+	return policy.Facts{Level: level, Err: fmt.Errorf("looking up %s: %w", ref.String(), err)}
+}
+
+// schemeGuard refuses plain HTTP to registries the policy does not list as
+// insecure. go-containerregistry falls back to HTTP on its own for loopback
+// and private addresses; a policy must opt in to that.
+type schemeGuard struct {
+	next     http.RoundTripper
+	insecure func(host string) bool
+}
+
+func (g schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !g.insecure(req.URL.Host) {
+		return nil, fmt.Errorf("refusing plain HTTP to %s: list it under spec.registry.insecure to allow it", req.URL.Host)
+	}
+	return g.next.RoundTrip(req)
+}

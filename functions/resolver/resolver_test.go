@@ -1,0 +1,287 @@
+package resolver
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/internal/registrytest"
+	"github.com/admitfn/admitfn/functions/policy"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func settings(insecure ...string) policy.Registry {
+	s := policy.Registry{
+		Timeout: 5 * time.Second, CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second,
+		StaleWindow: time.Hour, CacheSize: 100,
+		Platforms: []policy.Platform{{OS: "linux", Arch: "amd64"}, {OS: "linux", Arch: "arm64"}},
+	}
+	for _, h := range insecure {
+		p, err := imageref.ParseHostPattern(h)
+		if err != nil {
+			panic(err)
+		}
+		s.Insecure = append(s.Insecure, p)
+	}
+	return s
+}
+
+func newResolver(t *testing.T, reg *registrytest.Registry, c *clock) *Resolver {
+	t.Helper()
+	r, err := New(settings(reg.Host()), WithClock(c.Now), WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func ref(t *testing.T, s string) imageref.Ref {
+	t.Helper()
+	r, err := imageref.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestResolveAgainstRegistry(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	created := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+	plain := reg.Push("app:v1", registrytest.Image(t, nil))
+	rootImg := reg.Push("root:v1", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.User = "" }))
+	old := reg.Push("old:v1", registrytest.Image(t, func(cf *v1.ConfigFile) {
+		cf.Created = v1.Time{Time: created}
+		cf.Config.Labels = map[string]string{"org.opencontainers.image.source": "https://example.test/old"}
+	}))
+	idx := reg.PushIndex("multi:v1", []v1.Platform{
+		{OS: "linux", Architecture: "amd64"},
+		{OS: "linux", Architecture: "arm64", Variant: "v8"},
+		{OS: "linux", Architecture: "s390x"},
+	}, func(cf *v1.ConfigFile) { cf.Config.User = "1000" })
+	c := &clock{now: time.Now()}
+	r := newResolver(t, reg, c)
+	ctx := context.Background()
+
+	t.Run("tag resolves by HEAD", func(t *testing.T) {
+		before := reg.Requests()
+		f := r.Resolve(ctx, ref(t, reg.Ref("app", ":v1")), policy.LevelDigest)
+		if f.Err != nil || f.NotFound || f.Digest != plain {
+			t.Fatalf("Resolve = %+v, want digest %s", f, plain)
+		}
+		after := reg.Requests()
+		if after["HEAD manifests"]-before["HEAD manifests"] != 1 || after["GET manifests"] != before["GET manifests"] {
+			t.Errorf("requests before %v after %v: want one HEAD and no GET of the manifest", before, after)
+		}
+	})
+	t.Run("missing tag is not found", func(t *testing.T) {
+		f := r.Resolve(ctx, ref(t, reg.Ref("app", ":nope")), policy.LevelDigest)
+		if !f.NotFound || f.Err != nil {
+			t.Fatalf("Resolve = %+v, want NotFound", f)
+		}
+	})
+	t.Run("missing repository is not found", func(t *testing.T) {
+		f := r.Resolve(ctx, ref(t, reg.Ref("nobody/here", ":v1")), policy.LevelConfig)
+		if !f.NotFound || f.Err != nil {
+			t.Fatalf("Resolve = %+v, want NotFound", f)
+		}
+	})
+	t.Run("root user config", func(t *testing.T) {
+		f := r.Resolve(ctx, ref(t, reg.Ref("root", ":v1")), policy.LevelConfig)
+		if f.Err != nil || f.Digest != rootImg || len(f.Configs) != 1 || f.Configs[0].User != "" {
+			t.Fatalf("Resolve = %+v, want one config with an empty user", f)
+		}
+	})
+	t.Run("old image config", func(t *testing.T) {
+		f := r.Resolve(ctx, ref(t, reg.Ref("old", ":v1")), policy.LevelConfig)
+		if f.Err != nil || f.Digest != old || len(f.Configs) != 1 {
+			t.Fatalf("Resolve = %+v", f)
+		}
+		if got := f.Configs[0]; !got.Created.Equal(created) || got.Labels["org.opencontainers.image.source"] == "" || got.Platform.String() != "linux/amd64" {
+			t.Errorf("config = %+v, want created %v, the source label, linux/amd64", got, created)
+		}
+	})
+	t.Run("index digest and inspected platforms", func(t *testing.T) {
+		f := r.Resolve(ctx, ref(t, reg.Ref("multi", ":v1")), policy.LevelConfig)
+		if f.Err != nil || f.Digest != idx {
+			t.Fatalf("Resolve = %+v, want index digest %s", f, idx)
+		}
+		if len(f.Platforms) != 3 {
+			t.Errorf("platforms = %v, want 3", f.Platforms)
+		}
+		var inspected []string
+		for _, c := range f.Configs {
+			inspected = append(inspected, c.Platform.String()+" user "+c.User)
+		}
+		want := "linux/amd64 user 1000,linux/arm64/v8 user 1000"
+		if got := strings.Join(inspected, ","); got != want {
+			t.Errorf("inspected configs = %s, want %s (s390x is not among the policy's platforms)", got, want)
+		}
+	})
+	t.Run("digest reference", func(t *testing.T) {
+		f := r.Resolve(ctx, ref(t, reg.Ref("app", "@"+plain)), policy.LevelConfig)
+		if f.Err != nil || f.Digest != plain {
+			t.Fatalf("Resolve = %+v", f)
+		}
+	})
+}
+
+func TestMovedAndDeletedTags(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	first := reg.Push("app:stable", registrytest.Image(t, nil))
+	c := &clock{now: time.Now()}
+	r := newResolver(t, reg, c)
+	ctx := context.Background()
+	app := ref(t, reg.Ref("app", ":stable"))
+
+	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != first {
+		t.Fatalf("first resolve = %+v, want %s", f, first)
+	}
+	second := reg.Push("app:stable", registrytest.Image(t, nil))
+	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != first {
+		t.Errorf("within the TTL the cached digest stands: got %+v, want %s", f, first)
+	}
+	c.Advance(2 * time.Minute)
+	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != second {
+		t.Errorf("after the TTL the moved tag resolves anew: got %+v, want %s", f, second)
+	}
+	reg.Delete("app:stable")
+	c.Advance(2 * time.Minute)
+	if f := r.Resolve(ctx, app, policy.LevelDigest); !f.NotFound {
+		t.Errorf("deleted tag: got %+v, want NotFound", f)
+	}
+	// "Not found" is cached for the shorter negative TTL only.
+	reg.Push("app:stable", registrytest.Image(t, nil))
+	c.Advance(11 * time.Second)
+	if f := r.Resolve(ctx, app, policy.LevelDigest); f.NotFound || f.Digest == "" {
+		t.Errorf("re-pushed tag after the negative TTL: got %+v, want a digest", f)
+	}
+}
+
+func TestOneRegistryCallForConcurrentLookups(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	want := reg.Push("busy:v1", registrytest.Image(t, nil))
+	reg.ResetCounts()
+	r := newResolver(t, reg, &clock{now: time.Now()})
+	busy := ref(t, reg.Ref("busy", ":v1"))
+
+	const n = 1000
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	digests := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			digests[i] = r.Resolve(context.Background(), busy, policy.LevelConfig).Digest
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, d := range digests {
+		if d != want {
+			t.Fatalf("lookup %d got digest %q, want %q", i, d, want)
+		}
+	}
+	if got := reg.ManifestRequests(); got != 1 {
+		t.Errorf("registry saw %d manifest requests for %d concurrent lookups, want 1 (all: %v)", got, n, reg.Requests())
+	}
+}
+
+func TestRegistryFailures(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	want := reg.Push("app:v1", registrytest.Image(t, nil))
+	c := &clock{now: time.Now()}
+	s := settings(reg.Host())
+	s.Timeout = time.Second // bounds the hung lookup that outlives its caller
+	r, err := New(s, WithClock(c.Now), WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := ref(t, reg.Ref("app", ":v1"))
+	ctx := context.Background()
+
+	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != want {
+		t.Fatalf("warm-up resolve = %+v", f)
+	}
+	reg.SetFault(registrytest.ServerError)
+	c.Advance(2 * time.Minute) // past the TTL, within the stale window
+	f := r.Resolve(ctx, app, policy.LevelDigest)
+	if f.Err != nil || !f.Stale || f.Digest != want {
+		t.Errorf("registry failing within stale window: got %+v, want stale digest %s", f, want)
+	}
+	c.Advance(2 * time.Hour) // past the stale window
+	f = r.Resolve(ctx, app, policy.LevelDigest)
+	if f.Err == nil || f.Stale {
+		t.Errorf("registry failing past stale window: got %+v, want an error", f)
+	}
+	other := ref(t, reg.Ref("other", ":v1"))
+	if f := r.Resolve(ctx, other, policy.LevelDigest); f.Err == nil || f.NotFound {
+		t.Errorf("uncached ref with failing registry: got %+v, want an error, not NotFound", f)
+	}
+
+	reg.SetFault(registrytest.Hang)
+	dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	hung := ref(t, reg.Ref("hung", ":v1"))
+	f = r.Resolve(dctx, hung, policy.LevelDigest)
+	if f.Err == nil || !strings.Contains(f.Err.Error(), "deadline") {
+		t.Errorf("hanging registry: got %+v, want a deadline error", f)
+	}
+	if dctx.Err() == nil {
+		t.Errorf("Resolve returned before the caller's deadline with %+v", f)
+	}
+}
+
+func TestPlainHTTPNeedsPolicy(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	reg.Push("app:v1", registrytest.Image(t, nil))
+	r, err := New(settings( /* registry not listed */ ), WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := r.Resolve(context.Background(), ref(t, reg.Ref("app", ":v1")), policy.LevelDigest)
+	if f.Err == nil || !strings.Contains(f.Err.Error(), "spec.registry.insecure") {
+		t.Errorf("Resolve = %+v, want an error saying plain HTTP needs spec.registry.insecure", f)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	t.Parallel()
+	c := newCache(3)
+	for i := range 10 {
+		c.put(entry{key: string(rune('a' + i))})
+	}
+	if c.len() != 3 {
+		t.Errorf("cache holds %d entries, want 3", c.len())
+	}
+	if _, ok := c.get("j"); !ok {
+		t.Errorf("newest entry evicted")
+	}
+	if _, ok := c.get("a"); ok {
+		t.Errorf("oldest entry kept")
+	}
+}
