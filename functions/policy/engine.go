@@ -133,12 +133,21 @@ func (d Decision) byMode(m Mode) []Violation {
 	return out
 }
 
-// Reason is a human sentence for the decision: every enforce violation
-// when denied.
+// maxReasons bounds how many violations a reason spells out: the apiserver
+// puts the reason into the client's error, and a pod with thousands of bad
+// containers must not produce a megabyte of it.
+const maxReasons = 5
+
+// Reason is a human sentence for the decision: the enforce violations when
+// denied, the first few of them spelled out.
 func (d Decision) Reason() string {
 	denials := d.Denials()
 	var lines []string
-	for _, v := range denials {
+	for i, v := range denials {
+		if i == maxReasons {
+			lines = append(lines, fmt.Sprintf("and %d more", len(denials)-maxReasons))
+			break
+		}
 		lines = append(lines, v.String())
 	}
 	switch {
@@ -173,7 +182,11 @@ func (d Decision) AuditAnnotations() map[string]string {
 	}
 	if len(d.Violations) > 0 {
 		var vs []string
-		for _, v := range d.Violations {
+		for i, v := range d.Violations {
+			if i == 4*maxReasons {
+				vs = append(vs, fmt.Sprintf("and %d more", len(d.Violations)-i))
+				break
+			}
 			vs = append(vs, fmt.Sprintf("%s/%s: %s", v.Rule, v.Mode, v.Image))
 		}
 		a["violations"] = strings.Join(vs, ", ")

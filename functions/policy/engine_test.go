@@ -246,3 +246,28 @@ func TestBreakGlass(t *testing.T) {
 		})
 	}
 }
+
+func TestReasonIsBounded(t *testing.T) {
+	var req Request
+	for range 10000 {
+		req.Images = append(req.Images, Image{Ref: "nginx", Field: "spec.containers[0].image"})
+	}
+	d := Default().Evaluate(req, nil, now)
+	if d.Allowed || len(d.Denials()) != 10000 {
+		t.Fatalf("Allowed=%v denials=%d, want 10000 denials", d.Allowed, len(d.Denials()))
+	}
+	if r := d.Reason(); len(r) > 2000 || !strings.HasSuffix(r, "and 9995 more") {
+		t.Errorf("Reason is %d bytes ending %q, want a short one ending \"and 9995 more\"", len(r), r[max(0, len(r)-40):])
+	}
+}
+
+func TestAuditAnnotationsAreBounded(t *testing.T) {
+	var req Request
+	for range 1000 {
+		req.Images = append(req.Images, Image{Ref: "nginx"})
+	}
+	a := Default().Evaluate(req, nil, now).AuditAnnotations()
+	if v := a["violations"]; len(v) > 1000 || !strings.HasSuffix(v, "and 980 more") {
+		t.Errorf("violations annotation is %d bytes ending %q", len(v), v[max(0, len(v)-30):])
+	}
+}

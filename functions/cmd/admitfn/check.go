@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/admitfn/admitfn/functions/policy"
+)
+
+func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("admitfn check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	policyFile := fs.String("policy", "", "policy file (default: the embedded policy)")
+	namespace := fs.String("namespace", "default", "namespace the images would run in")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long registry lookups may take in all")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: admitfn check [--policy FILE] [--namespace NS] IMAGE...")
+		fmt.Fprintln(stderr, "Prints one line per image; exits 0 if all are allowed, 1 if any is denied, 2 on bad usage or policy.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "admitfn check: name at least one image")
+		fs.Usage()
+		return 2
+	}
+	p, err := loadPolicy(*policyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
+		return 2
+	}
+	rv, err := newReviewer(p)
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	code := 0
+	for _, img := range fs.Args() {
+		d := rv.Review(ctx, policy.Request{Namespace: *namespace, Images: []policy.Image{{Ref: img}}})
+		fmt.Fprintln(stdout, checkLine(img, d))
+		if !d.Allowed {
+			code = 1
+		}
+	}
+	return code
+}
+
+// checkLine is "RESULT IMAGE [DIGEST] [rule] problem; to pass, fix" for
+// each violation.
+func checkLine(img string, d policy.Decision) string {
+	result := "allowed"
+	switch {
+	case !d.Allowed:
+		result = "denied"
+	case len(d.Warnings()) > 0:
+		result = "warned"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-7s %s", result, img)
+	if dig := d.Digests[img]; dig != "" {
+		fmt.Fprintf(&b, " %s", dig)
+	}
+	for _, v := range d.Violations {
+		fmt.Fprintf(&b, " [%s/%s] %s; to pass, %s.", v.Rule, v.Mode, v.Problem, v.Fix)
+	}
+	for _, f := range d.FailedOpen {
+		fmt.Fprintf(&b, " [failed open] %s.", f)
+	}
+	return b.String()
+}

@@ -1,0 +1,54 @@
+// Command admitfn runs admitfn's admission handlers (serve) and judges
+// images from a CI pipeline with the same policy engine (check).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped at build time through -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `admitfn: admission policy for Kubernetes images
+
+Usage:
+  admitfn serve [flags]            serve the admission endpoints
+  admitfn check [flags] IMAGE...   judge images with a policy (exit 0 allowed, 1 denied, 2 bad usage)
+  admitfn version                  print the version
+
+Run "admitfn COMMAND -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "check":
+		return check(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "admitfn: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

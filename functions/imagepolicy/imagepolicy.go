@@ -1,0 +1,79 @@
+// Package imagepolicy serves kube-apiserver's ImagePolicyWebhook admission
+// plugin: it answers imagepolicy.k8s.io/v1alpha1 ImageReview requests.
+package imagepolicy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"k8s.io/api/imagepolicy/v1alpha1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/admitfn/admitfn/functions/internal/httpx"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/review"
+)
+
+// Path is where the handler is mounted.
+const Path = "/imagepolicy"
+
+var reviewType = metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "ImageReview"}
+
+// Handler answers ImageReviews.
+type Handler struct {
+	reviewer *review.Reviewer
+}
+
+// New returns a Handler that judges with rv.
+func New(rv *review.Reviewer) *Handler { return &Handler{reviewer: rv} }
+
+// ServeHTTP decodes the review, asks the reviewer and encodes its decision.
+// Requests it cannot read get a 4xx with a metav1.Status body, which the
+// apiserver's client shows to the user.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, herr := httpx.ReadJSONPost(w, r)
+	if herr != nil {
+		httpx.WriteStatus(w, herr)
+		return
+	}
+	var in v1alpha1.ImageReview
+	if err := json.Unmarshal(body, &in); err != nil {
+		httpx.WriteStatus(w, httpx.Errorf(http.StatusBadRequest, "request is not a valid ImageReview: %v", err))
+		return
+	}
+	if in.APIVersion != reviewType.APIVersion || in.Kind != reviewType.Kind {
+		httpx.WriteStatus(w, httpx.Errorf(http.StatusBadRequest, "expected apiVersion %q and kind %q, got %q and %q",
+			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind))
+		return
+	}
+	budget := review.Budget(r.URL.Query().Get("timeout"), h.reviewer.Policy().Registry.Timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), budget)
+	defer cancel()
+	out := h.Review(ctx, &in)
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // reasons read "nginx:<version>", not "\u003cversion\u003e"
+	_ = enc.Encode(out)
+}
+
+// Review judges one decoded ImageReview and returns the reply.
+func (h *Handler) Review(ctx context.Context, in *v1alpha1.ImageReview) *v1alpha1.ImageReview {
+	req := policy.Request{Namespace: in.Spec.Namespace, Annotations: in.Spec.Annotations}
+	for i, c := range in.Spec.Containers {
+		// The plugin sends containers then init containers in one list, or
+		// only the ephemeral containers for that subresource: the index in
+		// this list is all the review says about where an image came from.
+		req.Images = append(req.Images, policy.Image{Ref: c.Image, Field: fmt.Sprintf("spec.containers[%d].image", i)})
+	}
+	d := h.reviewer.Review(ctx, req)
+	return &v1alpha1.ImageReview{
+		TypeMeta: reviewType,
+		Status: v1alpha1.ImageReviewStatus{
+			Allowed:          d.Allowed,
+			Reason:           d.Reason(),
+			AuditAnnotations: d.AuditAnnotations(),
+		},
+	}
+}

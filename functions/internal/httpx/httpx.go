@@ -1,0 +1,86 @@
+// Package httpx holds the HTTP checks every admission endpoint makes before
+// it decodes a body: method, content type and size.
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MaxBody is the largest request body accepted: kube-apiserver caps
+// admission payloads near 3 MiB, and so does knative.dev/pkg's webhook.
+const MaxBody = 3 << 20
+
+// Error is a request problem with the HTTP status that reports it.
+type Error struct {
+	Code    int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an Error.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ReadJSONPost checks that r is a POST of application/json no larger than
+// MaxBody and returns its body.
+func ReadJSONPost(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, Errorf(http.StatusMethodNotAllowed, "method %s is not allowed: send the review with POST", r.Method)
+	}
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return nil, Errorf(http.StatusUnsupportedMediaType, "content type %q is not supported: send application/json", ct)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, Errorf(http.StatusRequestEntityTooLarge, "request body exceeds the %d-byte limit", MaxBody)
+		}
+		return nil, Errorf(http.StatusBadRequest, "reading request body: %v", err)
+	}
+	if len(body) == 0 {
+		return nil, Errorf(http.StatusBadRequest, "request body is empty: send a review")
+	}
+	return body, nil
+}
+
+// WriteStatus replies with e as a metav1.Status, the error body
+// kube-apiserver's clients decode and show.
+func WriteStatus(w http.ResponseWriter, e *Error) {
+	st := metav1.Status{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"},
+		Status:   metav1.StatusFailure,
+		Message:  e.Message,
+		Reason:   reasonFor(e.Code),
+		Code:     int32(e.Code),
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Code)
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+func reasonFor(code int) metav1.StatusReason {
+	switch code {
+	case http.StatusMethodNotAllowed:
+		return metav1.StatusReasonMethodNotAllowed
+	case http.StatusUnsupportedMediaType:
+		return metav1.StatusReasonUnsupportedMediaType
+	case http.StatusRequestEntityTooLarge:
+		return metav1.StatusReasonRequestEntityTooLarge
+	default:
+		return metav1.StatusReasonBadRequest
+	}
+}

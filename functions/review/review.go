@@ -1,0 +1,100 @@
+// Package review is what every admission handler calls: it asks the
+// resolver for the image facts the policy needs, then lets the pure policy
+// engine decide.
+package review
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/policy"
+)
+
+// FactSource answers questions about images; *resolver.Resolver is one.
+type FactSource interface {
+	Resolve(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts
+}
+
+// Reviewer judges requests against one policy.
+type Reviewer struct {
+	policy   *policy.Policy
+	facts    FactSource
+	now      func() time.Time
+	parallel int
+}
+
+// Option configures a Reviewer.
+type Option func(*Reviewer)
+
+// WithClock sets the clock rules such as maxAge read.
+func WithClock(now func() time.Time) Option { return func(r *Reviewer) { r.now = now } }
+
+// New returns a Reviewer. facts may be nil when the policy never needs the
+// registry; a rule that does then fails as if the registry were down.
+func New(p *policy.Policy, facts FactSource, opts ...Option) *Reviewer {
+	r := &Reviewer{policy: p, facts: facts, now: time.Now, parallel: 8}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Policy returns the policy the reviewer applies.
+func (r *Reviewer) Policy() *policy.Policy { return r.policy }
+
+// Review gathers the facts the request needs, each distinct image once and
+// a few at a time, and evaluates the policy. ctx bounds the registry
+// lookups: a lookup still running at its deadline counts as a registry
+// failure.
+func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decision {
+	type job struct {
+		ref   imageref.Ref
+		level policy.Level
+	}
+	jobs := map[string]job{}
+	for _, img := range req.Images {
+		if _, seen := jobs[img.Ref]; seen {
+			continue
+		}
+		ref, err := imageref.Parse(img.Ref)
+		if err != nil {
+			continue // the engine reports it
+		}
+		if level := r.policy.Need(req.Namespace, ref); level > policy.LevelName {
+			jobs[img.Ref] = job{ref, level}
+		}
+	}
+	facts := make(map[string]policy.Facts, len(jobs))
+	if len(jobs) > 0 && r.facts != nil {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, r.parallel)
+		for raw, j := range jobs {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				f := r.facts.Resolve(ctx, j.ref, j.level)
+				mu.Lock()
+				facts[raw] = f
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	return r.policy.Evaluate(req, facts, r.now())
+}
+
+// Budget is how long a review may spend on registry lookups: the timeout
+// the apiserver appends to the webhook URL ("?timeout=10s") less a margin
+// for the reply to travel back, capped by the policy's registry timeout.
+func Budget(timeoutParam string, policyCap time.Duration) time.Duration {
+	budget := policyCap
+	if d, err := time.ParseDuration(timeoutParam); err == nil && d > 0 {
+		d -= min(time.Second, d/5)
+		budget = min(budget, d)
+	}
+	return budget
+}

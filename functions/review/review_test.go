@@ -1,0 +1,128 @@
+package review
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/admitfn/admitfn/functions/internal/registrytest"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/resolver"
+)
+
+func TestBudget(t *testing.T) {
+	tests := []struct {
+		param string
+		cap   time.Duration
+		want  time.Duration
+	}{
+		{"30s", 10 * time.Second, 10 * time.Second},
+		{"10s", 10 * time.Second, 9 * time.Second},
+		{"2s", 10 * time.Second, 1600 * time.Millisecond},
+		{"", 10 * time.Second, 10 * time.Second},
+		{"garbage", 5 * time.Second, 5 * time.Second},
+		{"-3s", 5 * time.Second, 5 * time.Second},
+	}
+	for _, tc := range tests {
+		if got := Budget(tc.param, tc.cap); got != tc.want {
+			t.Errorf("Budget(%q, %v) = %v, want %v", tc.param, tc.cap, got, tc.want)
+		}
+	}
+}
+
+func resolvablePolicy(t *testing.T, host string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse([]byte(fmt.Sprintf(`
+apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: no-latest
+    tags: {denyLatest: true, denyUntagged: true}
+  - name: resolvable
+    images: ["%s/**"]
+    resolvable: true
+`, host, host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReviewResolvesEachImageOnce(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	digest := reg.Push("app:v1", registrytest.Image(t, nil))
+	p := resolvablePolicy(t, reg.Host())
+	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := New(p, res)
+	reg.ResetCounts()
+	img := reg.Ref("app", ":v1")
+	d := rv.Review(context.Background(), policy.Request{Namespace: "default", Images: []policy.Image{
+		{Ref: img, Field: "spec.containers[0].image"},
+		{Ref: img, Field: "spec.containers[1].image"},
+		{Ref: "nginx:1.17.1", Field: "spec.containers[2].image"},
+	}})
+	if !d.Allowed || d.Digests[img] != digest {
+		t.Errorf("Review = %+v, want allowed with digest %s", d, digest)
+	}
+	if got := reg.ManifestRequests(); got != 1 {
+		t.Errorf("manifest requests = %d, want 1", got)
+	}
+
+	d = rv.Review(context.Background(), policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", ":gone")}}})
+	if d.Allowed || !strings.Contains(d.Reason(), `tag "gone" was not found`) {
+		t.Errorf("missing tag: Allowed=%v Reason=%q, want a denial saying it was not found", d.Allowed, d.Reason())
+	}
+}
+
+// TestConcurrentReviewsShareOneLookup sends 1000 concurrent reviews of one
+// uncached tag through the reviewer and counts the registry's requests.
+func TestConcurrentReviewsShareOneLookup(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	reg.Push("hot:v1", registrytest.Image(t, nil))
+	p := resolvablePolicy(t, reg.Host())
+	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()),
+		resolver.WithTransport(http.DefaultTransport.(*http.Transport).Clone()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := New(p, res)
+	reg.ResetCounts()
+	req := policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("hot", ":v1")}}}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	denied := 0
+	start := make(chan struct{})
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if d := rv.Review(context.Background(), req); !d.Allowed {
+				mu.Lock()
+				denied++
+				mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if denied != 0 {
+		t.Errorf("%d of 1000 reviews denied", denied)
+	}
+	if got := reg.ManifestRequests(); got != 1 {
+		t.Errorf("registry saw %d manifest requests for 1000 concurrent reviews, want 1", got)
+	}
+}

@@ -1,0 +1,161 @@
+// Package server runs admitfn's HTTP(S) endpoints: the admission handlers,
+// the health probes Knative and kubelets call, TLS with optional client
+// certificate verification, and a graceful shutdown.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// Health probe paths.
+const (
+	ReadinessPath = "/health/readiness"
+	LivenessPath  = "/health/liveness"
+)
+
+// Config says what to serve and how.
+type Config struct {
+	// Listen is the address, e.g. ":8080" or "127.0.0.1:0".
+	Listen string
+	// TLSCert and TLSKey are PEM files; both empty means plain HTTP (as
+	// behind Knative's ingress, which terminates TLS).
+	TLSCert, TLSKey string
+	// ClientCA, when set, is a PEM bundle: every client must present a
+	// certificate it signed, so only the apiserver can ask.
+	ClientCA string
+	// Routes maps paths to handlers.
+	Routes map[string]http.Handler
+	// ShutdownGrace bounds how long in-flight reviews may finish on stop.
+	ShutdownGrace time.Duration
+}
+
+// Server is a started server.
+type Server struct {
+	ln       net.Listener
+	srv      *http.Server
+	ready    atomic.Bool
+	scheme   string
+	grace    time.Duration
+	serveErr chan error
+}
+
+// Start validates cfg, loads certificates and starts listening. It makes no
+// outbound network call, so a cold start is ready in milliseconds.
+func Start(cfg Config) (*Server, error) {
+	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, serveErr: make(chan error, 1)}
+	if s.grace == 0 {
+		s.grace = 10 * time.Second
+	}
+	mux := http.NewServeMux()
+	for path, h := range cfg.Routes {
+		mux.Handle(path, h)
+	}
+	mux.HandleFunc(LivenessPath, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc(ReadinessPath, func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// The apiserver waits at most 30s for a webhook.
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 35 * time.Second,
+		IdleTimeout:  90 * time.Second,
+	}
+	tlsCfg, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	if tlsCfg != nil {
+		s.scheme = "https"
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	s.ln = ln
+	s.ready.Store(true)
+	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	return s, nil
+}
+
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
+	if cfg.TLSCert == "" {
+		if cfg.ClientCA != "" {
+			return nil, errors.New("--client-ca needs TLS: give --tls-cert and --tls-key too")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("loading --tls-cert %s and --tls-key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if cfg.ClientCA != "" {
+		pemBytes, err := os.ReadFile(cfg.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("reading --client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("--client-ca %s holds no PEM certificate", cfg.ClientCA)
+		}
+		c.ClientCAs = pool
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
+}
+
+// URL is the base URL the server answers on, with a loopback host when it
+// listens on all interfaces.
+func (s *Server) URL() string {
+	addr := s.ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("%s://%s", s.scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
+}
+
+// Wait blocks until ctx ends (SIGTERM, say), then stops taking new
+// connections, reports not-ready, and lets in-flight reviews finish within
+// the grace period.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case err := <-s.serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	return s.Shutdown()
+}
+
+// Shutdown stops the server gracefully.
+func (s *Server) Shutdown() error {
+	s.ready.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), s.grace)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
