@@ -73,7 +73,7 @@ func TestEvaluateNameRules(t *testing.T) {
     mode: audit
     namespaces: [prod]
     images: ["registry.corp/team/pinned"]
-    digests: ["` + dA + `"]
+    digests: ["`+dA+`"]
 `)
 	tests := []struct {
 		name string
@@ -131,10 +131,10 @@ func TestEvaluateRegistryRules(t *testing.T) {
   - name: fail-open-digests
     images: ["registry.corp/open/*"]
     onRegistryError: allow
-    digests: ["` + dA + `"]
+    digests: ["`+dA+`"]
   - name: known-digests
     images: ["registry.corp/pinned/*"]
-    digests: ["` + dA + `"]
+    digests: ["`+dA+`"]
   - name: nonroot
     images: ["registry.corp/secure/*"]
     nonRoot: true

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/internal/registrytest"
