@@ -11,8 +11,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/internal/registrytest"
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
 // clock is a settable test clock.

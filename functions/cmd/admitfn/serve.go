@@ -11,8 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/admitfn/admitfn/functions/devcert"
 	"github.com/admitfn/admitfn/functions/imagepolicy"
-	"github.com/admitfn/admitfn/functions/internal/devcert"
 	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/server"
 )

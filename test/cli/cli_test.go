@@ -1,0 +1,332 @@
+// Package cli tests the admitfn binary as users run it: built from source,
+// started as a process, asked over HTTPS, stopped with SIGTERM.
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/api/imagepolicy/v1alpha1"
+
+	"github.com/admitfn/admitfn/functions/devcert"
+	"github.com/admitfn/admitfn/functions/registrytest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "admitfn-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "admitfn")
+	build := exec.Command("go", "build", "-o", binary, "github.com/admitfn/admitfn/functions/cmd/admitfn")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building admitfn:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a running "admitfn serve".
+type process struct {
+	cmd  *exec.Cmd
+	url  string
+	done chan error
+
+	mu     sync.Mutex
+	stdout strings.Builder
+}
+
+// output is what the process printed so far.
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stdout.String()
+}
+
+var servingLine = regexp.MustCompile(`serving \S+ on (https?://\S+) with policy`)
+
+func startServe(t *testing.T, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	pr, pw := io.Pipe()
+	cmd.Stdout = pw
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.stdout.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := servingLine.FindStringSubmatch(line); m != nil {
+				urls <- m[1]
+			}
+		}
+	}()
+	go func() { p.done <- cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+	})
+	select {
+	case p.url = <-urls:
+	case err := <-p.done:
+		t.Fatalf("admitfn serve exited early: %v\n%s", err, stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("admitfn serve did not report its address\n%s", stderr.String())
+	}
+	return p
+}
+
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("admitfn serve exited with %v after SIGTERM", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("admitfn serve did not stop on SIGTERM")
+	}
+}
+
+func imageReview(images ...string) []byte {
+	in := v1alpha1.ImageReview{Spec: v1alpha1.ImageReviewSpec{Namespace: "default"}}
+	in.APIVersion, in.Kind = "imagepolicy.k8s.io/v1alpha1", "ImageReview"
+	for _, img := range images {
+		in.Spec.Containers = append(in.Spec.Containers, v1alpha1.ImageReviewContainerSpec{Image: img})
+	}
+	b, _ := json.Marshal(in)
+	return b
+}
+
+func ask(t *testing.T, client *http.Client, url string, images ...string) map[string]any {
+	t.Helper()
+	resp, err := client.Post(url+"/imagepolicy?timeout=30s", "application/json", bytes.NewReader(imageReview(images...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("status %d, body not JSON: %v", resp.StatusCode, err)
+	}
+	return out
+}
+
+func tlsClient(caFile string, certs ...tls.Certificate) *http.Client {
+	pem, _ := os.ReadFile(caFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
+}
+
+func TestServeSeedScenario(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := startServe(t, "--dev-certs", dir)
+	if !strings.HasPrefix(p.url, "https://127.0.0.1:") {
+		t.Fatalf("serving on %q, want https on loopback", p.url)
+	}
+	client := tlsClient(filepath.Join(dir, "ca.crt"))
+	for _, tc := range []struct {
+		image     string
+		allowed   bool
+		reasonHas string
+	}{
+		{"nginx", false, `"latest"`},
+		{"nginx:1.17.1", true, ""},
+	} {
+		out := ask(t, client, p.url, tc.image)
+		if out["apiVersion"] != "imagepolicy.k8s.io/v1alpha1" || out["kind"] != "ImageReview" {
+			t.Errorf("%s: reply type %v %v", tc.image, out["apiVersion"], out["kind"])
+		}
+		status, _ := out["status"].(map[string]any)
+		if status["allowed"] != tc.allowed {
+			t.Errorf("%s: allowed = %v, want %v (status %v)", tc.image, status["allowed"], tc.allowed, status)
+		}
+		if reason, _ := status["reason"].(string); !strings.Contains(reason, tc.reasonHas) {
+			t.Errorf("%s: reason %q lacks %q", tc.image, reason, tc.reasonHas)
+		}
+	}
+	if !strings.Contains(p.output(), "certificate-authority: "+filepath.Join(dir, "ca.crt")) {
+		t.Errorf("serve did not print how to point the apiserver at it:\n%s", p.output())
+	}
+	p.stop(t)
+	if !strings.Contains(p.output(), "admitfn stopped") {
+		t.Errorf("no clean stop reported:\n%s", p.output())
+	}
+}
+
+func TestServeRequiresClientCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := devcert.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvPair, _ := ca.Server("127.0.0.1")
+	certFile, keyFile, err := srvPair.Write(dir, "tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, "--tls-cert", certFile, "--tls-key", keyFile, "--client-ca", caFile)
+	apiserver, _ := ca.Client("kube-apiserver")
+	cert, err := tls.X509KeyPair(apiserver.Cert, apiserver.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ask(t, tlsClient(caFile, cert), p.url, "nginx:1.17.1")
+	if status, _ := out["status"].(map[string]any); status["allowed"] != true {
+		t.Errorf("apiserver's certificate: status %v, want allowed", out["status"])
+	}
+	if _, err := tlsClient(caFile).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1"))); err == nil {
+		t.Error("a client without a certificate was answered")
+	}
+}
+
+func TestServeUsageErrors(t *testing.T) {
+	t.Parallel()
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: x\n    nonroot: true\n"), 0o644)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--handlers", "imagepolicy,bogus"}, `unknown handler "bogus"`},
+		{[]string{"serve", "--policy", bad}, `unknown field "spec.rules[0].nonroot"`},
+		{[]string{"serve", "--tls-cert", "x.crt"}, "--tls-cert and --tls-key go together"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			cmd := exec.Command(binary, append(tc.args, "--listen", "127.0.0.1:0")...)
+			if tc.args[0] != "serve" {
+				cmd = exec.Command(binary, tc.args...)
+			}
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Fatalf("exit = %v, want 2; output:\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output %q lacks %q", out, tc.want)
+			}
+		})
+	}
+}
+
+func TestServeListensOnPORT(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = append(os.Environ(), "PORT=0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`on http://127\.0\.0\.1:\d+ `).MatchString(line) {
+		t.Errorf("with PORT=0 the server should take a free port on all interfaces; printed %q", line)
+	}
+}
+
+func runCheck(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	out, err := exec.Command(binary, append([]string{"check"}, args...)...).CombinedOutput()
+	if err == nil {
+		return 0, string(out)
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatal(err)
+	}
+	return exit.ExitCode(), string(out)
+}
+
+func TestCheckExitCodes(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	digest := reg.Push("app:v1", registrytest.Image(t, nil))
+	dir := t.TempDir()
+	resolvable := filepath.Join(dir, "resolvable.yaml")
+	os.WriteFile(resolvable, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: resolvable}
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: resolvable
+    resolvable: true
+`, reg.Host())), 0o644)
+	broken := filepath.Join(dir, "broken.yaml")
+	os.WriteFile(broken, []byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: x\n    mode: loud\n    nonRoot: true\n"), 0o644)
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"all allowed", []string{"nginx:1.17.1", "registry.corp/app@sha256:" + strings.Repeat("0", 64)}, 0, []string{"allowed nginx:1.17.1"}},
+		{"one denied", []string{"nginx:1.17.1", "nginx"}, 1, []string{"allowed nginx:1.17.1", "denied  nginx [no-latest/enforce]"}},
+		{"no image", nil, 2, []string{"name at least one image"}},
+		{"bad flag", []string{"--nope", "nginx"}, 2, []string{"flag provided but not defined"}},
+		{"missing policy file", []string{"--policy", filepath.Join(dir, "none.yaml"), "nginx"}, 2, []string{"none.yaml"}},
+		{"invalid policy", []string{"--policy", broken, "nginx"}, 2, []string{`spec.rules[0].mode: "loud"`}},
+		{"resolvable tag", []string{"--policy", resolvable, reg.Ref("app", ":v1")}, 0, []string{"allowed " + reg.Ref("app", ":v1") + " " + digest}},
+		{"missing tag", []string{"--policy", resolvable, reg.Ref("app", ":v1"), reg.Ref("app", ":v9")}, 1, []string{`denied  ` + reg.Ref("app", ":v9") + ` [resolvable/enforce] tag "v9" was not found`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := runCheck(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; output:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
