@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +103,23 @@ spec:
 	}
 	if p.Rules[0].Mode != Enforce || p.Rules[0].OnRegistryError != FailClosed {
 		t.Errorf("defaults not applied: %+v", p.Rules[0])
+	}
+}
+
+func TestExamplePoliciesParse(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example policies: %v", err)
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Parse(data); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+		})
 	}
 }
