@@ -19,6 +19,7 @@ const usage = `admitfn: admission policy for Kubernetes images
 Usage:
   admitfn serve [flags]            serve the admission endpoints
   admitfn check [flags] IMAGE...   judge images with a policy (exit 0 allowed, 1 denied, 2 bad usage)
+  admitfn admission-config [flags] write the apiserver's AdmissionConfiguration and kubeconfig
   admitfn version                  print the version
 
 Run "admitfn COMMAND -h" for a command's flags.
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "check":
 		return check(ctx, args[1:], stdout, stderr)
+	case "admission-config":
+		return admissionConfig(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return 0

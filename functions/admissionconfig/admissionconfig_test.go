@@ -1,0 +1,123 @@
+package admissionconfig
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
+)
+
+func valid() Options {
+	return Options{URL: "https://localhost:1234/imagepolicy", KubeconfigPath: "/etc/kubernetes/admitfn/kubeconfig.yaml", AllowTTL: 100, DenyTTL: 50, RetryBackoff: 500}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Options)
+		want   string // empty: valid
+	}{
+		{"seed 000 values", func(o *Options) {}, ""},
+		{"defaults and disabled caches", func(o *Options) { o.AllowTTL, o.DenyTTL, o.RetryBackoff = 0, -1, 0 }, ""},
+		{"limits", func(o *Options) { o.AllowTTL, o.DenyTTL, o.RetryBackoff = 1800, 1, 300000 }, ""},
+		{"no url", func(o *Options) { o.URL = "" }, "--url is required"},
+		{"http url", func(o *Options) { o.URL = "http://localhost:1234" }, "must use https"},
+		{"todo url", func(o *Options) { o.URL = "TODO" }, "must use https"},
+		{"no host", func(o *Options) { o.URL = "https:///imagepolicy" }, "has no host"},
+		{"allow TTL too long", func(o *Options) { o.AllowTTL = 1801 }, "--allow-ttl 1801 is out of range"},
+		{"deny TTL negative", func(o *Options) { o.DenyTTL = -5 }, "--deny-ttl -5 is out of range"},
+		{"backoff too long", func(o *Options) { o.RetryBackoff = 300001 }, "--retry-backoff 300001 is out of range"},
+		{"cert without key", func(o *Options) { o.ClientCert = "c.pem" }, "--client-cert and --client-key go together"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := valid()
+			tc.modify(&o)
+			err := o.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Errorf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAdmissionConfigurationFormats(t *testing.T) {
+	o := valid()
+	want := map[string]any{
+		"apiVersion": "apiserver.config.k8s.io/v1",
+		"kind":       "AdmissionConfiguration",
+		"plugins": []any{map[string]any{
+			"name": "ImagePolicyWebhook",
+			"configuration": map[string]any{"imagePolicy": map[string]any{
+				"kubeConfigFile": "/etc/kubernetes/admitfn/kubeconfig.yaml",
+				"allowTTL":       float64(100), "denyTTL": float64(50), "retryBackoff": float64(500), "defaultAllow": false,
+			}},
+		}},
+	}
+	for _, asJSON := range []bool{false, true} {
+		b, err := o.AdmissionConfiguration(asJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		if asJSON {
+			err = json.Unmarshal(b, &got)
+		} else {
+			err = yaml.Unmarshal(b, &got)
+		}
+		if err != nil {
+			t.Fatalf("json=%v: %v\n%s", asJSON, err, b)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("json=%v (-want +got):\n%s", asJSON, diff)
+		}
+	}
+}
+
+// TestKubeconfigLoadsWithClientGo reads the kubeconfig the way the
+// apiserver's webhook client does.
+func TestKubeconfigLoadsWithClientGo(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"ca.crt", "client.crt", "client.key"} {
+		os.WriteFile(filepath.Join(dir, f), []byte("PEM "+f), 0o600)
+	}
+	for _, embed := range []bool{false, true} {
+		o := valid()
+		o.CAFile, o.ClientCert, o.ClientKey, o.EmbedCerts = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key"), embed
+		b, err := o.Kubeconfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := clientcmd.Load(b)
+		if err != nil {
+			t.Fatalf("embed=%v: clientcmd.Load: %v\n%s", embed, err, b)
+		}
+		rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
+		if err != nil {
+			t.Fatalf("embed=%v: %v", embed, err)
+		}
+		if rc.Host != o.URL {
+			t.Errorf("embed=%v: host %q, want %q", embed, rc.Host, o.URL)
+		}
+		ca, cert := rc.TLSClientConfig.CAFile, rc.TLSClientConfig.CertFile
+		if embed {
+			ca, cert = string(rc.TLSClientConfig.CAData), string(rc.TLSClientConfig.CertData)
+		} else {
+			ca, cert = "PEM "+filepath.Base(ca), "PEM "+filepath.Base(cert)
+		}
+		if ca != "PEM ca.crt" || cert != "PEM client.crt" {
+			t.Errorf("embed=%v: CA %q cert %q", embed, ca, cert)
+		}
+	}
+}

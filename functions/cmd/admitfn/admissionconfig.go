@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/admitfn/admitfn/functions/admissionconfig"
+)
+
+func admissionConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("admitfn admission-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o admissionconfig.Options
+	fs.StringVar(&o.URL, "url", "", "the backend's ImageReview URL (https), e.g. https://admitfn.example/imagepolicy")
+	fs.StringVar(&o.CAFile, "ca-file", "", "CA that signed the backend's serving certificate")
+	fs.StringVar(&o.ClientCert, "client-cert", "", "client certificate the apiserver presents (for a backend with --client-ca)")
+	fs.StringVar(&o.ClientKey, "client-key", "", "key of --client-cert")
+	fs.BoolVar(&o.EmbedCerts, "embed-certs", false, "put the certificates into the kubeconfig instead of their paths")
+	fs.IntVar(&o.AllowTTL, "allow-ttl", 50, "seconds the apiserver caches an allow (1-1800; 0 default, -1 off)")
+	fs.IntVar(&o.DenyTTL, "deny-ttl", 50, "seconds the apiserver caches a deny (1-1800; 0 default, -1 off)")
+	fs.IntVar(&o.RetryBackoff, "retry-backoff", 500, "milliseconds between retries (1-300000; 0 default, -1 off)")
+	fs.BoolVar(&o.DefaultAllow, "default-allow", false, "admit pods when the backend cannot be reached (default: fail closed)")
+	format := fs.String("format", "yaml", "AdmissionConfiguration format: yaml or json")
+	out := fs.String("out", ".", "folder to write admission_config.{yaml,json} and kubeconfig.yaml to")
+	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "where the apiserver will read kubeconfig.yaml (default: the file written under --out)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: admitfn admission-config --url https://HOST/imagepolicy [flags]")
+		fmt.Fprintln(stderr, "Writes the AdmissionConfiguration and kubeconfig kube-apiserver needs to ask admitfn.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *format != "yaml" && *format != "json" {
+		fmt.Fprintf(stderr, "admitfn admission-config: --format %q: use yaml or json\n", *format)
+		return 2
+	}
+	kubeconfigFile := filepath.Join(*out, "kubeconfig.yaml")
+	if o.KubeconfigPath == "" {
+		abs, err := filepath.Abs(kubeconfigFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+			return 2
+		}
+		o.KubeconfigPath = abs
+	}
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+		return 2
+	}
+	ac, err := o.AdmissionConfiguration(*format == "json")
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+		return 1
+	}
+	kc, err := o.Kubeconfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+		return 2
+	}
+	acFile := filepath.Join(*out, "admission_config."+*format)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+		return 1
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{acFile, ac, 0o644}, {kubeconfigFile, kc, 0o600}} {
+		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
+			fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stdout, "wrote %s and %s\nstart kube-apiserver with:\n  --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook\n  --admission-control-config-file=%s\n", acFile, kubeconfigFile, acFile)
+	return 0
+}
