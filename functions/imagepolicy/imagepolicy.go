@@ -5,7 +5,6 @@ package imagepolicy
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 
 	"k8s.io/api/imagepolicy/v1alpha1"
@@ -61,11 +60,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Review judges one decoded ImageReview and returns the reply.
 func (h *Handler) Review(ctx context.Context, in *v1alpha1.ImageReview) *v1alpha1.ImageReview {
 	req := policy.Request{Namespace: in.Spec.Namespace, Annotations: in.Spec.Annotations}
-	for i, c := range in.Spec.Containers {
-		// The plugin sends containers then init containers in one list, or
-		// only the ephemeral containers for that subresource: the index in
-		// this list is all the review says about where an image came from.
-		req.Images = append(req.Images, policy.Image{Ref: c.Image, Field: fmt.Sprintf("spec.containers[%d].image", i)})
+	for _, c := range in.Spec.Containers {
+		// The plugin sends containers and init containers in one list, or
+		// only the ephemeral containers for that subresource, so the review
+		// does not say where in the pod an image is: the reason names the
+		// image alone rather than a field path that could mislead.
+		req.Images = append(req.Images, policy.Image{Ref: c.Image})
 	}
 	d := h.reviewer.Review(ctx, req)
 	return &v1alpha1.ImageReview{

@@ -84,7 +84,7 @@ func TestDefaultPolicyReviews(t *testing.T) {
 		{"seed 001: nginx denied", []string{"nginx"}, false, []string{`"nginx"`, `"no-latest"`, `"latest"`, "nginx:<version>"}, "no-latest/enforce: nginx"},
 		{"explicit latest denied", []string{"nginx:latest"}, false, []string{`"nginx:latest"`, `"no-latest"`}, "no-latest/enforce: nginx:latest"},
 		{"seed 001: nginx:1.17.1 allowed", []string{"nginx:1.17.1"}, true, nil, ""},
-		{"init container judged too", []string{"nginx:1.17.1", "busybox"}, false, []string{`"busybox" (spec.containers[1].image)`}, "no-latest/enforce: busybox"},
+		{"init container judged too", []string{"nginx:1.17.1", "busybox"}, false, []string{`image "busybox" violates rule "no-latest"`}, "no-latest/enforce: busybox"},
 		{"empty image denied", []string{""}, false, []string{"image reference is empty"}, "image-reference/enforce: "},
 		{"no containers allowed", nil, true, nil, ""},
 	}

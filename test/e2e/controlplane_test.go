@@ -1,0 +1,334 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/admitfn/admitfn/functions/devcert"
+)
+
+// pki is the one CA every party of the test trusts, and the files it made.
+type pki struct {
+	dir string
+	ca  *devcert.CA
+	// CAFile is the CA certificate.
+	CAFile string
+}
+
+func newPKI(t *testing.T, dir string) *pki {
+	t.Helper()
+	ca, err := devcert.NewCA("admitfn-e2e-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{dir: dir, ca: ca, CAFile: filepath.Join(dir, "ca.crt")}
+	if err := os.WriteFile(p.CAFile, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// server writes a serving pair for the hosts and returns its files.
+func (p *pki) server(t *testing.T, name string, hosts ...string) (certFile, keyFile string) {
+	t.Helper()
+	pair, err := p.ca.Server(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err = pair.Write(p.dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// client writes a client pair (CN user, O groups) and returns its files.
+func (p *pki) client(t *testing.T, name, user string, groups ...string) (certFile, keyFile string) {
+	t.Helper()
+	pair, err := p.ca.Client(user, groups...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err = pair.Write(p.dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// keptDir is a scratch folder removed when the test passes and kept, with
+// the processes' logs in it, when it fails.
+func keptDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "admitfn-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+// freePort reserves a loopback port and releases it for a process to take.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a child process whose output goes to a log file kept when the
+// test fails.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func startProc(t *testing.T, dir, name, bin string, args ...string) *proc {
+	t.Helper()
+	logFile := filepath.Join(dir, name+".log")
+	f, err := os.Create(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			tail, _ := exec.Command("tail", "-n", "30", logFile).Output()
+			t.Logf("last lines of %s (%s):\n%s", name, logFile, tail)
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM, then SIGKILL after five seconds.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// controlPlane is etcd and kube-apiserver on loopback.
+type controlPlane struct {
+	dir       string
+	pki       *pki
+	URL       string
+	AuditLog  string
+	Admin     *kubernetes.Clientset
+	AdminRest *rest.Config
+	apiserver *proc
+}
+
+// controlPlaneOptions are the apiserver settings a suite needs.
+type controlPlaneOptions struct {
+	AdmissionPlugins []string
+	AdmissionConfig  string // file, may be empty
+}
+
+func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOptions) *controlPlane {
+	t.Helper()
+	etcdClient, etcdPeer := freePort(t), freePort(t)
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
+	etcd := startProc(t, dir, "etcd", toolBin("etcd"),
+		"--name", "e2e", "--data-dir", filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "e2e="+peerURL, "--unsafe-no-fsync", "--log-level", "warn")
+	waitFor(t, 30*time.Second, "etcd health", func() error {
+		if etcd.exited() {
+			return fmt.Errorf("etcd exited")
+		}
+		resp, err := http.Get(etcdURL + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+
+	certFile, keyFile := p.server(t, "apiserver", "127.0.0.1", "localhost")
+	saKey, saPub := serviceAccountKeys(t, dir)
+	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
+	os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods, pods/ephemeralcontainers]\n- level: None\n"), 0o644)
+	port := freePort(t)
+	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://127.0.0.1:%d", port), AuditLog: filepath.Join(dir, "audit.log")}
+	args := []string{
+		"--etcd-servers=" + etcdURL,
+		"--etcd-prefix=/admitfn-e2e",
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
+		"--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile,
+		"--client-ca-file=" + p.CAFile,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + saPub, "--service-account-signing-key-file=" + saKey,
+		"--service-cluster-ip-range=10.0.0.0/24",
+		// The endpoint reconciler refuses loopback addresses, and no
+		// in-cluster client needs the kubernetes Service here.
+		"--endpoint-reconciler-type=none",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=" + strings.Join(opts.AdmissionPlugins, ","),
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--audit-policy-file=" + auditPolicy, "--audit-log-path=" + cp.AuditLog,
+		"--v=2",
+	}
+	if opts.AdmissionConfig != "" {
+		args = append(args, "--admission-control-config-file="+opts.AdmissionConfig)
+	}
+	cp.apiserver = startProc(t, dir, "kube-apiserver", toolBin("kube-apiserver"), args...)
+
+	adminCert, adminKey := p.client(t, "admin", "admitfn-e2e-admin", "system:masters")
+	cp.AdminRest = &rest.Config{
+		Host:            cp.URL,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: p.CAFile, CertFile: adminCert, KeyFile: adminKey},
+		QPS:             100, Burst: 200,
+		Timeout: 60 * time.Second,
+	}
+	admin, err := kubernetes.NewForConfig(cp.AdminRest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.Admin = admin
+	tlsCfg, err := rest.TLSConfigFor(cp.AdminRest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	waitFor(t, 120*time.Second, "kube-apiserver /readyz", func() error {
+		if cp.apiserver.exited() {
+			t.Fatalf("kube-apiserver exited (see %s)", cp.apiserver.log)
+		}
+		resp, err := probe.Get(cp.URL + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	return cp
+}
+
+// namespace creates a namespace with the default ServiceAccount that the
+// ServiceAccount admission plugin wants (no controller-manager runs here).
+func (cp *controlPlane) namespace(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	_, err = cp.Admin.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func serviceAccountKeys(t *testing.T, dir string) (keyFile, pubFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile, pubFile = filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
+	os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+	return keyFile, pubFile
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("waiting for %s: %v", what, err)
+}
+
+// tlsClient is an HTTPS client trusting the test CA, presenting certs.
+func tlsClient(t *testing.T, caFile string, certs ...tls.Certificate) *http.Client {
+	t.Helper()
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
+}
