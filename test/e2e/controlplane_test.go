@@ -55,20 +55,18 @@ func newPKI(t *testing.T, dir string) *pki {
 func (p *pki) server(t *testing.T, name string, hosts ...string) (certFile, keyFile string) {
 	t.Helper()
 	pair, err := p.ca.Server(hosts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err = pair.Write(p.dir, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
+	return p.write(t, name, pair, err)
 }
 
 // client writes a client pair (CN user, O groups) and returns its files.
 func (p *pki) client(t *testing.T, name, user string, groups ...string) (certFile, keyFile string) {
 	t.Helper()
 	pair, err := p.ca.Client(user, groups...)
+	return p.write(t, name, pair, err)
+}
+
+func (p *pki) write(t *testing.T, name string, pair devcert.Pair, err error) (certFile, keyFile string) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,20 +191,7 @@ func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOption
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "e2e="+peerURL, "--unsafe-no-fsync", "--log-level", "warn")
-	waitFor(t, 30*time.Second, "etcd health", func() error {
-		if etcd.exited() {
-			return fmt.Errorf("etcd exited")
-		}
-		resp, err := http.Get(etcdURL + "/health")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitReady(t, etcd, http.DefaultClient, etcdURL+"/health", 30*time.Second)
 
 	certFile, keyFile := p.server(t, "apiserver", "127.0.0.1", "localhost")
 	saKey, saPub := serviceAccountKeys(t, dir)
@@ -256,20 +241,7 @@ func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOption
 		t.Fatal(err)
 	}
 	probe := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
-	waitFor(t, 120*time.Second, "kube-apiserver /readyz", func() error {
-		if cp.apiserver.exited() {
-			t.Fatalf("kube-apiserver exited (see %s)", cp.apiserver.log)
-		}
-		resp, err := probe.Get(cp.URL + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitReady(t, cp.apiserver, probe, cp.URL+"/readyz", 120*time.Second)
 	return cp
 }
 
@@ -306,6 +278,26 @@ func serviceAccountKeys(t *testing.T, dir string) (keyFile, pubFile string) {
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
 	os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 	return keyFile, pubFile
+}
+
+// waitReady polls url until it answers 200, and fails at once if the
+// process behind it exits.
+func waitReady(t *testing.T, p *proc, client *http.Client, url string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, p.name+" at "+url, func() error {
+		if p.exited() {
+			t.Fatalf("%s exited (see %s)", p.name, p.log)
+		}
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {

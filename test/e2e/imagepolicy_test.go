@@ -76,20 +76,7 @@ func (env *webhookEnv) startBackend(t *testing.T, policyFile string, extra ...st
 		t.Fatal(err)
 	}
 	client := tlsClient(t, env.pki.CAFile, pair)
-	waitFor(t, 10*time.Second, "admitfn readiness", func() error {
-		if backend.exited() {
-			t.Fatalf("admitfn exited (see %s)", backend.log)
-		}
-		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/health/readiness", env.backendPort))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitReady(t, backend, client, fmt.Sprintf("https://127.0.0.1:%d/health/readiness", env.backendPort), 10*time.Second)
 	return client
 }
 
