@@ -30,6 +30,32 @@ type Request struct {
 	Images []Image
 	// Annotations of the pod that the policy may read (break-glass).
 	Annotations map[string]string
+
+	// The rest is known for AdmissionReviews only.
+
+	// Kind of the object, e.g. "Deployment", "Node", "Service".
+	Kind string
+	// Name of the object.
+	Name string
+	// Operation is CREATE, UPDATE, DELETE or CONNECT.
+	Operation string
+	// User who made the request.
+	User *User
+	// Node is set for requests on Nodes.
+	Node *NodeChange
+	// ServiceType is set for requests on Services ("ClusterIP" when unset).
+	ServiceType string
+}
+
+// User is the requester as the apiserver authenticated it.
+type User struct {
+	Name   string
+	Groups []string
+}
+
+// NodeChange holds a Node's labels before (nil on CREATE) and after.
+type NodeChange struct {
+	OldLabels, NewLabels map[string]string
 }
 
 // Image is one image reference and where it was found.
@@ -84,11 +110,22 @@ type Violation struct {
 }
 
 func (v Violation) String() string {
+	if v.Image == "" && v.Field != "" {
+		return fmt.Sprintf("%s violates rule %q: %s; to pass, %s", v.Field, v.Rule, v.Problem, v.Fix)
+	}
 	where := ""
 	if v.Field != "" {
 		where = " (" + v.Field + ")"
 	}
 	return fmt.Sprintf("image %q%s violates rule %q: %s; to pass, %s", v.Image, where, v.Rule, v.Problem, v.Fix)
+}
+
+// subject is what a violation is about, for audit annotations.
+func (v Violation) subject() string {
+	if v.Image == "" && v.Field != "" {
+		return v.Field
+	}
+	return v.Image
 }
 
 // Decision is the engine's answer.
@@ -187,7 +224,7 @@ func (d Decision) AuditAnnotations() map[string]string {
 				vs = append(vs, fmt.Sprintf("and %d more", len(d.Violations)-i))
 				break
 			}
-			vs = append(vs, fmt.Sprintf("%s/%s: %s", v.Rule, v.Mode, v.Image))
+			vs = append(vs, fmt.Sprintf("%s/%s: %s", v.Rule, v.Mode, v.subject()))
 		}
 		a["violations"] = strings.Join(vs, ", ")
 	}
@@ -200,18 +237,30 @@ func (d Decision) AuditAnnotations() map[string]string {
 // namespaceExempt reports whether no rule of the policy applies in ns.
 func (p *Policy) namespaceExempt(ns string) bool { return matchAnyGlob(p.ExemptNamespaces, ns) }
 
-// applies reports whether rule r is in scope for ref in namespace ns.
-func (r *CompiledRule) applies(ns string, ref imageref.Ref) bool {
+// inNamespace reports whether rule r applies in namespace ns ("" for
+// cluster-scoped objects).
+func (r *CompiledRule) inNamespace(ns string) bool {
 	if len(r.Namespaces) > 0 && !matchAnyGlob(r.Namespaces, ns) {
 		return false
 	}
-	if matchAnyGlob(r.ExemptNamespaces, ns) {
+	return !matchAnyGlob(r.ExemptNamespaces, ns)
+}
+
+// applies reports whether rule r is in scope for ref in namespace ns.
+func (r *CompiledRule) applies(ns string, ref imageref.Ref) bool {
+	if !r.imageRule() || !r.inNamespace(ns) {
 		return false
 	}
 	if len(r.Images) > 0 && !matchAnyRepo(r.Images, ref) {
 		return false
 	}
 	return !matchAnyRepo(r.ExcludeImages, ref)
+}
+
+// imageRule reports whether the rule checks images at all.
+func (r *CompiledRule) imageRule() bool {
+	return r.Tags != nil || len(r.AllowRegistries)+len(r.DenyRegistries)+len(r.AllowRepositories)+len(r.DenyRepositories) > 0 ||
+		r.RequireDigest || r.Digests != nil || r.level(imageref.Ref{}) > LevelName
 }
 
 // level is what the rule must know about ref.
@@ -280,6 +329,13 @@ func (p *Policy) Evaluate(req Request, facts map[string]Facts, now time.Time) De
 				})
 			}
 		}
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if !r.inNamespace(req.Namespace) {
+			continue
+		}
+		d.Violations = append(d.Violations, requestViolations(r, req)...)
 	}
 	if len(d.Denials()) == 0 {
 		return d

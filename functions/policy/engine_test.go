@@ -45,7 +45,7 @@ type outcome struct {
 func summarize(d Decision) outcome {
 	o := outcome{Allowed: d.Allowed, FailedOpen: len(d.FailedOpen)}
 	for _, v := range d.Violations {
-		o.Violations = append(o.Violations, v.Rule+"/"+string(v.Mode)+": "+v.Image)
+		o.Violations = append(o.Violations, v.Rule+"/"+string(v.Mode)+": "+v.subject())
 	}
 	return o
 }
@@ -100,7 +100,7 @@ func TestEvaluateNameRules(t *testing.T) {
 		{"digest outside allow-list audited", "prod", []string{"registry.corp/team/pinned@" + dB}, outcome{Allowed: true, Violations: []string{"known-digests/audit: registry.corp/team/pinned@" + dB}}},
 		{"digest on allow-list", "prod", []string{"registry.corp/team/pinned@" + dA}, outcome{Allowed: true}},
 		{"invalid reference", "default", []string{"NGINX"}, outcome{Violations: []string{"image-reference/enforce: NGINX"}}},
-		{"empty reference", "default", []string{""}, outcome{Violations: []string{"image-reference/enforce: "}}},
+		{"empty reference", "default", []string{""}, outcome{Violations: []string{"image-reference/enforce: spec.containers[0].image"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

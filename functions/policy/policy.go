@@ -84,9 +84,41 @@ type Spec struct {
 	BreakGlass *BreakGlass `json:"breakGlass,omitempty"`
 	// Registry tunes how image facts are fetched.
 	Registry RegistrySettings `json:"registry,omitempty"`
-	// Rules are evaluated for every image; all of them apply.
+	// Mutation configures the mutating handler; it is off unless set.
+	Mutation *Mutation `json:"mutation,omitempty"`
+	// Rules are evaluated for every request; all of them apply.
 	Rules []Rule `json:"rules"`
 }
+
+// MutatesIn reports whether objects in namespace ns are mutated.
+func (p *Policy) MutatesIn(ns string) bool {
+	return p.Mutation != nil && matchAnyGlob(p.Mutation.Namespaces, ns)
+}
+
+// Mutation is what the mutating handler changes, in the namespaces that opt
+// in: mutation fights GitOps tools that see the change as drift.
+type Mutation struct {
+	// Namespaces (globs) where objects are mutated.
+	Namespaces []string `json:"namespaces"`
+	// PinDigests rewrites each image to the digest the policy resolved.
+	PinDigests bool `json:"pinDigests,omitempty"`
+	// PinForm is "tagAndDigest" (repo:tag@sha256:..., the default) or
+	// "digest" (repo@sha256:...).
+	PinForm PinForm `json:"pinForm,omitempty"`
+	// AlwaysPullImages sets imagePullPolicy: Always, like the admission
+	// plugin of that name.
+	AlwaysPullImages bool `json:"alwaysPullImages,omitempty"`
+}
+
+// PinForm is how a pinned image reference is written.
+type PinForm string
+
+const (
+	// PinTagAndDigest keeps the tag for readers: nginx:1.25@sha256:...
+	PinTagAndDigest PinForm = "tagAndDigest"
+	// PinDigest drops the tag: nginx@sha256:...
+	PinDigest PinForm = "digest"
+)
 
 // BreakGlass configures the emergency override annotation.
 type BreakGlass struct {
@@ -143,6 +175,19 @@ type Rule struct {
 	MaxAge         string    `json:"maxAge,omitempty"`
 	RequiredLabels []string  `json:"requiredLabels,omitempty"`
 	Platforms      []string  `json:"platforms,omitempty"`
+
+	// NodeRestriction applies the NodeRestriction plugin's label rules to
+	// kubelets (user system:node:<name> in group system:nodes): a kubelet
+	// may modify only its own Node, and no label under
+	// node-restriction.kubernetes.io/ on it.
+	NodeRestriction bool `json:"nodeRestriction,omitempty"`
+	// ServiceTypes denies Services of the listed types, e.g. LoadBalancer.
+	ServiceTypes *ServiceTypeRule `json:"serviceTypes,omitempty"`
+}
+
+// ServiceTypeRule lists Service types that are refused.
+type ServiceTypeRule struct {
+	Deny []string `json:"deny"`
 }
 
 // TagRule checks the tag as written.
@@ -169,6 +214,7 @@ type Policy struct {
 	ExemptNamespaces []string
 	BreakGlass       *BreakGlass
 	Registry         Registry
+	Mutation         *Mutation
 	Rules            []CompiledRule
 }
 
@@ -215,6 +261,8 @@ type CompiledRule struct {
 	MaxAge            time.Duration
 	RequiredLabels    []LabelRequirement
 	Platforms         []Platform
+	NodeRestriction   bool
+	DenyServiceTypes  []string
 }
 
 // LabelRequirement is "key" (present) or "key=glob" (present and matching).
@@ -338,6 +386,26 @@ func Compile(doc Document) (*Policy, error) {
 	}
 	p.Registry.Platforms = checkPlatforms("spec.registry.platforms", platforms, fail)
 
+	if spec.Mutation != nil {
+		m := *spec.Mutation
+		if len(m.Namespaces) == 0 {
+			fail("spec.mutation.namespaces", "is empty: mutation is opt-in; list the namespaces (globs) to mutate")
+		}
+		checkGlobs("spec.mutation.namespaces", m.Namespaces, fail)
+		switch m.PinForm {
+		case "":
+			m.PinForm = PinTagAndDigest
+		case PinTagAndDigest, PinDigest:
+		default:
+			fail("spec.mutation.pinForm", "%q is not one of tagAndDigest, digest", m.PinForm)
+		}
+		if !m.PinDigests && !m.AlwaysPullImages {
+			fail("spec.mutation", "changes nothing: set pinDigests or alwaysPullImages")
+		}
+		m.Namespaces = append([]string(nil), m.Namespaces...)
+		p.Mutation = &m
+	}
+
 	if len(spec.Rules) == 0 {
 		fail("spec.rules", "is empty: a policy needs at least one rule")
 	}
@@ -369,6 +437,7 @@ func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 		Resolvable:      r.Resolvable,
 		NonRoot:         r.NonRoot,
 		Tags:            r.Tags,
+		NodeRestriction: r.NodeRestriction,
 	}
 	switch c.Mode {
 	case "":
@@ -458,13 +527,27 @@ func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 		c.RequiredLabels = append(c.RequiredLabels, LabelRequirement{Key: key, Pattern: pat, HasPattern: has})
 	}
 	c.Platforms = checkPlatforms(field+".platforms", r.Platforms, fail)
-	for _, b := range []bool{r.RequireDigest, r.Resolvable, r.NonRoot, len(r.RequiredLabels) > 0, len(r.Platforms) > 0} {
+	if st := r.ServiceTypes; st != nil {
+		checks++
+		if len(st.Deny) == 0 {
+			fail(field+".serviceTypes.deny", "is empty: list the Service types to refuse")
+		}
+		for i, ty := range st.Deny {
+			switch ty {
+			case "ClusterIP", "NodePort", "LoadBalancer", "ExternalName":
+			default:
+				fail(fmt.Sprintf("%s.serviceTypes.deny[%d]", field, i), "%q is not one of ClusterIP, NodePort, LoadBalancer, ExternalName", ty)
+			}
+		}
+		c.DenyServiceTypes = append([]string(nil), st.Deny...)
+	}
+	for _, b := range []bool{r.RequireDigest, r.Resolvable, r.NonRoot, len(r.RequiredLabels) > 0, len(r.Platforms) > 0, r.NodeRestriction} {
 		if b {
 			checks++
 		}
 	}
 	if checks == 0 {
-		fail(field, "rule %q checks nothing: set one of tags, registries, repositories, requireDigest, digests, resolvable, nonRoot, maxAge, requiredLabels, platforms", r.Name)
+		fail(field, "rule %q checks nothing: set one of tags, registries, repositories, requireDigest, digests, resolvable, nonRoot, maxAge, requiredLabels, platforms, nodeRestriction, serviceTypes", r.Name)
 	}
 	return c
 }

@@ -6,12 +6,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestDefaultPolicyParses(t *testing.T) {
 	p := Default()
-	if p.Name != "default" || len(p.Rules) != 1 || p.Rules[0].Name != "no-latest" {
-		t.Fatalf("Default() = %+v, want one rule no-latest", p)
+	var names []string
+	for _, r := range p.Rules {
+		names = append(names, r.Name)
+	}
+	if diff := cmp.Diff([]string{"no-latest", "node-restriction"}, names); p.Name != "default" || diff != "" || p.Mutation != nil {
+		t.Fatalf("Default() = %+v; rules (-want +got):\n%s", p, diff)
 	}
 	// The default must never reach a registry: it has to answer offline.
 	for _, img := range []string{"nginx", "nginx:1.17.1", "registry.corp/app@sha256:" + strings.Repeat("a", 64)} {
@@ -47,6 +53,11 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"bad glob", head + "spec: {exemptNamespaces: ['[a'], rules: [{name: a, nonRoot: true}]}\n", "spec.exemptNamespaces[0]"},
 		{"wrong type", head + "spec: {rules: [{name: a, nonRoot: yes please}]}\n", "nonRoot"},
 		{"not yaml", "{{{", "not valid YAML"},
+		{"mutation without namespaces", head + "spec: {mutation: {pinDigests: true}, rules: [{name: a, nonRoot: true}]}\n", "spec.mutation.namespaces: is empty"},
+		{"mutation changing nothing", head + "spec: {mutation: {namespaces: [a]}, rules: [{name: a, nonRoot: true}]}\n", "spec.mutation: changes nothing"},
+		{"bad pin form", head + "spec: {mutation: {namespaces: [a], pinDigests: true, pinForm: short}, rules: [{name: a, nonRoot: true}]}\n", `spec.mutation.pinForm: "short"`},
+		{"bad service type", head + "spec: {rules: [{name: a, serviceTypes: {deny: [Loadbalancer]}}]}\n", `spec.rules[0].serviceTypes.deny[0]: "Loadbalancer"`},
+		{"empty service types", head + "spec: {rules: [{name: a, serviceTypes: {deny: []}}]}\n", "spec.rules[0].serviceTypes.deny: is empty"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,149 @@
+// Package workload finds the images in Kubernetes objects: pods and
+// everything that holds a pod template, with the field path and JSON
+// pointer of every image so a denial can name it and a patch can pin it.
+package workload
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Image is one image reference in an object.
+type Image struct {
+	// Ref as written.
+	Ref string
+	// Field is the dotted path, e.g. "spec.template.spec.initContainers[0].image".
+	Field string
+	// Pointer is the JSON pointer for a patch, e.g.
+	// "/spec/template/spec/initContainers/0/image".
+	Pointer string
+	// PullPolicyPointer points at the container's imagePullPolicy.
+	PullPolicyPointer string
+	// HasPullPolicy tells whether the object sets imagePullPolicy (a patch
+	// must "add" where it is missing).
+	HasPullPolicy bool
+	// PullPolicy is the container's imagePullPolicy as written.
+	PullPolicy string
+}
+
+// Object is what admitfn reads from an admitted object.
+type Object struct {
+	// Images in containers, initContainers and ephemeralContainers order.
+	Images []Image
+	// Annotations of the pod (template) the images run in.
+	Annotations map[string]string
+}
+
+// templatePath is where each kind keeps its pod spec and pod metadata.
+var templatePath = map[string][]string{
+	"Pod":                   {},
+	"PodTemplate":           {"template"},
+	"Deployment":            {"spec", "template"},
+	"ReplicaSet":            {"spec", "template"},
+	"StatefulSet":           {"spec", "template"},
+	"DaemonSet":             {"spec", "template"},
+	"Job":                   {"spec", "template"},
+	"ReplicationController": {"spec", "template"},
+	"CronJob":               {"spec", "jobTemplate", "spec", "template"},
+}
+
+// HoldsPods reports whether objects of kind carry a pod spec.
+func HoldsPods(kind string) bool {
+	_, ok := templatePath[kind]
+	return ok
+}
+
+type container struct {
+	Image           *string `json:"image"`
+	ImagePullPolicy *string `json:"imagePullPolicy"`
+}
+
+type podSpec struct {
+	Containers          []container `json:"containers"`
+	InitContainers      []container `json:"initContainers"`
+	EphemeralContainers []container `json:"ephemeralContainers"`
+}
+
+type podTemplate struct {
+	Metadata struct {
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec *podSpec `json:"spec"`
+}
+
+// Read extracts the images of an object of the given kind from its JSON.
+// An object of a kind that holds no pods has none. A template that is
+// missing is an error: the object is malformed.
+func Read(kind string, raw []byte) (Object, error) {
+	path, ok := templatePath[kind]
+	if !ok {
+		return Object{}, nil
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return Object{}, fmt.Errorf("the %s object is missing", kind)
+	}
+	node := json.RawMessage(raw)
+	for i, key := range path {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(node, &m); err != nil {
+			return Object{}, fmt.Errorf("%s: %s is not an object: %v", kind, dotted(path[:i]), err)
+		}
+		next, ok := m[key]
+		if !ok || string(next) == "null" {
+			return Object{}, fmt.Errorf("%s has no %s", kind, dotted(path[:i+1]))
+		}
+		node = next
+	}
+	var tmpl podTemplate
+	if err := json.Unmarshal(node, &tmpl); err != nil {
+		return Object{}, fmt.Errorf("%s: the pod template at %s is malformed: %v", kind, dotted(path), err)
+	}
+	if tmpl.Spec == nil {
+		return Object{}, fmt.Errorf("%s has no %s", kind, dotted(append(path, "spec")))
+	}
+	obj := Object{Annotations: tmpl.Metadata.Annotations}
+	prefix := append(append([]string(nil), path...), "spec")
+	for _, list := range []struct {
+		name       string
+		containers []container
+	}{
+		{"containers", tmpl.Spec.Containers},
+		{"initContainers", tmpl.Spec.InitContainers},
+		{"ephemeralContainers", tmpl.Spec.EphemeralContainers},
+	} {
+		for i, c := range list.containers {
+			base := append(append([]string(nil), prefix...), list.name, fmt.Sprint(i))
+			img := Image{
+				Field:             fmt.Sprintf("%s.%s[%d].image", dotted(prefix), list.name, i),
+				Pointer:           pointer(append(base, "image")),
+				PullPolicyPointer: pointer(append(base, "imagePullPolicy")),
+			}
+			if c.Image != nil {
+				img.Ref = *c.Image
+			}
+			if c.ImagePullPolicy != nil {
+				img.HasPullPolicy, img.PullPolicy = true, *c.ImagePullPolicy
+			}
+			obj.Images = append(obj.Images, img)
+		}
+	}
+	return obj, nil
+}
+
+func dotted(path []string) string {
+	if len(path) == 0 {
+		return "the object"
+	}
+	return strings.Join(path, ".")
+}
+
+// pointer builds an RFC 6901 JSON pointer.
+func pointer(path []string) string {
+	var b strings.Builder
+	for _, p := range path {
+		b.WriteByte('/')
+		b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(p))
+	}
+	return b.String()
+}

@@ -1,0 +1,110 @@
+package workload
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func template() corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"a.image-policy.k8s.io/x": "y"}},
+		Spec: corev1.PodSpec{
+			Containers:     []corev1.Container{{Name: "app", Image: "nginx:1.17.1", ImagePullPolicy: corev1.PullIfNotPresent}},
+			InitContainers: []corev1.Container{{Name: "init", Image: "busybox"}},
+		},
+	}
+}
+
+type summary struct {
+	Field, Pointer, Ref, Policy string
+	HasPolicy                   bool
+}
+
+func summarize(o Object) []summary {
+	var out []summary
+	for _, i := range o.Images {
+		out = append(out, summary{i.Field, i.Pointer, i.Ref, i.PullPolicy, i.HasPullPolicy})
+	}
+	return out
+}
+
+func TestRead(t *testing.T) {
+	tmpl := template()
+	one := int32(1)
+	tests := []struct {
+		kind   string
+		obj    any
+		prefix string
+	}{
+		{"Pod", corev1.Pod{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec}, "spec"},
+		{"PodTemplate", corev1.PodTemplate{Template: tmpl}, "template.spec"},
+		{"Deployment", appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: &one, Template: tmpl}}, "spec.template.spec"},
+		{"ReplicaSet", appsv1.ReplicaSet{Spec: appsv1.ReplicaSetSpec{Template: tmpl}}, "spec.template.spec"},
+		{"StatefulSet", appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Template: tmpl}}, "spec.template.spec"},
+		{"DaemonSet", appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{Template: tmpl}}, "spec.template.spec"},
+		{"Job", batchv1.Job{Spec: batchv1.JobSpec{Template: tmpl}}, "spec.template.spec"},
+		{"ReplicationController", corev1.ReplicationController{Spec: corev1.ReplicationControllerSpec{Template: &tmpl}}, "spec.template.spec"},
+		{"CronJob", batchv1.CronJob{Spec: batchv1.CronJobSpec{JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}}}}, "spec.jobTemplate.spec.template.spec"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.kind, func(t *testing.T) {
+			raw, err := json.Marshal(tc.obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Read(tc.kind, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ptr := "/" + strings.ReplaceAll(tc.prefix, ".", "/")
+			want := []summary{
+				{tc.prefix + ".containers[0].image", ptr + "/containers/0/image", "nginx:1.17.1", "IfNotPresent", true},
+				{tc.prefix + ".initContainers[0].image", ptr + "/initContainers/0/image", "busybox", "", false},
+			}
+			if diff := cmp.Diff(want, summarize(got)); diff != "" {
+				t.Errorf("images (-want +got):\n%s", diff)
+			}
+			if got.Annotations["a.image-policy.k8s.io/x"] != "y" {
+				t.Errorf("annotations = %v", got.Annotations)
+			}
+		})
+	}
+}
+
+func TestReadEphemeralAndOddShapes(t *testing.T) {
+	pod := `{"spec":{"containers":[{"name":"a","image":"nginx:1"}],"ephemeralContainers":[{"name":"dbg","image":"busybox"}]}}`
+	got, err := Read("Pod", []byte(pod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(got.Images); n != 2 || got.Images[1].Field != "spec.ephemeralContainers[0].image" {
+		t.Errorf("images = %+v", got.Images)
+	}
+	if got, err := Read("Service", []byte(`{"spec":{"type":"LoadBalancer"}}`)); err != nil || len(got.Images) != 0 {
+		t.Errorf("Service: %+v, %v; want no images", got, err)
+	}
+	if got, err := Read("Pod", []byte(`{"spec":{"containers":[{"name":"a"}]}}`)); err != nil || got.Images[0].Ref != "" {
+		t.Errorf("container without image: %+v, %v; want one image with an empty reference", got, err)
+	}
+	for _, bad := range []struct{ kind, raw, want string }{
+		{"Deployment", `{"spec":{}}`, "Deployment has no spec.template"},
+		{"Deployment", `{"spec":null}`, "Deployment has no spec"},
+		{"Deployment", `{"spec":[]}`, "spec is not an object"},
+		{"Pod", `{}`, "Pod has no spec"},
+		{"Pod", `null`, "the Pod object is missing"},
+		{"Pod", ``, "the Pod object is missing"},
+		{"Pod", `{"spec":{"containers":"nginx"}}`, "malformed"},
+		{"CronJob", `{"spec":{"jobTemplate":{"spec":{}}}}`, "CronJob has no spec.jobTemplate.spec.template"},
+	} {
+		if _, err := Read(bad.kind, []byte(bad.raw)); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("Read(%s, %s) = %v, want an error containing %q", bad.kind, bad.raw, err, bad.want)
+		}
+	}
+}
