@@ -151,11 +151,12 @@ type Decision struct {
 // Denials are the enforce violations.
 func (d Decision) Denials() []Violation { return d.byMode(Enforce) }
 
-// Warnings are the warn-mode violations, one short line each.
+// Warnings are the warn-mode violations, one short line each: rule,
+// subject, problem.
 func (d Decision) Warnings() []string {
 	var out []string
 	for _, v := range d.byMode(Warn) {
-		out = append(out, v.String())
+		out = append(out, fmt.Sprintf("admitfn rule %q: %s: %s", v.Rule, v.subject(), v.Problem))
 	}
 	return out
 }

@@ -49,42 +49,46 @@ func (r *Reviewer) Policy() *policy.Policy { return r.policy }
 // lookups: a lookup still running at its deadline counts as a registry
 // failure.
 func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decision {
-	type job struct {
-		ref   imageref.Ref
-		level policy.Level
-	}
-	jobs := map[string]job{}
+	need := map[string]policy.Level{}
 	for _, img := range req.Images {
-		if _, seen := jobs[img.Ref]; seen {
-			continue
-		}
 		ref, err := imageref.Parse(img.Ref)
 		if err != nil {
 			continue // the engine reports it
 		}
 		if level := r.policy.Need(req.Namespace, ref); level > policy.LevelName {
-			jobs[img.Ref] = job{ref, level}
+			need[img.Ref] = level
 		}
 	}
-	facts := make(map[string]policy.Facts, len(jobs))
-	if len(jobs) > 0 && r.facts != nil {
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, r.parallel)
-		for raw, j := range jobs {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				f := r.facts.Resolve(ctx, j.ref, j.level)
-				mu.Lock()
-				facts[raw] = f
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
+	return r.policy.Evaluate(req, r.Facts(ctx, need), r.now())
+}
+
+// Facts asks the registry about each image (as written) to the level given,
+// a few at a time. Images that do not parse are left out.
+func (r *Reviewer) Facts(ctx context.Context, need map[string]policy.Level) map[string]policy.Facts {
+	facts := make(map[string]policy.Facts, len(need))
+	if len(need) == 0 || r.facts == nil {
+		return facts
 	}
-	return r.policy.Evaluate(req, facts, r.now())
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, r.parallel)
+	for raw, level := range need {
+		ref, err := imageref.Parse(raw)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f := r.facts.Resolve(ctx, ref, level)
+			mu.Lock()
+			facts[raw] = f
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return facts
 }
 
 // Budget is how long a review may spend on registry lookups: the timeout

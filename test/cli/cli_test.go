@@ -64,7 +64,7 @@ func (p *process) output() string {
 	return p.stdout.String()
 }
 
-var servingLine = regexp.MustCompile(`serving \S+ on (https?://\S+) with policy`)
+var servingLine = regexp.MustCompile(`serving .+ on (https?://\S+) with policy`)
 
 func startServe(t *testing.T, args ...string) *process {
 	t.Helper()

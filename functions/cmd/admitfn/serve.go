@@ -13,8 +13,10 @@ import (
 
 	"github.com/admitfn/admitfn/functions/devcert"
 	"github.com/admitfn/admitfn/functions/imagepolicy"
+	"github.com/admitfn/admitfn/functions/mutating"
 	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/server"
+	"github.com/admitfn/admitfn/functions/validating"
 )
 
 // endpoint is a handler --handlers can mount.
@@ -25,6 +27,8 @@ type endpoint struct {
 
 var endpoints = map[string]endpoint{
 	"imagepolicy": {imagepolicy.Path, func(rv *review.Reviewer) http.Handler { return imagepolicy.New(rv) }},
+	"validating":  {validating.Path, validating.New},
+	"mutating":    {mutating.Path, mutating.New},
 }
 
 func endpointNames() string {

@@ -1,0 +1,106 @@
+package admission
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	admissionv1 "k8s.io/api/admission/v1"
+)
+
+// echo allows everything and records the deadline it was given.
+func echo(t *testing.T) (Handler, *time.Duration) {
+	var left time.Duration
+	return Handler{
+		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+			if dl, ok := ctx.Deadline(); ok {
+				left = time.Until(dl)
+			}
+			return Allowed()
+		},
+		Budget: func(timeout string) time.Duration {
+			d, _ := time.ParseDuration(timeout)
+			return d
+		},
+	}, &left
+}
+
+type reply struct {
+	HTTP       int
+	APIVersion string
+	Kind       string
+	UID        string
+	Allowed    bool
+	Code       int32
+}
+
+func do(t *testing.T, h http.Handler, method, contentType, url, body string) (reply, string) {
+	t.Helper()
+	req := httptest.NewRequest(method, url, strings.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("reply is not an AdmissionReview: %v: %s", err, rec.Body)
+	}
+	if out.Response == nil {
+		t.Fatalf("reply has no response: %s", rec.Body)
+	}
+	r := reply{HTTP: rec.Code, APIVersion: out.APIVersion, Kind: out.Kind, UID: string(out.Response.UID), Allowed: out.Response.Allowed}
+	msg := ""
+	if out.Response.Result != nil {
+		r.Code, msg = out.Response.Result.Code, out.Response.Result.Message
+	}
+	return r, msg
+}
+
+func TestHandler(t *testing.T) {
+	h, _ := echo(t)
+	const pod = `"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":[]}}`
+	tests := []struct {
+		name, method, contentType, body string
+		want                            reply
+		message                         string
+	}{
+		{"v1", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",` + pod + `}}`,
+			reply{200, V1, "AdmissionReview", "u1", true, 0}, ""},
+		{"v1beta1 answered in v1beta1", "POST", "application/json; charset=utf-8", `{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u2",` + pod + `}}`,
+			reply{200, V1beta1, "AdmissionReview", "u2", true, 0}, ""},
+		{"GET", "GET", "", "", reply{405, V1, "AdmissionReview", "", false, 405}, "method GET is not allowed"},
+		{"text/plain", "POST", "text/plain", `{}`, reply{415, V1, "AdmissionReview", "", false, 415}, `content type "text/plain"`},
+		{"too large", "POST", "application/json", `{"apiVersion":"` + strings.Repeat("x", 3<<20) + `"}`, reply{413, V1, "AdmissionReview", "", false, 413}, "exceeds"},
+		{"malformed", "POST", "application/json", `{"apiVersion":`, reply{400, V1, "AdmissionReview", "", false, 400}, "not a valid AdmissionReview"},
+		{"wrong version", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{"uid":"u3"}}`, reply{400, V1, "AdmissionReview", "u3", false, 400}, `apiVersion "admission.k8s.io/v2" is not supported`},
+		{"wrong kind", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"ImageReview","request":{"uid":"u4"}}`, reply{400, V1, "AdmissionReview", "u4", false, 400}, `kind "ImageReview" is not supported`},
+		{"no request", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, reply{400, V1, "AdmissionReview", "", false, 400}, "has no request"},
+		{"null request", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}`, reply{400, V1, "AdmissionReview", "", false, 400}, "has no request"},
+		{"no uid", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{` + pod + `}}`, reply{400, V1, "AdmissionReview", "", false, 400}, "has no uid"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, msg := do(t, h, tc.method, tc.contentType, "/validate", tc.body)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if !strings.Contains(msg, tc.message) || strings.Contains(msg, "\n") {
+				t.Errorf("message %q, want one line containing %q", msg, tc.message)
+			}
+		})
+	}
+}
+
+func TestHandlerHonoursTimeout(t *testing.T) {
+	h, left := echo(t)
+	do(t, h, "POST", "application/json", "/validate?timeout=7s", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"DELETE"}}`)
+	if *left <= 6*time.Second || *left > 7*time.Second {
+		t.Errorf("Admit had %v left, want the 7s budget", *left)
+	}
+}

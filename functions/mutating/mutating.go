@@ -1,0 +1,127 @@
+// Package mutating serves MutatingWebhookConfiguration requests: in the
+// namespaces the policy opts in, it pins each image to the digest the
+// registry resolves its tag to, and can set imagePullPolicy: Always.
+package mutating
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/admitfn/admitfn/functions/admission"
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/workload"
+)
+
+// Path is where the handler is mounted.
+const Path = "/mutate"
+
+// New returns the handler; rv supplies the policy and the resolver.
+func New(rv *review.Reviewer) http.Handler {
+	return admission.Handler{
+		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+			return Admit(ctx, rv, req)
+		},
+		Budget: func(timeout string) time.Duration { return review.Budget(timeout, rv.Policy().Registry.Timeout) },
+	}
+}
+
+// patchOp is one RFC 6902 operation.
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value string `json:"value"`
+}
+
+// Admit computes the patch for one request. It never denies on policy
+// grounds: that is the validating handler's job, and it runs after this
+// one on the pinned references, so the digest pinned is the digest judged.
+// An image whose digest cannot be resolved is left as written, with a
+// warning.
+func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	p := rv.Policy()
+	resp := admission.Allowed()
+	if !p.MutatesIn(req.Namespace) {
+		return resp
+	}
+	facts, err := admission.Read(req)
+	if err != nil {
+		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
+	}
+	m := p.Mutation
+	var ops []patchOp
+	if m.PinDigests {
+		need := map[string]policy.Level{}
+		for _, img := range facts.Images {
+			if ref, err := imageref.Parse(img.Ref); err == nil && ref.Digest == "" {
+				need[img.Ref] = policy.LevelDigest
+			}
+		}
+		resolved := rv.Facts(ctx, need)
+		pinned := map[string]string{}
+		for _, img := range facts.Images {
+			f, ok := resolved[img.Ref]
+			if !ok {
+				continue // already pinned, or not a reference the engine can read
+			}
+			if f.Digest == "" {
+				why := "not found in its registry"
+				if f.Err != nil {
+					why = f.Err.Error()
+				}
+				resp.Warnings = append(resp.Warnings, fmt.Sprintf("admitfn could not pin %s (%s): %s", img.Ref, img.Field, why))
+				continue
+			}
+			ref := pin(img.Ref, f.Digest, m.PinForm)
+			ops = append(ops, patchOp{Op: "replace", Path: img.Pointer, Value: ref})
+			pinned[img.Ref] = ref
+		}
+		if len(pinned) > 0 {
+			b, _ := json.Marshal(pinned)
+			resp.AuditAnnotations = map[string]string{"pinned": string(b)}
+		}
+	}
+	if m.AlwaysPullImages {
+		ops = append(ops, alwaysPull(facts.Images)...)
+	}
+	if len(ops) > 0 {
+		patch, err := json.Marshal(ops)
+		if err != nil {
+			return admission.Errored(string(req.UID), http.StatusInternalServerError, "encoding the patch: "+err.Error())
+		}
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.Patch, resp.PatchType = patch, &pt
+	}
+	return resp
+}
+
+// pin writes ref with the digest, keeping the tag for tagAndDigest.
+func pin(ref, digest string, form policy.PinForm) string {
+	if form == policy.PinDigest {
+		slash := strings.LastIndex(ref, "/")
+		if colon := strings.LastIndex(ref, ":"); colon > slash {
+			ref = ref[:colon]
+		}
+	}
+	return ref + "@" + digest
+}
+
+func alwaysPull(images []workload.Image) []patchOp {
+	var ops []patchOp
+	for _, img := range images {
+		switch {
+		case !img.HasPullPolicy:
+			ops = append(ops, patchOp{Op: "add", Path: img.PullPolicyPointer, Value: "Always"})
+		case img.PullPolicy != "Always":
+			ops = append(ops, patchOp{Op: "replace", Path: img.PullPolicyPointer, Value: "Always"})
+		}
+	}
+	return ops
+}

@@ -1,0 +1,53 @@
+// Package validating serves ValidatingWebhookConfiguration requests
+// (admission.k8s.io/v1 and v1beta1 AdmissionReviews) with the image policy,
+// the node restriction rule and the Service type rule.
+package validating
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/admitfn/admitfn/functions/admission"
+	"github.com/admitfn/admitfn/functions/review"
+)
+
+// Path is where the handler is mounted.
+const Path = "/validate"
+
+// maxWarning bounds one warning: clients print them line by line, and the
+// apiserver may truncate long ones.
+const maxWarning = 240
+
+// New returns the handler, judging with rv.
+func New(rv *review.Reviewer) http.Handler {
+	return admission.Handler{
+		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+			return Admit(ctx, rv, req)
+		},
+		Budget: func(timeout string) time.Duration { return review.Budget(timeout, rv.Policy().Registry.Timeout) },
+	}
+}
+
+// Admit decides one request: decode, ask the reviewer, encode.
+func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	facts, err := admission.Read(req)
+	if err != nil {
+		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
+	}
+	d := rv.Review(ctx, facts.Request)
+	resp := admission.Allowed()
+	if !d.Allowed {
+		resp = admission.Denied(d.Reason())
+	}
+	for _, w := range d.Warnings() {
+		if len(w) > maxWarning {
+			w = w[:maxWarning-3] + "..."
+		}
+		resp.Warnings = append(resp.Warnings, w)
+	}
+	resp.AuditAnnotations = d.AuditAnnotations()
+	return resp
+}
