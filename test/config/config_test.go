@@ -3,13 +3,17 @@ package config
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/test/manifests"
 )
 
 // TestPolicyConfigMap checks that the policy shipped in config/ parses and
@@ -32,5 +36,73 @@ func TestPolicyConfigMap(t *testing.T) {
 	}
 	if diff := cmp.Diff(string(policy.DefaultYAML()), doc); diff != "" {
 		t.Errorf("ConfigMap policy differs from the embedded default (-want +got):\n%s", diff)
+	}
+}
+
+// TestWebhookConfigurations checks what keeps a cluster safe and reachable.
+func TestWebhookConfigurations(t *testing.T) {
+	v, m, err := manifests.Webhooks("../../config/500-webhooks.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Kind != "ValidatingWebhookConfiguration" || m.Kind != "MutatingWebhookConfiguration" {
+		t.Fatalf("kinds %q and %q", v.Kind, m.Kind)
+	}
+	type common struct {
+		name      string
+		url       *string
+		versions  []string
+		side      *admissionregistrationv1.SideEffectClass
+		failure   *admissionregistrationv1.FailurePolicyType
+		timeout   *int32
+		nsSel     *metav1.LabelSelector
+		rules     []admissionregistrationv1.RuleWithOperations
+		namespace bool
+	}
+	var all []common
+	for _, w := range v.Webhooks {
+		all = append(all, common{w.Name, w.ClientConfig.URL, w.AdmissionReviewVersions, w.SideEffects, w.FailurePolicy, w.TimeoutSeconds, w.NamespaceSelector, w.Rules, w.Rules[0].Scope != nil && *w.Rules[0].Scope == admissionregistrationv1.NamespacedScope})
+	}
+	for _, w := range m.Webhooks {
+		all = append(all, common{w.Name, w.ClientConfig.URL, w.AdmissionReviewVersions, w.SideEffects, w.FailurePolicy, w.TimeoutSeconds, w.NamespaceSelector, w.Rules, true})
+	}
+	for _, w := range all {
+		t.Run(w.name, func(t *testing.T) {
+			if w.url == nil || !strings.HasPrefix(*w.url, "https://") {
+				t.Errorf("clientConfig.url %v, want an https URL", w.url)
+			}
+			if diff := cmp.Diff([]string{"v1"}, w.versions); diff != "" {
+				t.Errorf("admissionReviewVersions (-want +got):\n%s", diff)
+			}
+			if w.side == nil || *w.side != admissionregistrationv1.SideEffectClassNone {
+				t.Errorf("sideEffects %v, want None", w.side)
+			}
+			if w.failure == nil || *w.failure != admissionregistrationv1.Fail {
+				t.Errorf("failurePolicy %v, want Fail", w.failure)
+			}
+			if w.timeout == nil || *w.timeout < 10 || *w.timeout > 30 {
+				t.Errorf("timeoutSeconds %v, want 10 to 30 (cold starts; the apiserver's ceiling is 30)", w.timeout)
+			}
+			if w.namespace {
+				excluded := map[string]bool{}
+				for _, e := range w.nsSel.MatchExpressions {
+					if e.Key == "kubernetes.io/metadata.name" && e.Operator == metav1.LabelSelectorOpNotIn {
+						for _, v := range e.Values {
+							excluded[v] = true
+						}
+					}
+				}
+				if !excluded["kube-system"] || !excluded["admitfn"] {
+					t.Errorf("namespaceSelector %+v must leave out kube-system and admitfn", w.nsSel)
+				}
+			}
+			for _, r := range w.rules {
+				for _, res := range r.Resources {
+					if res == "nodes/status" || res == "*" || res == "*/*" {
+						t.Errorf("rule matches %q: kubelets' status updates and everything else must not wait for admitfn", res)
+					}
+				}
+			}
+		})
 	}
 }

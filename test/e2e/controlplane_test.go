@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,6 +178,8 @@ type controlPlane struct {
 
 // controlPlaneOptions are the apiserver settings a suite needs.
 type controlPlaneOptions struct {
+	// AdmissionPlugins are enabled on top of the defaults (which include
+	// the validating and mutating webhook plugins).
 	AdmissionPlugins []string
 	AdmissionConfig  string // file, may be empty
 }
@@ -213,11 +216,13 @@ func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOption
 		// in-cluster client needs the kubernetes Service here.
 		"--endpoint-reconciler-type=none",
 		"--authorization-mode=Node,RBAC",
-		"--enable-admission-plugins=" + strings.Join(opts.AdmissionPlugins, ","),
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--audit-policy-file=" + auditPolicy, "--audit-log-path=" + cp.AuditLog,
 		"--v=2",
+	}
+	if len(opts.AdmissionPlugins) > 0 {
+		args = append(args, "--enable-admission-plugins="+strings.Join(opts.AdmissionPlugins, ","))
 	}
 	if opts.AdmissionConfig != "" {
 		args = append(args, "--admission-control-config-file="+opts.AdmissionConfig)
@@ -243,6 +248,43 @@ func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOption
 	probe := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	waitReady(t, cp.apiserver, probe, cp.URL+"/readyz", 120*time.Second)
 	return cp
+}
+
+// clientFor returns a clientset that authenticates with a client
+// certificate for user in groups, and collects the warnings it is sent.
+func (cp *controlPlane) clientFor(t *testing.T, user string, groups ...string) (*kubernetes.Clientset, *warnings) {
+	t.Helper()
+	certFile, keyFile := cp.pki.client(t, strings.NewReplacer(":", "_").Replace(user), user, groups...)
+	cfg := rest.CopyConfig(cp.AdminRest)
+	cfg.TLSClientConfig.CertFile, cfg.TLSClientConfig.KeyFile = certFile, keyFile
+	w := &warnings{}
+	cfg.WarningHandler = w
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, w
+}
+
+// warnings records the Warning headers a client receives.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(code int, agent, text string) {
+	w.mu.Lock()
+	w.list = append(w.list, text)
+	w.mu.Unlock()
+}
+
+// take returns the warnings so far and forgets them.
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.list
+	w.list = nil
+	return out
 }
 
 // namespace creates a namespace with the default ServiceAccount that the

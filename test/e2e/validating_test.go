@@ -1,0 +1,285 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/manifests"
+)
+
+// registerWebhooks applies config/500-webhooks.yaml with the URLs pointed
+// at the local backend and its CA.
+func registerWebhooks(t *testing.T, cp *controlPlane, baseURL string) {
+	t.Helper()
+	v, m, err := manifests.Webhooks(filepath.Join("..", "..", "config", "500-webhooks.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(cp.pki.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range v.Webhooks {
+		u := baseURL + "/validate"
+		v.Webhooks[i].ClientConfig.URL, v.Webhooks[i].ClientConfig.CABundle = &u, ca
+	}
+	for i := range m.Webhooks {
+		u := baseURL + "/mutate"
+		m.Webhooks[i].ClientConfig.URL, m.Webhooks[i].ClientConfig.CABundle = &u, ca
+	}
+	ctx := context.Background()
+	reg := cp.Admin.AdmissionregistrationV1()
+	if _, err := reg.ValidatingWebhookConfigurations().Create(ctx, v, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.MutatingWebhookConfigurations().Create(ctx, m, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func deploymentOf(name, image string) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+			},
+		},
+	}
+}
+
+// TestValidatingAndMutatingWebhooks registers config/'s webhook
+// configurations with kube-apiserver and admitfn serving /validate and
+// /mutate behind them.
+func TestValidatingAndMutatingWebhooks(t *testing.T) {
+	dir := keptDir(t)
+	p := newPKI(t, dir)
+	cp := startControlPlane(t, dir, p, controlPlaneOptions{})
+	env := &webhookEnv{dir: dir, pki: p, cp: cp, backendPort: freePort(t)}
+	env.apiserverCert, env.apiserverKey = p.client(t, "apiserver-to-admitfn", "kube-apiserver-webhook")
+
+	reg := registrytest.New(t)
+	digest := reg.Push("app:v1", registrytest.Image(t, nil))
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: e2e-webhooks}
+spec:
+  registry: {insecure: [%[1]q]}
+  mutation: {namespaces: [pinned], pinDigests: true}
+  rules:
+  - name: no-latest
+    tags: {denyLatest: true, denyUntagged: true}
+  - name: node-restriction
+    nodeRestriction: true
+  - name: no-load-balancers
+    namespaces: [e2e-*]
+    serviceTypes: {deny: [LoadBalancer]}
+  - name: no-dev-tags
+    mode: warn
+    tags: {deny: ["*-dev"]}
+  - name: resolvable
+    images: ["%[1]s/**"]
+    resolvable: true
+`, reg.Host())), 0o644)
+	// The apiserver verifies admitfn's serving certificate against caBundle;
+	// no client certificate is configured for webhooks here.
+	backendCert, backendKey := p.server(t, "admitfn", "127.0.0.1")
+	backend := startProc(t, dir, "admitfn", admitfnBin, "serve",
+		"--listen", fmt.Sprintf("127.0.0.1:%d", env.backendPort),
+		"--tls-cert", backendCert, "--tls-key", backendKey,
+		"--handlers", "validating,mutating", "--policy", policyFile)
+	baseURL := fmt.Sprintf("https://127.0.0.1:%d", env.backendPort)
+	waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+	registerWebhooks(t, cp, baseURL)
+	for _, ns := range []string{"e2e-a", "pinned"} {
+		cp.namespace(t, ns)
+	}
+	dev, devWarnings := cp.clientFor(t, "developer", "system:masters")
+	ctx := context.Background()
+
+	t.Run("a Deployment with :latest is rejected at create", func(t *testing.T) {
+		_, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("web", "nginx:latest"), metav1.CreateOptions{})
+		wantDenied(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`,
+			`image "nginx:latest" (spec.template.spec.containers[0].image) violates rule "no-latest"`)
+	})
+
+	t.Run("server-side dry run is judged and leaves nothing behind", func(t *testing.T) {
+		dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+		_, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("dry", "nginx"), dry)
+		wantDenied(t, err, `violates rule "no-latest"`)
+		if _, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("dry", "nginx:1.17.1"), dry); err != nil {
+			t.Fatalf("dry-run of an allowed Deployment: %v", err)
+		}
+		if _, err := dev.AppsV1().Deployments("e2e-a").Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("after a dry run, Get = %v, want NotFound", err)
+		}
+	})
+
+	t.Run("warn mode reaches the client as warnings", func(t *testing.T) {
+		devWarnings.take()
+		if _, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("warned", "app:1.0-dev"), metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create = %v, want allowed with a warning", err)
+		}
+		got := strings.Join(devWarnings.take(), "\n")
+		if !strings.Contains(got, `admitfn rule "no-dev-tags": app:1.0-dev: tag "1.0-dev" is denied`) {
+			t.Errorf("warnings = %q, want the no-dev-tags warning", got)
+		}
+		t.Logf("client got: Warning: %s", got)
+	})
+
+	t.Run("an ephemeral container added through the subresource is judged", func(t *testing.T) {
+		base, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("debug-me", []string{"nginx:1.17.1"}, nil, nil), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		add := func(image string) error {
+			p := base.DeepCopy()
+			p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+				Name: "debug", Image: image, TerminationMessagePolicy: corev1.TerminationMessageReadFile, ImagePullPolicy: corev1.PullIfNotPresent}})
+			_, err := dev.CoreV1().Pods("e2e-a").UpdateEphemeralContainers(ctx, base.Name, p, metav1.UpdateOptions{})
+			return err
+		}
+		wantDenied(t, add("busybox"), `image "busybox" (spec.ephemeralContainers[0].image) violates rule "no-latest"`)
+		if err := add("busybox:1.36"); err != nil {
+			t.Errorf("ephemeral busybox:1.36 = %v, want accepted", err)
+		}
+	})
+
+	t.Run("the mutating webhook pins the resolved digest", func(t *testing.T) {
+		img := reg.Ref("app", ":v1")
+		if _, err := dev.CoreV1().Pods("pinned").Create(ctx, pod("pinned", []string{img}, nil, nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := dev.CoreV1().Pods("pinned").Get(ctx, "pinned", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := img + "@" + digest; got.Spec.Containers[0].Image != want {
+			t.Errorf("stored image %q, want %q", got.Spec.Containers[0].Image, want)
+		}
+		t.Logf("stored pod image: %s", got.Spec.Containers[0].Image)
+		// Outside the opted-in namespaces nothing is rewritten.
+		if _, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("unpinned", []string{img}, nil, nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := dev.CoreV1().Pods("e2e-a").Get(ctx, "unpinned", metav1.GetOptions{}); got.Spec.Containers[0].Image != img {
+			t.Errorf("image outside the mutation namespaces became %q", got.Spec.Containers[0].Image)
+		}
+	})
+
+	t.Run("a LoadBalancer Service is refused", func(t *testing.T) {
+		svc := func(name string, ty corev1.ServiceType) *corev1.Service {
+			return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Type: ty, Ports: []corev1.ServicePort{{Port: 80}}}}
+		}
+		_, err := dev.CoreV1().Services("e2e-a").Create(ctx, svc("lb", corev1.ServiceTypeLoadBalancer), metav1.CreateOptions{})
+		wantDenied(t, err, `spec.type violates rule "no-load-balancers": Service "lb" has type LoadBalancer`)
+		if _, err := dev.CoreV1().Services("e2e-a").Create(ctx, svc("internal", corev1.ServiceTypeClusterIP), metav1.CreateOptions{}); err != nil {
+			t.Errorf("ClusterIP Service = %v, want created", err)
+		}
+	})
+}
+
+// TestNodeRestrictionDifferential makes the seed 002 requests as kubelet
+// node01, once against kube-apiserver's own NodeRestriction plugin and once
+// against admitfn's rule alone, and expects the same answers.
+func TestNodeRestrictionDifferential(t *testing.T) {
+	type outcome struct {
+		Request string
+		Allowed bool
+	}
+	run := func(t *testing.T, withAdmitfn bool) []outcome {
+		dir := keptDir(t)
+		p := newPKI(t, dir)
+		opts := controlPlaneOptions{AdmissionPlugins: []string{"NodeRestriction"}}
+		if withAdmitfn {
+			opts = controlPlaneOptions{}
+		}
+		cp := startControlPlane(t, dir, p, opts)
+		if withAdmitfn {
+			port := freePort(t)
+			cert, key := p.server(t, "admitfn", "127.0.0.1")
+			backend := startProc(t, dir, "admitfn", admitfnBin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+				"--tls-cert", cert, "--tls-key", key, "--handlers", "validating")
+			baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
+			waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+			registerWebhooks(t, cp, baseURL)
+		}
+		ctx := context.Background()
+		for _, name := range []string{"controlplane", "node01"} {
+			if _, err := cp.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		kubelet, _ := cp.clientFor(t, "system:node:node01", "system:nodes")
+		label := func(c *kubernetes.Clientset, node, key, value string) error {
+			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, key, value)
+			_, err := c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+			return err
+		}
+		var out []outcome
+		for _, r := range []struct{ node, key, value string }{
+			{"controlplane", "killercoda/one", "123"},
+			{"node01", "node-restriction.kubernetes.io/one", "123"},
+			{"node01", "killercoda/two", "1"},
+		} {
+			err := label(kubelet, r.node, r.key, r.value)
+			if err != nil && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+				t.Fatalf("labelling %s as node01: unexpected error %v", r.node, err)
+			}
+			t.Logf("as node01: label node %s %s=%s: %v", r.node, r.key, r.value, err)
+			out = append(out, outcome{fmt.Sprintf("label %s %s", r.node, r.key), err == nil})
+		}
+		// An administrator may still set the restricted label.
+		if err := label(cp.Admin, "node01", "node-restriction.kubernetes.io/one", "123"); err != nil {
+			t.Errorf("administrator setting a restricted label: %v", err)
+		}
+		return out
+	}
+	var plugin, admitfn []outcome
+	t.Run("kube-apiserver NodeRestriction", func(t *testing.T) { plugin = run(t, false) })
+	t.Run("admitfn node-restriction rule", func(t *testing.T) { admitfn = run(t, true) })
+	want := []outcome{
+		{"label controlplane killercoda/one", false},
+		{"label node01 node-restriction.kubernetes.io/one", false},
+		{"label node01 killercoda/two", true},
+	}
+	if d := cmp.Diff(want, plugin); d != "" {
+		t.Errorf("NodeRestriction plugin did not behave as seed 002 says (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(plugin, admitfn); d != "" {
+		t.Errorf("admitfn differs from the NodeRestriction plugin (-plugin +admitfn):\n%s", d)
+	}
+}
+
+func wantDenied(t *testing.T, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("request admitted, want a denial containing %q", parts)
+	}
+	for _, s := range parts {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q lacks %q", err, s)
+		}
+	}
+	t.Logf("apiserver said: %v", err)
+}
