@@ -172,6 +172,10 @@ To let kube-apiserver ask it, enable the plugin and point its admission kubeconf
     context: {cluster: admitfn, user: kube-apiserver}
   current-context: admitfn
 
+For ValidatingWebhookConfiguration / MutatingWebhookConfiguration (see config/500-webhooks.yaml):
+  clientConfig.url: %[1]s/validate   (and %[1]s/mutate)
+  clientConfig.caBundle: base64 of %[2]s
+
 Or ask it yourself:
   curl --cacert %[2]s -H 'Content-Type: application/json' %[1]s/imagepolicy \
     -d '{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx"}],"namespace":"default"}}'
