@@ -19,14 +19,17 @@ unit:
 e2e: tools
 	$(GO) test -tags e2e -count=1 -v -timeout 30m ./test/e2e/
 
-# kube-apiserver and etcd, rebuilt only when their pins change. A cold
-# kube-apiserver build takes about 8 minutes on 2 cores; Go's build cache
-# makes the next ones quick.
+# kube-apiserver, kubectl and etcd, rebuilt only when their pins change. A
+# cold kube-apiserver build takes about 8 minutes on 2 cores; Go's build
+# cache makes the next ones quick.
 TOOLS_BIN := test/tools/bin
-tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/etcd
+tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd
 
 $(TOOLS_BIN)/kube-apiserver: test/tools/go.mod test/tools/go.sum
 	cd test/tools && $(GO) build -o bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+
+$(TOOLS_BIN)/kubectl: test/tools/go.mod test/tools/go.sum
+	cd test/tools && $(GO) build -o bin/kubectl k8s.io/kubernetes/cmd/kubectl
 
 $(TOOLS_BIN)/etcd: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 	cd test/tools && $(GO) build -o bin/etcd ./etcd

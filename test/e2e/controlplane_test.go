@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/admitfn/admitfn/functions/devcert"
 )
@@ -250,41 +251,49 @@ func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOption
 	return cp
 }
 
-// clientFor returns a clientset that authenticates with a client
-// certificate for user in groups, and collects the warnings it is sent.
-func (cp *controlPlane) clientFor(t *testing.T, user string, groups ...string) (*kubernetes.Clientset, *warnings) {
+// identity is a user of the control plane: a clientset, and a kubeconfig
+// for kubectl.
+type identity struct {
+	Client     *kubernetes.Clientset
+	Kubeconfig string
+}
+
+// clientFor makes an identity authenticated by a client certificate for
+// user in groups.
+func (cp *controlPlane) clientFor(t *testing.T, user string, groups ...string) identity {
 	t.Helper()
-	certFile, keyFile := cp.pki.client(t, strings.NewReplacer(":", "_").Replace(user), user, groups...)
+	name := strings.NewReplacer(":", "_").Replace(user)
+	certFile, keyFile := cp.pki.client(t, name, user, groups...)
 	cfg := rest.CopyConfig(cp.AdminRest)
 	cfg.TLSClientConfig.CertFile, cfg.TLSClientConfig.KeyFile = certFile, keyFile
-	w := &warnings{}
-	cfg.WarningHandler = w
+	id := identity{Kubeconfig: filepath.Join(cp.dir, name+".kubeconfig")}
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, w
+	id.Client = c
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["e2e"] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthority: cp.pki.CAFile}
+	kc.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificate: certFile, ClientKey: keyFile}
+	kc.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: name}
+	kc.CurrentContext = "e2e"
+	if err := clientcmd.WriteToFile(*kc, id.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
-// warnings records the Warning headers a client receives.
-type warnings struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (w *warnings) HandleWarningHeader(code int, agent, text string) {
-	w.mu.Lock()
-	w.list = append(w.list, text)
-	w.mu.Unlock()
-}
-
-// take returns the warnings so far and forgets them.
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.list
-	w.list = nil
-	return out
+// kubectl runs the pinned kubectl as id, with stdin, and returns what it
+// printed and its error.
+func (id identity) kubectl(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(toolBin("kubectl"), append([]string{"--kubeconfig", id.Kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	t.Logf("$ kubectl %s\n%s%s", strings.Join(args, " "), out.String(), errOut.String())
+	return out.String(), errOut.String(), err
 }
 
 // namespace creates a namespace with the default ServiceAccount that the

@@ -114,7 +114,8 @@ spec:
 	for _, ns := range []string{"e2e-a", "pinned"} {
 		cp.namespace(t, ns)
 	}
-	dev, devWarnings := cp.clientFor(t, "developer", "system:masters")
+	developer := cp.clientFor(t, "developer", "system:masters")
+	dev := developer.Client
 	ctx := context.Background()
 
 	t.Run("a Deployment with :latest is rejected at create", func(t *testing.T) {
@@ -123,28 +124,32 @@ spec:
 			`image "nginx:latest" (spec.template.spec.containers[0].image) violates rule "no-latest"`)
 	})
 
-	t.Run("server-side dry run is judged and leaves nothing behind", func(t *testing.T) {
-		dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-		_, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("dry", "nginx"), dry)
-		wantDenied(t, err, `violates rule "no-latest"`)
-		if _, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("dry", "nginx:1.17.1"), dry); err != nil {
-			t.Fatalf("dry-run of an allowed Deployment: %v", err)
+	t.Run("kubectl --dry-run=server is judged and leaves nothing behind", func(t *testing.T) {
+		manifest := func(image string) string {
+			return fmt.Sprintf(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"dry","namespace":"e2e-a"},
+"spec":{"selector":{"matchLabels":{"app":"dry"}},"template":{"metadata":{"labels":{"app":"dry"}},"spec":{"containers":[{"name":"app","image":%q}]}}}}`, image)
+		}
+		_, stderr, err := developer.kubectl(t, manifest("nginx"), "apply", "--dry-run=server", "-f", "-")
+		if err == nil || !strings.Contains(stderr, `image "nginx" (spec.template.spec.containers[0].image) violates rule "no-latest"`) {
+			t.Errorf("dry run of nginx: err %v, stderr %q; want a denial naming the rule", err, stderr)
+		}
+		stdout, _, err := developer.kubectl(t, manifest("nginx:1.17.1"), "apply", "--dry-run=server", "-f", "-")
+		if err != nil || !strings.Contains(stdout, "deployment.apps/dry created (server dry run)") {
+			t.Errorf("dry run of nginx:1.17.1: err %v, stdout %q", err, stdout)
 		}
 		if _, err := dev.AppsV1().Deployments("e2e-a").Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("after a dry run, Get = %v, want NotFound", err)
+			t.Errorf("after the dry runs, Get = %v, want NotFound", err)
 		}
 	})
 
-	t.Run("warn mode reaches the client as warnings", func(t *testing.T) {
-		devWarnings.take()
-		if _, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("warned", "app:1.0-dev"), metav1.CreateOptions{}); err != nil {
+	t.Run("warn mode shows up as Warning: lines for kubectl", func(t *testing.T) {
+		_, stderr, err := developer.kubectl(t, "", "create", "deployment", "warned", "--image=app:1.0-dev", "-n", "e2e-a")
+		if err != nil {
 			t.Fatalf("create = %v, want allowed with a warning", err)
 		}
-		got := strings.Join(devWarnings.take(), "\n")
-		if !strings.Contains(got, `admitfn rule "no-dev-tags": app:1.0-dev: tag "1.0-dev" is denied`) {
-			t.Errorf("warnings = %q, want the no-dev-tags warning", got)
+		if !strings.Contains(stderr, `Warning: admitfn rule "no-dev-tags": app:1.0-dev: tag "1.0-dev" is denied`) {
+			t.Errorf("kubectl stderr %q lacks the Warning: line", stderr)
 		}
-		t.Logf("client got: Warning: %s", got)
 	})
 
 	t.Run("an ephemeral container added through the subresource is judged", func(t *testing.T) {
@@ -170,14 +175,13 @@ spec:
 		if _, err := dev.CoreV1().Pods("pinned").Create(ctx, pod("pinned", []string{img}, nil, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		got, err := dev.CoreV1().Pods("pinned").Get(ctx, "pinned", metav1.GetOptions{})
+		stdout, _, err := developer.kubectl(t, "", "get", "pod", "pinned", "-n", "pinned", "-o", "yaml")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := img + "@" + digest; got.Spec.Containers[0].Image != want {
-			t.Errorf("stored image %q, want %q", got.Spec.Containers[0].Image, want)
+		if want := "image: " + img + "@" + digest; !strings.Contains(stdout, want) {
+			t.Errorf("kubectl get pod -o yaml lacks %q", want)
 		}
-		t.Logf("stored pod image: %s", got.Spec.Containers[0].Image)
 		// Outside the opted-in namespaces nothing is rewritten.
 		if _, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("unpinned", []string{img}, nil, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -230,7 +234,7 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		kubelet, _ := cp.clientFor(t, "system:node:node01", "system:nodes")
+		kubelet := cp.clientFor(t, "system:node:node01", "system:nodes").Client
 		label := func(c *kubernetes.Clientset, node, key, value string) error {
 			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, key, value)
 			_, err := c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
