@@ -26,26 +26,12 @@ import (
 
 	"github.com/admitfn/admitfn/functions/devcert"
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/testbin"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "admitfn-cli")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "admitfn")
-	build := exec.Command("go", "build", "-o", binary, "github.com/admitfn/admitfn/functions/cmd/admitfn")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building admitfn:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Run(m, &binary) }
 
 // process is a running "admitfn serve".
 type process struct {

@@ -9,9 +9,10 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/admitfn/admitfn/test/testbin"
 )
 
 // admitfnBin is the admitfn binary built for this run.
@@ -33,18 +34,5 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	dir, err := os.MkdirTemp("", "admitfn-e2e-bin")
-	if err != nil {
-		panic(err)
-	}
-	admitfnBin = filepath.Join(dir, "admitfn")
-	build := exec.Command("go", "build", "-o", admitfnBin, "github.com/admitfn/admitfn/functions/cmd/admitfn")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building admitfn:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Run(m, &admitfnBin)
 }
