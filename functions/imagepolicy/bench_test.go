@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -19,7 +20,7 @@ func benchmarkHandler(b *testing.B, p *policy.Policy, body string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := New(review.New(p, res))
+	h := New(review.New(p, res), observe.Observers{})
 	payload := []byte(body)
 	serve := func() *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodPost, Path+"?timeout=10s", bytes.NewReader(payload))

@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"k8s.io/api/imagepolicy/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/review"
 )
@@ -23,10 +25,14 @@ var reviewType = metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(
 // Handler answers ImageReviews.
 type Handler struct {
 	reviewer *review.Reviewer
+	observer observe.Observer
 }
 
-// New returns a Handler that judges with rv.
-func New(rv *review.Reviewer) *Handler { return &Handler{reviewer: rv} }
+// New returns a Handler that judges with rv and tells obs of every
+// decision.
+func New(rv *review.Reviewer, obs observe.Observer) *Handler {
+	return &Handler{reviewer: rv, observer: obs}
+}
 
 // ServeHTTP decodes the review, asks the reviewer and encodes its decision.
 // Requests it cannot read get a 4xx with a metav1.Status body, which the
@@ -60,14 +66,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Review judges one decoded ImageReview and returns the reply.
 func (h *Handler) Review(ctx context.Context, in *v1alpha1.ImageReview) *v1alpha1.ImageReview {
 	req := policy.Request{Namespace: in.Spec.Namespace, Annotations: in.Spec.Annotations}
+	rec := observe.Record{Handler: "imagepolicy", Kind: "Pod", Namespace: in.Spec.Namespace}
 	for _, c := range in.Spec.Containers {
+		rec.Images = append(rec.Images, c.Image)
 		// The plugin sends containers and init containers in one list, or
 		// only the ephemeral containers for that subresource, so the review
 		// does not say where in the pod an image is: the reason names the
 		// image alone rather than a field path that could mislead.
 		req.Images = append(req.Images, policy.Image{Ref: c.Image})
 	}
+	start := time.Now()
 	d := h.reviewer.Review(ctx, req)
+	rec.Decision, rec.Duration = d, time.Since(start)
+	h.observer.Decided(ctx, rec)
 	return &v1alpha1.ImageReview{
 		TypeMeta: reviewType,
 		Status: v1alpha1.ImageReviewStatus{

@@ -17,6 +17,7 @@ import (
 	"k8s.io/api/imagepolicy/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -30,7 +31,7 @@ func serve(t *testing.T, p *policy.Policy) *httptest.Server {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(Path, New(review.New(p, res)))
+	mux.Handle(Path, New(review.New(p, res), observe.Observers{}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv

@@ -31,6 +31,7 @@ type Resolver struct {
 	transport http.RoundTripper
 	now       func() time.Time
 	userAgent string
+	onCache   func(result string)
 
 	puller *remote.Puller
 	cache  *cache
@@ -50,6 +51,10 @@ func WithTransport(t http.RoundTripper) Option { return func(r *Resolver) { r.tr
 // WithClock sets the clock used for cache ages.
 func WithClock(now func() time.Time) Option { return func(r *Resolver) { r.now = now } }
 
+// WithCacheObserver is told of every lookup's cache result: "hit", "miss"
+// or "stale".
+func WithCacheObserver(f func(result string)) Option { return func(r *Resolver) { r.onCache = f } }
+
 // WithUserAgent sets the User-Agent sent to registries.
 func WithUserAgent(ua string) Option { return func(r *Resolver) { r.userAgent = ua } }
 
@@ -61,6 +66,7 @@ func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
 		keychain:  authn.DefaultKeychain,
 		now:       time.Now,
 		userAgent: "admitfn",
+		onCache:   func(string) {},
 	}
 	for _, o := range opts {
 		o(r)
@@ -102,8 +108,10 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.L
 	}
 	key := cacheKey(ref, level)
 	if f, ok := r.fresh(ref, level); ok {
+		r.onCache("hit")
 		return f
 	}
+	r.onCache("miss")
 	ch := r.group.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.settings.Timeout)
 		defer cancel()
@@ -152,6 +160,7 @@ func (r *Resolver) staleOr(key string, failed policy.Facts) policy.Facts {
 	if e, ok := r.cache.get(key); ok && r.now().Before(e.staleBy) && !e.facts.NotFound {
 		f := e.facts
 		f.Stale = true
+		r.onCache("stale")
 		return f
 	}
 	return failed

@@ -6,6 +6,7 @@ package review
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/admitfn/admitfn/functions/imageref"
@@ -17,12 +18,17 @@ type FactSource interface {
 	Resolve(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts
 }
 
-// Reviewer judges requests against one policy.
+// Reviewer judges requests against a policy that can be replaced while it
+// serves (hot reload): each review uses one policy from start to end.
 type Reviewer struct {
-	policy   *policy.Policy
-	facts    FactSource
+	state    atomic.Pointer[state]
 	now      func() time.Time
 	parallel int
+}
+
+type state struct {
+	policy *policy.Policy
+	facts  FactSource
 }
 
 // Option configures a Reviewer.
@@ -34,39 +40,54 @@ func WithClock(now func() time.Time) Option { return func(r *Reviewer) { r.now =
 // New returns a Reviewer. facts may be nil when the policy never needs the
 // registry; a rule that does then fails as if the registry were down.
 func New(p *policy.Policy, facts FactSource, opts ...Option) *Reviewer {
-	r := &Reviewer{policy: p, facts: facts, now: time.Now, parallel: 8}
+	r := &Reviewer{now: time.Now, parallel: 8}
+	r.Set(p, facts)
 	for _, o := range opts {
 		o(r)
 	}
 	return r
 }
 
+// Set replaces the policy and the fact source for the reviews that start
+// from now on.
+func (r *Reviewer) Set(p *policy.Policy, facts FactSource) {
+	r.state.Store(&state{policy: p, facts: facts})
+}
+
 // Policy returns the policy the reviewer applies.
-func (r *Reviewer) Policy() *policy.Policy { return r.policy }
+func (r *Reviewer) Policy() *policy.Policy { return r.state.Load().policy }
+
+// FactSource returns the fact source the reviewer asks.
+func (r *Reviewer) FactSource() FactSource { return r.state.Load().facts }
 
 // Review gathers the facts the request needs, each distinct image once and
 // a few at a time, and evaluates the policy. ctx bounds the registry
 // lookups: a lookup still running at its deadline counts as a registry
 // failure.
 func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decision {
+	st := r.state.Load()
 	need := map[string]policy.Level{}
 	for _, img := range req.Images {
 		ref, err := imageref.Parse(img.Ref)
 		if err != nil {
 			continue // the engine reports it
 		}
-		if level := r.policy.Need(req.Namespace, ref); level > policy.LevelName {
+		if level := st.policy.Need(req.Namespace, ref); level > policy.LevelName {
 			need[img.Ref] = level
 		}
 	}
-	return r.policy.Evaluate(req, r.Facts(ctx, need), r.now())
+	return st.policy.Evaluate(req, r.gather(ctx, st.facts, need), r.now())
 }
 
 // Facts asks the registry about each image (as written) to the level given,
 // a few at a time. Images that do not parse are left out.
 func (r *Reviewer) Facts(ctx context.Context, need map[string]policy.Level) map[string]policy.Facts {
+	return r.gather(ctx, r.FactSource(), need)
+}
+
+func (r *Reviewer) gather(ctx context.Context, src FactSource, need map[string]policy.Level) map[string]policy.Facts {
 	facts := make(map[string]policy.Facts, len(need))
-	if len(need) == 0 || r.facts == nil {
+	if len(need) == 0 || src == nil {
 		return facts
 	}
 	var mu sync.Mutex
@@ -81,7 +102,7 @@ func (r *Reviewer) Facts(ctx context.Context, need map[string]policy.Level) map[
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			f := r.facts.Resolve(ctx, ref, level)
+			f := src.Resolve(ctx, ref, level)
 			mu.Lock()
 			facts[raw] = f
 			mu.Unlock()

@@ -36,6 +36,9 @@ type Config struct {
 	Routes map[string]http.Handler
 	// ShutdownGrace bounds how long in-flight reviews may finish on stop.
 	ShutdownGrace time.Duration
+	// BaseContext is the parent of every request's context (it carries the
+	// logger).
+	BaseContext context.Context
 }
 
 // Server is a started server.
@@ -74,6 +77,9 @@ func Start(cfg Config) (*Server, error) {
 		ReadTimeout:  30 * time.Second,
 		WriteTimeout: 35 * time.Second,
 		IdleTimeout:  90 * time.Second,
+	}
+	if cfg.BaseContext != nil {
+		s.srv.BaseContext = func(net.Listener) context.Context { return cfg.BaseContext }
 	}
 	tlsCfg, err := tlsConfig(cfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/admitfn/admitfn/functions/admission"
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/review"
 )
 
@@ -21,23 +22,33 @@ const Path = "/validate"
 // apiserver may truncate long ones.
 const maxWarning = 240
 
-// New returns the handler, judging with rv.
-func New(rv *review.Reviewer) http.Handler {
+// New returns the handler, judging with rv and telling obs of every
+// decision.
+func New(rv *review.Reviewer, obs observe.Observer) http.Handler {
 	return admission.Handler{
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			return Admit(ctx, rv, req)
+			return Admit(ctx, rv, obs, req)
 		},
 		Budget: func(timeout string) time.Duration { return review.Budget(timeout, rv.Policy().Registry.Timeout) },
 	}
 }
 
 // Admit decides one request: decode, ask the reviewer, encode.
-func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+func Admit(ctx context.Context, rv *review.Reviewer, obs observe.Observer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	facts, err := admission.Read(req)
 	if err != nil {
 		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
 	}
+	start := time.Now()
 	d := rv.Review(ctx, facts.Request)
+	rec := observe.Record{
+		Handler: "validating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
+		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Decision: d, Duration: time.Since(start),
+	}
+	for _, img := range facts.Request.Images {
+		rec.Images = append(rec.Images, img.Ref)
+	}
+	obs.Decided(ctx, rec)
 	resp := admission.Allowed()
 	if !d.Allowed {
 		resp = admission.Denied(d.Reason())

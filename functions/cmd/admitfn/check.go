@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/resolver"
+	"github.com/admitfn/admitfn/functions/review"
 )
 
 func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -35,11 +37,12 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
 		return 2
 	}
-	rv, err := newReviewer(p)
+	res, err := resolver.New(p.Registry, resolver.WithUserAgent("admitfn/"+version))
 	if err != nil {
 		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
 		return 2
 	}
+	rv := review.New(p, res)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	code := 0

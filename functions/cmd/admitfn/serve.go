@@ -8,12 +8,24 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"knative.dev/pkg/logging"
 
 	"github.com/admitfn/admitfn/functions/devcert"
+	"github.com/admitfn/admitfn/functions/events"
 	"github.com/admitfn/admitfn/functions/imagepolicy"
+	"github.com/admitfn/admitfn/functions/metrics"
 	"github.com/admitfn/admitfn/functions/mutating"
+	"github.com/admitfn/admitfn/functions/observe"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/reload"
+	"github.com/admitfn/admitfn/functions/resolver"
 	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/server"
 	"github.com/admitfn/admitfn/functions/validating"
@@ -22,14 +34,18 @@ import (
 // endpoint is a handler --handlers can mount.
 type endpoint struct {
 	path string
-	make func(*review.Reviewer) http.Handler
+	make func(*review.Reviewer, observe.Observer) http.Handler
 }
 
 var endpoints = map[string]endpoint{
-	"imagepolicy": {imagepolicy.Path, func(rv *review.Reviewer) http.Handler { return imagepolicy.New(rv) }},
+	"imagepolicy": {imagepolicy.Path, func(rv *review.Reviewer, obs observe.Observer) http.Handler { return imagepolicy.New(rv, obs) }},
 	"validating":  {validating.Path, validating.New},
-	"mutating":    {mutating.Path, mutating.New},
+	"mutating":    {mutating.Path, func(rv *review.Reviewer, _ observe.Observer) http.Handler { return mutating.New(rv) }},
 }
+
+// loggerName is the component name in logs and in the logging ConfigMap's
+// loglevel.<name> key.
+const loggerName = "admitfn"
 
 func endpointNames() string {
 	var names []string
@@ -52,12 +68,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfg := server.Config{}
 	fs.StringVar(&cfg.Listen, "listen", defaultListen(), "address to listen on (default :$PORT, else :8080)")
-	policyFile := fs.String("policy", "", "policy file (default: the embedded policy)")
+	policyFile := fs.String("policy", "", "policy file (default: the embedded policy); reloaded when it changes")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); with --tls-key, serve HTTPS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key (PEM)")
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle (PEM) that must have signed every client's certificate")
 	handlers := fs.String("handlers", endpointNames(), "comma-separated endpoints to mount: "+endpointNames())
 	devCerts := fs.String("dev-certs", "", "make a throwaway CA and a localhost serving certificate in this folder and serve HTTPS with them (for trying admitfn out)")
+	loggingDir := fs.String("logging-config", "", "mounted logging ConfigMap folder (zap-logger-config, loglevel."+loggerName+"); reloaded when it changes")
+	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration is checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,54 +83,167 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "admitfn serve: "+format+"\n", a...)
+		return 2
+	}
+
+	logger, level, err := newLogger(*loggingDir)
+	if err != nil {
+		return fail("--logging-config: %v", err)
+	}
+	defer logger.Sync()
 	p, err := loadPolicy(*policyFile)
 	if err != nil {
-		fmt.Fprintf(stderr, "admitfn serve: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
-	rv, err := newReviewer(p)
+	m := metrics.New()
+	res, err := newResolver(p, m)
 	if err != nil {
-		fmt.Fprintf(stderr, "admitfn serve: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
-	cfg.Routes = map[string]http.Handler{}
+	rv := review.New(p, res)
+	obs := observe.Observers{observe.Log{}, m}
+	var sender *events.Sender
+	if sink := os.Getenv("K_SINK"); sink != "" {
+		sender, err = events.New(events.Config{
+			Sink:      sink,
+			Overrides: os.Getenv("K_CE_OVERRIDES"),
+			Source:    "/apis/admitfn.dev/services/" + serviceName(),
+			OnOutcome: m.Event,
+		})
+		if err != nil {
+			return fail("%v", err)
+		}
+		obs = append(obs, sender)
+	}
+
+	cfg.Routes = map[string]http.Handler{metrics.Path: m.Handler()}
 	var paths []string
 	for _, name := range strings.Split(*handlers, ",") {
 		name = strings.TrimSpace(name)
 		ep, ok := endpoints[name]
 		if !ok {
-			fmt.Fprintf(stderr, "admitfn serve: --handlers: unknown handler %q (known: %s)\n", name, endpointNames())
-			return 2
+			return fail("--handlers: unknown handler %q (known: %s)", name, endpointNames())
 		}
-		cfg.Routes[ep.path] = ep.make(rv)
+		cfg.Routes[ep.path] = ep.make(rv, obs)
 		paths = append(paths, ep.path)
 	}
 	caFile := ""
 	if *devCerts != "" {
 		if cfg.TLSCert != "" {
-			fmt.Fprintln(stderr, "admitfn serve: --dev-certs and --tls-cert exclude each other")
-			return 2
+			return fail("--dev-certs and --tls-cert exclude each other")
 		}
 		if caFile, cfg.TLSCert, cfg.TLSKey, err = makeDevCerts(*devCerts); err != nil {
-			fmt.Fprintf(stderr, "admitfn serve: --dev-certs: %v\n", err)
-			return 2
+			return fail("--dev-certs: %v", err)
 		}
 	}
+	cfg.BaseContext = logging.WithLogger(context.Background(), logger)
 	srv, err := server.Start(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "admitfn serve: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	fmt.Fprintf(stdout, "admitfn %s serving %s on %s with policy %q\n", version, strings.Join(paths, ", "), srv.URL(), p.Name)
 	if caFile != "" {
 		printApiserverHints(stdout, srv.URL(), caFile)
 	}
+
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	if *policyFile != "" {
+		go reload.Poll(watchCtx, *poll, reload.File(*policyFile),
+			func(data string) { reloadPolicy(logger, rv, m, sender, *policyFile, []byte(data)) },
+			func(err error) { logger.Warnw("cannot read the policy file; the policy in force stays", "file", *policyFile, zap.Error(err)) })
+	}
+	if *loggingDir != "" {
+		go reload.Poll(watchCtx, *poll, reload.DirString(*loggingDir),
+			func(string) { updateLogLevel(logger, level, *loggingDir) },
+			func(err error) { logger.Warnw("cannot read the logging configuration", "dir", *loggingDir, zap.Error(err)) })
+	}
+
+	code := 0
 	if err := srv.Wait(ctx); err != nil {
 		fmt.Fprintf(stderr, "admitfn serve: %v\n", err)
-		return 1
+		code = 1
+	}
+	if sender != nil {
+		sender.Close(5 * time.Second)
 	}
 	fmt.Fprintln(stdout, "admitfn stopped")
-	return 0
+	return code
+}
+
+// serviceName is the Knative Service's name when running in one.
+func serviceName() string {
+	if s := os.Getenv("K_SERVICE"); s != "" {
+		return s
+	}
+	return "admitfn"
+}
+
+func newResolver(p *policy.Policy, m *metrics.Metrics) (*resolver.Resolver, error) {
+	return resolver.New(p.Registry,
+		resolver.WithUserAgent("admitfn/"+version),
+		resolver.WithTransport(m.RoundTripper(http.DefaultTransport.(*http.Transport).Clone())),
+		resolver.WithCacheObserver(m.CacheResult))
+}
+
+// reloadPolicy puts a changed policy in force, or keeps the one in force
+// when the new one does not parse: a typo must never open or lock the
+// cluster.
+func reloadPolicy(logger *zap.SugaredLogger, rv *review.Reviewer, m *metrics.Metrics, sender *events.Sender, file string, data []byte) {
+	current := rv.Policy()
+	p, err := policy.Parse(data)
+	if err != nil {
+		m.Reload("failure")
+		logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, "inForce", current.Name, zap.Error(err))
+		if sender != nil {
+			sender.PolicyRejected(file, err, current)
+		}
+		return
+	}
+	src := rv.FactSource()
+	if !reflect.DeepEqual(p.Registry, current.Registry) {
+		// New registry settings need a new resolver (and an empty cache).
+		res, err := newResolver(p, m)
+		if err != nil {
+			m.Reload("failure")
+			logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, zap.Error(err))
+			return
+		}
+		src = res
+	}
+	rv.Set(p, src)
+	m.Reload("success")
+	logger.Infow("policy reloaded", "file", file, "policy", p.Name, "rules", len(p.Rules))
+}
+
+// newLogger builds the logger from the mounted logging ConfigMap, or an
+// info-level JSON logger without one.
+func newLogger(dir string) (*zap.SugaredLogger, zap.AtomicLevel, error) {
+	if dir == "" {
+		logger, level := logging.NewLogger("", "info")
+		return logger.Named(loggerName), level, nil
+	}
+	data, err := reload.Dir(dir)
+	if err != nil {
+		return nil, zap.AtomicLevel{}, err
+	}
+	lc, err := logging.NewConfigFromMap(data)
+	if err != nil {
+		return nil, zap.AtomicLevel{}, err
+	}
+	logger, level := logging.NewLoggerFromConfig(lc, loggerName)
+	return logger, level, nil
+}
+
+func updateLogLevel(logger *zap.SugaredLogger, level zap.AtomicLevel, dir string) {
+	data, err := reload.Dir(dir)
+	if err != nil {
+		logger.Warnw("cannot read the logging configuration", "dir", dir, zap.Error(err))
+		return
+	}
+	logging.UpdateLevelFromConfigMap(logger, level, loggerName)(&corev1.ConfigMap{Data: data})
 }
 
 func makeDevCerts(dir string) (caFile, certFile, keyFile string, err error) {
@@ -137,7 +268,6 @@ func makeDevCerts(dir string) (caFile, certFile, keyFile string, err error) {
 	}
 	return abs, certFile, keyFile, nil
 }
-
 func printApiserverHints(w io.Writer, url, caFile string) {
 	fmt.Fprintf(w, `
 To let kube-apiserver ask it, enable the plugin and point its admission kubeconfig here:

@@ -1,0 +1,119 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-containerregistry/pkg/authn"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/observe"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/functions/resolver"
+)
+
+// Scrape fetches /metrics from h and parses it with Prometheus' own text
+// parser.
+func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	return families
+}
+
+// value returns the sample of family whose labels include want.
+func value(families map[string]*dto.MetricFamily, family string, want map[string]string) float64 {
+	f, ok := families[family]
+	if !ok {
+		return -1
+	}
+	for _, m := range f.Metric {
+		labels := map[string]string{}
+		for _, l := range m.Label {
+			labels[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for k, v := range want {
+			match = match && labels[k] == v
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return 0
+}
+
+func TestMetrics(t *testing.T) {
+	m := New()
+	reg := registrytest.New(t)
+	reg.Push("app:v1", registrytest.Image(t, nil))
+	ins, err := imageref.ParseHostPattern(reg.Host())
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := policy.Default().Registry
+	settings.Insecure = []imageref.HostPattern{ins}
+	res, err := resolver.New(settings, resolver.WithKeychain(authn.NewMultiKeychain()),
+		resolver.WithTransport(m.RoundTripper(http.DefaultTransport.(*http.Transport).Clone())), resolver.WithCacheObserver(m.CacheResult))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, s := range []string{reg.Ref("app", ":v1"), reg.Ref("app", ":v1"), reg.Ref("app", ":missing")} {
+		ref, err := imageref.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Resolve(ctx, ref, policy.LevelDigest)
+	}
+	d := policy.Default().Evaluate(policy.Request{Images: []policy.Image{{Ref: "nginx"}}}, nil, time.Now())
+	m.Decided(ctx, observe.Record{Handler: "imagepolicy", Decision: d, Duration: time.Millisecond})
+	m.Decided(ctx, observe.Record{Handler: "validating", Decision: policy.Decision{Allowed: true}, Duration: time.Millisecond})
+	m.Event("sent")
+	m.Event("dropped")
+	m.Reload("failure")
+
+	f := scrape(t, m.Handler())
+	got := map[string]float64{
+		"denied imagepolicy/no-latest": value(f, "admitfn_decisions_total", map[string]string{"handler": "imagepolicy", "rule": "no-latest", "result": "denied"}),
+		"allowed validating/none":      value(f, "admitfn_decisions_total", map[string]string{"handler": "validating", "rule": "none", "result": "allowed"}),
+		"latency samples imagepolicy":  value(f, "admitfn_review_duration_seconds", map[string]string{"handler": "imagepolicy"}),
+		"cache hit":                    value(f, "admitfn_resolver_cache_total", map[string]string{"result": "hit"}),
+		"cache miss":                   value(f, "admitfn_resolver_cache_total", map[string]string{"result": "miss"}),
+		"registry 404":                 value(f, "admitfn_registry_requests_total", map[string]string{"code": "404"}),
+		"events dropped":               value(f, "admitfn_events_total", map[string]string{"outcome": "dropped"}),
+		"reload failures":              value(f, "admitfn_policy_reloads_total", map[string]string{"result": "failure"}),
+	}
+	want := map[string]float64{
+		"denied imagepolicy/no-latest": 1, "allowed validating/none": 1, "latency samples imagepolicy": 1,
+		"cache hit": 1, "cache miss": 2, "registry 404": 1, "events dropped": 1, "reload failures": 1,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	if value(f, "admitfn_registry_requests_total", map[string]string{"code": "200"}) < 1 {
+		t.Errorf("no successful registry request counted")
+	}
+	if _, ok := f["go_goroutines"]; !ok {
+		t.Errorf("Go runtime metrics missing")
+	}
+}
