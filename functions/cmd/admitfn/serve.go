@@ -153,12 +153,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *policyFile != "" {
 		go reload.Poll(watchCtx, *poll, reload.File(*policyFile),
 			func(data string) { reloadPolicy(logger, rv, m, sender, *policyFile, []byte(data)) },
-			func(err error) { logger.Warnw("cannot read the policy file; the policy in force stays", "file", *policyFile, zap.Error(err)) })
+			func(err error) {
+				logger.Warnw("cannot read the policy file; the policy in force stays", "file", *policyFile, zap.Error(err))
+			})
 	}
 	if *loggingDir != "" {
 		go reload.Poll(watchCtx, *poll, reload.DirString(*loggingDir),
 			func(string) { updateLogLevel(logger, level, *loggingDir) },
-			func(err error) { logger.Warnw("cannot read the logging configuration", "dir", *loggingDir, zap.Error(err)) })
+			func(err error) {
+				logger.Warnw("cannot read the logging configuration", "dir", *loggingDir, zap.Error(err))
+			})
 	}
 
 	code := 0
