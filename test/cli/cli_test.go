@@ -41,6 +41,25 @@ type process struct {
 
 	mu     sync.Mutex
 	stdout strings.Builder
+	stderr lockedBuffer
+}
+
+// lockedBuffer is an io.Writer safe to read while a process writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // output is what the process printed so far.
@@ -57,12 +76,11 @@ func startServe(t *testing.T, args ...string) *process {
 	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	cmd.Stderr = &p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, done: make(chan error, 1)}
 	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -83,9 +101,9 @@ func startServe(t *testing.T, args ...string) *process {
 	select {
 	case p.url = <-urls:
 	case err := <-p.done:
-		t.Fatalf("admitfn serve exited early: %v\n%s", err, stderr.String())
+		t.Fatalf("admitfn serve exited early: %v\n%s", err, p.stderr.String())
 	case <-time.After(10 * time.Second):
-		t.Fatalf("admitfn serve did not report its address\n%s", stderr.String())
+		t.Fatalf("admitfn serve did not report its address\n%s", p.stderr.String())
 	}
 	return p
 }

@@ -1,0 +1,169 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"k8s.io/api/imagepolicy/v1alpha1"
+)
+
+// mountedConfigMap lays out a folder the way the kubelet mounts a
+// ConfigMap: the key is a symlink through ..data, which points at a
+// timestamped folder and is swapped atomically on update.
+type mountedConfigMap struct {
+	dir string
+	gen int
+}
+
+func (m *mountedConfigMap) update(t *testing.T, key, content string) {
+	t.Helper()
+	m.gen++
+	ts := fmt.Sprintf("..2026_11_23_00_00_%02d.%d", m.gen, m.gen)
+	if err := os.MkdirAll(filepath.Join(m.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(m.dir, ts, key), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(m.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(m.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(m.dir, key)
+	if _, err := os.Lstat(link); os.IsNotExist(err) {
+		if err := os.Symlink(filepath.Join("..data", key), link); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+const policyHead = "apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\n"
+
+// TestPolicyHotReload swaps the mounted policy the way the kubelet does
+// while reviews keep coming: none fails, the new policy takes over, and a
+// broken one leaves the last good one in force.
+func TestPolicyHotReload(t *testing.T) {
+	t.Parallel()
+	cm := &mountedConfigMap{dir: t.TempDir()}
+	cm.update(t, "policy.yaml", policyHead+"metadata: {name: first}\nspec:\n  rules:\n  - name: no-latest\n    tags: {denyLatest: true, denyUntagged: true}\n")
+	p := startServe(t, "--policy", filepath.Join(cm.dir, "policy.yaml"), "--reload-interval", "50ms", "--handlers", "imagepolicy")
+
+	// busybox:1.36 is allowed by the first policy and denied by the second.
+	judge := func(image string) (allowed bool, policyName string, err error) {
+		resp, err := http.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview(image)))
+		if err != nil {
+			return false, "", err
+		}
+		defer resp.Body.Close()
+		var out v1alpha1.ImageReview
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK || out.Kind != "ImageReview" {
+			return false, "", fmt.Errorf("status %d, decode error %v", resp.StatusCode, err)
+		}
+		return out.Status.Allowed, out.Status.AuditAnnotations["policy"], nil
+	}
+	var reviews, failures atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := judge("busybox:1.36"); err != nil {
+					failures.Add(1)
+					firstFailure.CompareAndSwap(nil, err.Error())
+				}
+				reviews.Add(1)
+			}
+		}()
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting until %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if allowed, name, err := judge("busybox:1.36"); err != nil || !allowed || name != "first" {
+		t.Fatalf("before the swap: allowed %v by %q, %v", allowed, name, err)
+	}
+
+	cm.update(t, "policy.yaml", policyHead+"metadata: {name: second}\nspec:\n  rules:\n  - name: no-latest\n    tags: {denyLatest: true, denyUntagged: true}\n  - name: no-busybox\n    repositories: {deny: [busybox]}\n")
+	waitUntil("the second policy is in force", func() bool { allowed, name, _ := judge("busybox:1.36"); return !allowed && name == "second" })
+
+	cm.update(t, "policy.yaml", policyHead+"metadata: {name: broken}\nspec:\n  rules:\n  - name: no-busybox\n    repositories: {deny: [busybox]}\n    nonroot: true\n")
+	waitUntil("the broken policy is rejected", func() bool { return reloads(t, p.url)["failure"] == 1 })
+	if allowed, name, err := judge("busybox:1.36"); err != nil || allowed || name != "second" {
+		t.Errorf("after a broken update: allowed %v by %q, %v; want the second policy still in force", allowed, name, err)
+	}
+	close(stop)
+	wg.Wait()
+	if n := failures.Load(); n != 0 {
+		t.Errorf("%d of %d reviews failed during the reloads; first: %v", n, reviews.Load(), firstFailure.Load())
+	}
+	if got := reloads(t, p.url); got["success"] != 1 || got["failure"] != 1 {
+		t.Errorf("reload counts %v, want one success and one failure", got)
+	}
+	logs := p.stderr.String()
+	for _, want := range []string{`"message":"policy reloaded"`, `"message":"new policy rejected; the last good policy stays in force"`, `unknown field \"spec.rules[0].nonroot\"`, `"message":"decision"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %s", want)
+		}
+	}
+	t.Logf("%d reviews during two reloads, none failed", reviews.Load())
+}
+
+// reloads scrapes /metrics and returns admitfn_policy_reloads_total by result.
+func reloads(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	out := map[string]float64{}
+	if f := families["admitfn_policy_reloads_total"]; f != nil {
+		for _, m := range f.Metric {
+			out[label(m, "result")] = m.Counter.GetValue()
+		}
+	}
+	return out
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.Label {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
