@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,8 +215,11 @@ func (s *Sender) Decided(_ context.Context, r observe.Record) {
 	e.SetID(eventID(r))
 	e.SetType(TypePrefix + subject + "." + r.Result())
 	e.SetSource(s.cfg.Source + "/handlers/" + r.Handler)
-	if r.Namespace != "" || r.Name != "" {
-		e.SetSubject(r.Namespace + "/" + r.Name)
+	switch {
+	case r.Name != "":
+		e.SetSubject(strings.TrimPrefix(r.Namespace+"/"+r.Name, "/"))
+	case r.Namespace != "":
+		e.SetSubject(r.Namespace)
 	}
 	e.SetTime(time.Now())
 	_ = e.SetData(cloudevents.ApplicationJSON, data)
