@@ -167,3 +167,32 @@ func label(m *dto.Metric, name string) string {
 	}
 	return ""
 }
+
+// TestLogLevelFromMountedConfigMap changes loglevel.admitfn in a mounted
+// logging ConfigMap and expects request details at debug to appear.
+func TestLogLevelFromMountedConfigMap(t *testing.T) {
+	t.Parallel()
+	cm := &mountedConfigMap{dir: t.TempDir()}
+	cm.update(t, "loglevel.admitfn", "info")
+	p := startServe(t, "--logging-config", cm.dir, "--reload-interval", "50ms", "--handlers", "imagepolicy")
+	post := func() {
+		resp, err := http.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	post()
+	if strings.Contains(p.stderr.String(), `"message":"request"`) {
+		t.Fatal("request details logged at info level")
+	}
+	cm.update(t, "loglevel.admitfn", "debug")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), `"message":"request"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after loglevel.admitfn=debug no request details were logged:\n%s", p.stderr.String())
+		}
+		post()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
