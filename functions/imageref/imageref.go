@@ -39,7 +39,7 @@ func Parse(s string) (Ref, error) {
 	if strings.TrimSpace(s) != s || strings.ContainsAny(s, " \t\r\n") {
 		return Ref{}, fmt.Errorf("image reference %q contains white space", s)
 	}
-	if strings.Contains(s, "//") || strings.HasSuffix(strings.SplitN(s, "@", 2)[0], "/") {
+	if base := strings.SplitN(s, "@", 2)[0]; strings.Contains(s, "//") || strings.HasPrefix(s, "/") || strings.HasSuffix(base, "/") {
 		return Ref{}, fmt.Errorf("image reference %q has an empty path segment", s)
 	}
 	parsed, err := name.ParseReference(s)
@@ -62,6 +62,11 @@ func Parse(s string) (Ref, error) {
 	last := base[strings.LastIndex(base, "/")+1:]
 	if i := strings.LastIndex(last, ":"); i >= 0 {
 		r.Tag = last[i+1:]
+	}
+	// The runtime pulls the normalized name; one that no longer parses
+	// (a repository path made too long by "library/", say) cannot run.
+	if _, err := name.ParseReference(r.String()); err != nil {
+		return Ref{}, fmt.Errorf("image reference %q is invalid once normalized to %q: %w", s, r.String(), err)
 	}
 	return r, nil
 }

@@ -1,0 +1,40 @@
+package admission
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+)
+
+// FuzzAdmissionReview decodes arbitrary bodies and reads the facts of what
+// decodes: every answer is a well-formed review, never a panic.
+func FuzzAdmissionReview(f *testing.F) {
+	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Deployment"},"operation":"CREATE","object":{"spec":{"template":{"spec":{"containers":[{"image":"nginx"}]}}}}}}`)
+	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Node"},"operation":"UPDATE","object":{"metadata":{"labels":{"a":"b"}}},"oldObject":{}}}`)
+	f.Add(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"subResource":"ephemeralcontainers","operation":"UPDATE","object":{"spec":{"ephemeralContainers":[{"image":"x"}]}},"oldObject":{"spec":{}}}}`)
+	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Service"},"operation":"CREATE","object":{"spec":{"type":"LoadBalancer"}}}}`)
+	h := Handler{Admit: func(_ context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+		if _, err := Read(req); err != nil {
+			return Errored(string(req.UID), http.StatusBadRequest, err.Error())
+		}
+		return Allowed()
+	}}
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest(http.MethodPost, "/validate", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var out admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
+			t.Fatalf("status %d without a well-formed review: %s", rec.Code, rec.Body)
+		}
+		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest && rec.Code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d", rec.Code)
+		}
+	})
+}
