@@ -60,6 +60,15 @@ func post(t *testing.T, url, body string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+func decodeReviewFrom(t *testing.T, resp *http.Response) v1alpha1.ImageReview {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeReview(t, b)
+}
+
 func decodeReview(t *testing.T, b []byte) v1alpha1.ImageReview {
 	t.Helper()
 	var out v1alpha1.ImageReview

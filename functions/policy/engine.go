@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -138,6 +139,9 @@ type Decision struct {
 	// FailedOpen lists "rule: image: error" for rules that let an image pass
 	// because the registry could not answer.
 	FailedOpen []string
+	// Stale lists the images judged on cached facts past their TTL because
+	// the registry failed.
+	Stale []string
 	// BreakGlass is the override reason when the annotation let a denied
 	// request through.
 	BreakGlass string
@@ -193,6 +197,8 @@ func (d Decision) Reason() string {
 		return strings.Join(lines, "; ")
 	case d.BreakGlass != "":
 		return fmt.Sprintf("allowed by break-glass (%s) despite: %s", d.BreakGlass, strings.Join(lines, "; "))
+	case len(d.FailedOpen) > 0:
+		return fmt.Sprintf("allowed by policy %q, failing open where the registry could not be asked: %s", d.Policy, strings.Join(d.FailedOpen, "; "))
 	default:
 		return fmt.Sprintf("allowed by policy %q", d.Policy)
 	}
@@ -231,6 +237,9 @@ func (d Decision) AuditAnnotations() map[string]string {
 	}
 	if len(d.FailedOpen) > 0 {
 		a["failed-open"] = strings.Join(d.FailedOpen, "; ")
+	}
+	if len(d.Stale) > 0 {
+		a["stale"] = strings.Join(d.Stale, ", ")
 	}
 	return a
 }
@@ -308,6 +317,9 @@ func (p *Policy) Evaluate(req Request, facts map[string]Facts, now time.Time) De
 			continue
 		}
 		f := facts[img.Ref]
+		if f.Stale && !slices.Contains(d.Stale, img.Ref) {
+			d.Stale = append(d.Stale, img.Ref)
+		}
 		if f.Digest != "" {
 			if d.Digests == nil {
 				d.Digests = map[string]string{}

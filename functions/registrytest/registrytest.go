@@ -33,6 +33,14 @@ const (
 	ServerError
 	// Hang holds every request until the client gives up.
 	Hang
+	// TooManyRequests answers 429 with Retry-After: 30, as rate-limited
+	// registries do.
+	TooManyRequests
+	// GarbageManifest serves manifests that are not JSON (HEAD still
+	// answers with the real digest).
+	GarbageManifest
+	// Slow serves every request after the delay given to SetDelay.
+	Slow
 )
 
 // Registry is a loopback registry.
@@ -40,6 +48,7 @@ type Registry struct {
 	t      testing.TB
 	srv    *httptest.Server
 	fault  atomic.Int32
+	delay  atomic.Int64
 	mu     sync.Mutex
 	counts map[string]int // "METHOD manifests" and "METHOD blobs"
 }
@@ -61,6 +70,22 @@ func New(t testing.TB) *Registry {
 			case <-time.After(30 * time.Second):
 			}
 			return
+		case TooManyRequests:
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit reached"}]}`, http.StatusTooManyRequests)
+			return
+		case GarbageManifest:
+			if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/manifests/") {
+				w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+				w.Write([]byte("{this is not a manifest"))
+				return
+			}
+		case Slow:
+			select {
+			case <-req.Context().Done():
+				return
+			case <-time.After(time.Duration(r.delay.Load())):
+			}
 		}
 		inner.ServeHTTP(w, req)
 	}))
@@ -89,6 +114,12 @@ func (r *Registry) URL() string { return r.srv.URL }
 
 // SetFault changes how the registry behaves from now on.
 func (r *Registry) SetFault(f Fault) { r.fault.Store(int32(f)) }
+
+// SetDelay sets how long the Slow fault waits before serving.
+func (r *Registry) SetDelay(d time.Duration) { r.delay.Store(int64(d)) }
+
+// Stop shuts the registry down: its port then refuses connections.
+func (r *Registry) Stop() { r.srv.Close() }
 
 // ManifestRequests counts manifest requests (GET and HEAD) seen so far.
 func (r *Registry) ManifestRequests() int {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -92,6 +93,14 @@ func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
 	}
 	r.puller = p
 	return r, nil
+}
+
+// Close drops the resolver's idle registry connections. Lookups still in
+// flight finish within the registry timeout.
+func (r *Resolver) Close() {
+	if c, ok := r.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // Settings returns the registry settings the resolver was made with.
@@ -229,7 +238,7 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 		}
 		cfg, err := imageConfig(img)
 		if err != nil {
-			return failure(level, ref, fmt.Errorf("reading config: %w", err))
+			return failure(level, ref, fmt.Errorf("reading the manifest and config: %w", err))
 		}
 		f.Platforms = []policy.Platform{cfg.Platform}
 		f.Configs = []policy.ImageConfig{cfg}
@@ -269,11 +278,20 @@ func failure(level policy.Level, ref imageref.Ref, err error) policy.Facts {
 		if terr.StatusCode == http.StatusNotFound {
 			return policy.Facts{Level: level, NotFound: true}
 		}
+		var msgs []string
 		for _, d := range terr.Errors {
 			if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
 				return policy.Facts{Level: level, NotFound: true}
 			}
+			msgs = append(msgs, fmt.Sprintf("%s: %s", d.Code, d.Message))
 		}
+		// The status and the registry's own words; the rest of err is
+		// go-containerregistry retelling its ping attempts.
+		what := fmt.Sprintf("%d %s", terr.StatusCode, http.StatusText(terr.StatusCode))
+		if len(msgs) > 0 {
+			what += " (" + strings.Join(msgs, "; ") + ")"
+		}
+		return policy.Facts{Level: level, Err: fmt.Errorf("looking up %s: the registry answered %s", ref.String(), what)}
 	}
 	return policy.Facts{Level: level, Err: fmt.Errorf("looking up %s: %w", ref.String(), err)}
 }

@@ -1,0 +1,148 @@
+package imagepolicy
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"go.uber.org/goleak"
+
+	"github.com/admitfn/admitfn/functions/observe"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/functions/resolver"
+	"github.com/admitfn/admitfn/functions/review"
+)
+
+// TestRegistryFaults breaks the registry in every way a review may meet and
+// checks that the answer comes before the apiserver's deadline, follows the
+// rule's onRegistryError, and says what failed; that a stale answer stands
+// in within the stale window; and that nothing is left running.
+func TestRegistryFaults(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	const deadline = time.Second // the apiserver's ?timeout=1s
+	tests := []struct {
+		name   string
+		fault  registrytest.Fault
+		reason string // what the fail-closed reason must say
+	}{
+		{"down", -1, "connection refused"},
+		{"hangs", registrytest.Hang, "did not answer before the review deadline"},
+		{"500", registrytest.ServerError, "500"},
+		{"429 with Retry-After", registrytest.TooManyRequests, "429"},
+		{"garbage manifest", registrytest.GarbageManifest, "invalid character"},
+		{"slower than the deadline", registrytest.Slow, "did not answer before the review deadline"},
+	}
+	for _, tc := range tests {
+		for _, onError := range []string{"deny", "allow"} {
+			t.Run(tc.name+"/"+onError, func(t *testing.T) {
+				reg := registrytest.New(t)
+				reg.Push("app:v1", registrytest.Image(t, nil))
+				p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q], timeout: 2s, cacheTTL: 1ms, staleWindow: 0s}
+  rules:
+  - name: non-root
+    onRegistryError: %s
+    nonRoot: true
+`, reg.Host(), onError)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer res.Close()
+				srv := httptest.NewServer(New(review.New(p, res), observe.Observers{}))
+				defer srv.Close()
+				switch tc.fault {
+				case -1:
+					reg.Stop()
+				case registrytest.Slow:
+					reg.SetDelay(3 * time.Second)
+					reg.SetFault(tc.fault)
+				default:
+					reg.SetFault(tc.fault)
+				}
+				start := time.Now()
+				resp, err := http.Post(srv.URL+"?timeout=1s", "application/json", strings.NewReader(reviewJSON("default", reg.Ref("app", ":v1"))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				took := time.Since(start)
+				out := decodeReviewFrom(t, resp)
+				if took >= deadline {
+					t.Errorf("answered after %v, past the apiserver's %v deadline", took, deadline)
+				}
+				t.Logf("reason: %s", out.Status.Reason)
+				switch onError {
+				case "deny":
+					if out.Status.Allowed || !strings.Contains(out.Status.Reason, tc.reason) || !strings.Contains(out.Status.Reason, `rule "non-root"`) {
+						t.Errorf("allowed=%v reason %q; want a denial by non-root saying %q", out.Status.Allowed, out.Status.Reason, tc.reason)
+					}
+				case "allow":
+					if !out.Status.Allowed || !strings.Contains(out.Status.AuditAnnotations["failed-open"], "non-root") {
+						t.Errorf("allowed=%v annotations %v; want allowed and audited as failed-open", out.Status.Allowed, out.Status.AuditAnnotations)
+					}
+				}
+				reg.Stop() // ends held requests before the leak check
+			})
+		}
+	}
+}
+
+// TestStaleAnswerWithinWindow warms the cache, lets the entry expire and
+// breaks the registry: the review is judged on the stale facts and says so.
+func TestStaleAnswerWithinWindow(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	reg := registrytest.New(t)
+	reg.Push("root:v1", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.User = "" }))
+	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q], timeout: 2s, cacheTTL: 1ms, staleWindow: 1h}
+  rules:
+  - name: non-root
+    nonRoot: true
+`, reg.Host())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	srv := httptest.NewServer(New(review.New(p, res), observe.Observers{}))
+	defer srv.Close()
+	ask := func() (bool, string, map[string]string) {
+		resp, err := http.Post(srv.URL+"?timeout=1s", "application/json", strings.NewReader(reviewJSON("default", reg.Ref("root", ":v1"))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out := decodeReviewFrom(t, resp)
+		return out.Status.Allowed, out.Status.Reason, out.Status.AuditAnnotations
+	}
+	if allowed, reason, _ := ask(); allowed || !strings.Contains(reason, "runs as root") {
+		t.Fatalf("warm-up: allowed=%v reason %q", allowed, reason)
+	}
+	time.Sleep(5 * time.Millisecond) // past the 1ms TTL
+	reg.SetFault(registrytest.ServerError)
+	allowed, reason, annotations := ask()
+	if allowed || !strings.Contains(reason, "runs as root") {
+		t.Errorf("with the registry failing: allowed=%v reason %q; want the stale facts to judge", allowed, reason)
+	}
+	if annotations["stale"] != reg.Ref("root", ":v1") {
+		t.Errorf("audit annotations %v do not mark the stale image", annotations)
+	}
+	reg.Stop()
+}
