@@ -1,7 +1,7 @@
 # admitfn: admission-policy functions for Kubernetes.
 GO ?= go
 
-.PHONY: run test unit e2e fuzz tools vet build bench fmt
+.PHONY: run test unit e2e fuzz tools vet build bench soak fmt
 
 # Serve every handler on localhost with the embedded policy, over HTTPS with a
 # throwaway CA, and print how to point kube-apiserver at it.
@@ -56,8 +56,15 @@ vet:
 build:
 	$(GO) build -trimpath -o bin/admitfn ./functions/cmd/admitfn
 
+# Go micro-benchmarks, then the side-by-side table (test/bench): admitfn
+# against a constant-response floor on loopback, cold start, RSS.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./functions/...
+	$(GO) run ./test/bench
+
+# The bench table plus 60 s at half the maximum rate.
+soak:
+	$(GO) run ./test/bench -duration 3s -soak 60s
 
 fmt:
 	gofmt -w functions test

@@ -1,0 +1,344 @@
+// Command bench measures admitfn side by side with a floor on this machine
+// and prints one table with the targets beside the figures. `make bench`
+// runs it after the Go benchmarks.
+//
+// Everything runs on loopback, bounded in time: the floor is a Go HTTP
+// server that answers every ImageReview with the same bytes, driven by the
+// same load generator with the same payload as admitfn.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var payload = []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx:1.17.1"},{"image":"busybox:1.36"}],"namespace":"default"}}`)
+
+// floorReply is what admitfn answers for the payload, byte for byte.
+var floorReply = []byte(`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{},"spec":{},"status":{"allowed":true,"reason":"allowed by policy \"default\"","auditAnnotations":{"decision":"allowed","policy":"default"}}}` + "\n")
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "length of each load run")
+	workers := flag.Int("workers", 32, "concurrent connections of the load generator")
+	soak := flag.Duration("soak", 0, "also run a soak at half the maximum rate for this long")
+	flag.Parse()
+
+	bin, cleanup, err := build()
+	if err != nil {
+		fail(err)
+	}
+	defer cleanup()
+
+	var rows []row
+	floorURL, stopFloor := startFloor()
+	defer stopFloor()
+	admitfn, err := startAdmitfn(bin)
+	if err != nil {
+		fail(err)
+	}
+	defer admitfn.stop()
+
+	floorMax := load(floorURL, *workers, *duration, 0, nil)
+	admMax := load(admitfn.url, *workers, *duration, 0, admitfn.rssSampler())
+	rows = append(rows,
+		row{"floor: max throughput", fmt.Sprintf("%.0f req/s", floorMax.rate), "", ""},
+		row{"admitfn: max throughput", fmt.Sprintf("%.0f req/s", admMax.rate), fmt.Sprintf("%.2f× floor", admMax.rate/floorMax.rate), check(admMax.rate/floorMax.rate >= 0.8, "≥ 0.8× floor")},
+	)
+	half := admMax.rate / 2
+	floorHalf := load(floorURL, *workers, *duration, floorMax.rate/2, nil)
+	admHalf := load(admitfn.url, *workers, *duration, half, admitfn.rssSampler())
+	rows = append(rows,
+		row{fmt.Sprintf("floor at %.0f req/s: p50 / p99", floorMax.rate/2), fmt.Sprintf("%s / %s", ms(floorHalf.p50), ms(floorHalf.p99)), "", ""},
+		row{fmt.Sprintf("admitfn at %.0f req/s: p50 / p99", half), fmt.Sprintf("%s / %s", ms(admHalf.p50), ms(admHalf.p99)),
+			fmt.Sprintf("p99 %.2f× floor", float64(admHalf.p99)/float64(floorHalf.p99)), check(admHalf.p99 <= 2*time.Millisecond, "p99 ≤ 2 ms")},
+		row{"admitfn: errors under load", fmt.Sprint(admMax.errors + admHalf.errors), "", check(admMax.errors+admHalf.errors == 0, "0")},
+		row{"admitfn: peak RSS under load", mib(admitfn.peakRSS()), "", check(admitfn.peakRSS() <= 50<<20, "≤ 50 MiB")},
+	)
+	admitfn.stop()
+
+	cold, err := coldStart(bin, 7)
+	if err != nil {
+		fail(err)
+	}
+	rows = append(rows, row{"cold start: exec → first answered review (median of 7)", ms(cold), "", check(cold <= 30*time.Millisecond, "≤ 30 ms")})
+
+	if *soak > 0 {
+		a, err := startAdmitfn(bin)
+		if err != nil {
+			fail(err)
+		}
+		s := runSoak(a, *workers, *soak, half)
+		a.stop()
+		rows = append(rows, row{fmt.Sprintf("soak %s at %.0f req/s: errors, RSS first→last minute", *soak, half),
+			fmt.Sprintf("%d, %s → %s", s.errors, mib(s.rssStart), mib(s.rssEnd)), "",
+			check(s.errors == 0 && float64(s.rssEnd) <= 1.1*float64(s.rssStart), "0 errors, RSS within 10%")})
+	}
+	print(rows)
+}
+
+type row struct{ what, figure, ratio, target string }
+
+func check(ok bool, target string) string {
+	if ok {
+		return "met (" + target + ")"
+	}
+	return "MISSED (" + target + ")"
+}
+
+func print(rows []row) {
+	host, _ := os.Hostname()
+	fmt.Printf("\nadmitfn bench — %s, %s, %d CPUs, %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.Version(), runtime.NumCPU(), host)
+	w := [3]int{}
+	for _, r := range rows {
+		w[0], w[1], w[2] = max(w[0], len(r.what)), max(w[1], len(r.figure)), max(w[2], len(r.ratio))
+	}
+	for _, r := range rows {
+		fmt.Printf("%-*s  %-*s  %-*s  %s\n", w[0], r.what, w[1], r.figure, w[2], r.ratio, r.target)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func mib(b int64) string        { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func build() (string, func(), error) {
+	dir, err := os.MkdirTemp("", "admitfn-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "admitfn")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "github.com/admitfn/admitfn/functions/cmd/admitfn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return bin, func() { os.RemoveAll(dir) }, cmd.Run()
+}
+
+func startFloor() (string, func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(floorReply)
+	})}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String() + "/imagepolicy", func() { srv.Close() }
+}
+
+// process is admitfn serving on loopback.
+type process struct {
+	cmd  *exec.Cmd
+	url  string
+	peak atomic.Int64
+}
+
+var servingLine = regexp.MustCompile(`on (http://\S+) with policy`)
+
+func startAdmitfn(bin string) (*process, error) {
+	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--handlers", "imagepolicy")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 4096)
+	n, _ := out.Read(buf)
+	m := servingLine.FindSubmatch(buf[:n])
+	if m == nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("admitfn did not report its address: %q", buf[:n])
+	}
+	go io.Copy(io.Discard, out)
+	return &process{cmd: cmd, url: string(m[1]) + "/imagepolicy"}, nil
+}
+
+func (p *process) stop() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Signal(os.Interrupt)
+		p.cmd.Wait()
+	}
+}
+
+func (p *process) rss() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func (p *process) peakRSS() int64 { return p.peak.Load() }
+
+// rssSampler samples RSS while a load runs, keeping the peak.
+func (p *process) rssSampler() func() func() {
+	return func() func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for {
+				if r := p.rss(); r > p.peak.Load() {
+					p.peak.Store(r)
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		return cancel
+	}
+}
+
+type result struct {
+	rate     float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+// load drives url with workers connections for d: as fast as it can when
+// rate is 0, else paced at rate requests per second in total.
+func load(url string, workers int, d time.Duration, rate float64, sample func() func()) result {
+	if sample != nil {
+		defer sample()()
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var count, errors atomic.Int64
+	lat := make([][]time.Duration, workers)
+	deadline := time.Now().Add(d)
+	var interval time.Duration
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(workers) / rate)
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := time.Now().Add(time.Duration(w) * interval / time.Duration(workers))
+			for time.Now().Before(deadline) {
+				if interval > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+				}
+				start := time.Now()
+				resp, err := client.Post(url, "application/json", bytes.NewReader(payload))
+				if err != nil {
+					errors.Add(1)
+					continue
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					errors.Add(1)
+					continue
+				}
+				lat[w] = append(lat[w], time.Since(start))
+				count.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	r := result{rate: float64(count.Load()) / d.Seconds(), errors: errors.Load()}
+	if len(all) > 0 {
+		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
+	}
+	return r
+}
+
+// coldStart runs admitfn n times and measures exec → first answered
+// review, returning the median.
+func coldStart(bin string, n int) (time.Duration, error) {
+	var times []time.Duration
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		start := time.Now()
+		cmd := exec.Command(bin, "serve", "--listen", addr, "--handlers", "imagepolicy")
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		client := &http.Client{Timeout: time.Second}
+		var took time.Duration
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			resp, err := client.Post("http://"+addr+"/imagepolicy", "application/json", bytes.NewReader(payload))
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					took = time.Since(start)
+					break
+				}
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if took == 0 {
+			return 0, fmt.Errorf("admitfn never answered")
+		}
+		times = append(times, took)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	return times[len(times)/2], nil
+}
+
+type soakResult struct {
+	errors           int64
+	rssStart, rssEnd int64
+}
+
+// runSoak loads p at rate for d and compares RSS early and late in the run.
+func runSoak(p *process, workers int, d time.Duration, rate float64) soakResult {
+	var s soakResult
+	done := make(chan result)
+	go func() { done <- load(p.url, workers, d, rate, nil) }()
+	time.Sleep(min(d/6, 10*time.Second))
+	s.rssStart = p.rss()
+	time.Sleep(d - 2*min(d/6, 10*time.Second))
+	s.rssEnd = p.rss()
+	s.errors = (<-done).errors
+	return s
+}
