@@ -31,6 +31,10 @@ type Request struct {
 	Images []Image
 	// Annotations of the pod that the policy may read (break-glass).
 	Annotations map[string]string
+	// Refs optionally holds the images already parsed, keyed as written,
+	// so a caller that parsed them (to plan registry lookups) need not
+	// have them parsed again.
+	Refs map[string]imageref.Ref
 
 	// The rest is known for AdmissionReviews only.
 
@@ -308,7 +312,11 @@ func (p *Policy) Evaluate(req Request, facts map[string]Facts, now time.Time) De
 		return d
 	}
 	for _, img := range req.Images {
-		ref, err := imageref.Parse(img.Ref)
+		ref, ok := req.Refs[img.Ref]
+		var err error
+		if !ok {
+			ref, err = imageref.Parse(img.Ref)
+		}
 		if err != nil {
 			d.Violations = append(d.Violations, Violation{
 				Rule: "image-reference", Mode: Enforce, Image: img.Ref, Field: img.Field,

@@ -67,11 +67,18 @@ func (r *Reviewer) FactSource() FactSource { return r.state.Load().facts }
 func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decision {
 	st := r.state.Load()
 	need := map[string]policy.Level{}
+	if req.Refs == nil {
+		req.Refs = make(map[string]imageref.Ref, len(req.Images))
+	}
 	for _, img := range req.Images {
+		if _, seen := req.Refs[img.Ref]; seen {
+			continue
+		}
 		ref, err := imageref.Parse(img.Ref)
 		if err != nil {
 			continue // the engine reports it
 		}
+		req.Refs[img.Ref] = ref
 		if level := st.policy.Need(req.Namespace, ref); level > policy.LevelName {
 			need[img.Ref] = level
 		}
