@@ -43,25 +43,8 @@ func TestRegistryFaults(t *testing.T) {
 			t.Run(tc.name+"/"+onError, func(t *testing.T) {
 				reg := registrytest.New(t)
 				reg.Push("app:v1", registrytest.Image(t, nil))
-				p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
-kind: ImagePolicy
-spec:
-  registry: {insecure: [%q], timeout: 2s, cacheTTL: 1ms, staleWindow: 0s}
-  rules:
-  - name: non-root
-    onRegistryError: %s
-    nonRoot: true
-`, reg.Host(), onError)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer res.Close()
-				srv := httptest.NewServer(New(review.New(p, res), observe.Observers{}))
-				defer srv.Close()
+				url, stop := nonRootServer(t, reg.Host(), "timeout: 2s, cacheTTL: 1ms, staleWindow: 0s", onError)
+				defer stop()
 				switch tc.fault {
 				case -1:
 					reg.Stop()
@@ -72,7 +55,7 @@ spec:
 					reg.SetFault(tc.fault)
 				}
 				start := time.Now()
-				resp, err := http.Post(srv.URL+"?timeout=1s", "application/json", strings.NewReader(reviewJSON("default", reg.Ref("app", ":v1"))))
+				resp, err := http.Post(url+"?timeout=1s", "application/json", strings.NewReader(reviewJSON("default", reg.Ref("app", ":v1"))))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -105,26 +88,10 @@ func TestStaleAnswerWithinWindow(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	reg := registrytest.New(t)
 	reg.Push("root:v1", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.User = "" }))
-	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
-kind: ImagePolicy
-spec:
-  registry: {insecure: [%q], timeout: 2s, cacheTTL: 1ms, staleWindow: 1h}
-  rules:
-  - name: non-root
-    nonRoot: true
-`, reg.Host())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Close()
-	srv := httptest.NewServer(New(review.New(p, res), observe.Observers{}))
-	defer srv.Close()
+	url, stop := nonRootServer(t, reg.Host(), "timeout: 2s, cacheTTL: 1ms, staleWindow: 1h", "deny")
+	defer stop()
 	ask := func() (bool, string, map[string]string) {
-		resp, err := http.Post(srv.URL+"?timeout=1s", "application/json", strings.NewReader(reviewJSON("default", reg.Ref("root", ":v1"))))
+		resp, err := http.Post(url+"?timeout=1s", "application/json", strings.NewReader(reviewJSON("default", reg.Ref("root", ":v1"))))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,4 +112,29 @@ spec:
 		t.Errorf("audit annotations %v do not mark the stale image", annotations)
 	}
 	reg.Stop()
+}
+
+// nonRootServer serves ImageReviews judged by one nonRoot rule against the
+// registry at host, with the given registry settings; stop closes the
+// server and the resolver's connections (before a goroutine leak check).
+func nonRootServer(t *testing.T, host, registry, onError string) (url string, stop func()) {
+	t.Helper()
+	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q], %s}
+  rules:
+  - name: non-root
+    onRegistryError: %s
+    nonRoot: true
+`, host, registry, onError)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(review.New(p, res), observe.Observers{}))
+	return srv.URL, func() { srv.Close(); res.Close() }
 }
