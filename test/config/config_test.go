@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -104,5 +105,58 @@ func TestWebhookConfigurations(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFuncYAMLSchema validates func.yaml against the Knative Functions
+// schema in ../shared/knative with a JSON-schema library, and checks that
+// the validator rejects a broken copy.
+func TestFuncYAMLSchema(t *testing.T) {
+	schemaFile, err := os.Open("../../../shared/knative/func_yaml-schema.json")
+	if err != nil {
+		t.Fatalf("the Knative Functions schema is expected beside the repository: %v", err)
+	}
+	defer schemaFile.Close()
+	schemaDoc, err := jsonschema.UnmarshalJSON(schemaFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("func_yaml-schema.json", schemaDoc); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := c.Compile("func_yaml-schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("../../func.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance := func(yamlDoc []byte) any {
+		t.Helper()
+		js, err := yaml.YAMLToJSON(yamlDoc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := jsonschema.UnmarshalJSON(strings.NewReader(string(js)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := schema.Validate(instance(data)); err != nil {
+		t.Errorf("func.yaml does not validate: %v", err)
+	}
+	var fn map[string]any
+	if err := yaml.Unmarshal(data, &fn); err != nil {
+		t.Fatal(err)
+	}
+	if fn["specVersion"] != "0.36.0" || fn["runtime"] != "go" {
+		t.Errorf("specVersion %v runtime %v, want 0.36.0 and go", fn["specVersion"], fn["runtime"])
+	}
+	broken := strings.Replace(string(data), "invoke: http", "invoke: grpc", 1)
+	if err := schema.Validate(instance([]byte(broken))); err == nil {
+		t.Error("the schema accepted invoke: grpc; the validator is not checking")
 	}
 }
