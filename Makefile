@@ -49,7 +49,7 @@ $(TOOLS_BIN)/etcd: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 	cd test/tools && $(GO) build -o bin/etcd ./etcd
 
 vet:
-	@test -z "$$(gofmt -l functions test)" || { echo "gofmt needed:"; gofmt -l functions test; exit 1; }
+	@test -z "$$(gofmt -l functions test *.go)" || { echo "gofmt needed:"; gofmt -l functions test *.go; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
 
@@ -67,4 +67,4 @@ soak:
 	$(GO) run ./test/bench -duration 3s -soak 60s
 
 fmt:
-	gofmt -w functions test
+	gofmt -w functions test *.go

@@ -5,11 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
-	"sort"
 	"strings"
 	"time"
 
@@ -17,44 +14,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"knative.dev/pkg/logging"
 
+	"github.com/admitfn/admitfn/functions/app"
 	"github.com/admitfn/admitfn/functions/devcert"
-	"github.com/admitfn/admitfn/functions/events"
-	"github.com/admitfn/admitfn/functions/imagepolicy"
-	"github.com/admitfn/admitfn/functions/metrics"
-	"github.com/admitfn/admitfn/functions/mutating"
-	"github.com/admitfn/admitfn/functions/observe"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/reload"
-	"github.com/admitfn/admitfn/functions/resolver"
-	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/server"
-	"github.com/admitfn/admitfn/functions/validating"
 )
-
-// endpoint is a handler --handlers can mount.
-type endpoint struct {
-	path string
-	make func(*review.Reviewer, observe.Observer) http.Handler
-}
-
-var endpoints = map[string]endpoint{
-	"imagepolicy": {imagepolicy.Path, func(rv *review.Reviewer, obs observe.Observer) http.Handler { return imagepolicy.New(rv, obs) }},
-	"validating":  {validating.Path, validating.New},
-	"mutating":    {mutating.Path, func(rv *review.Reviewer, _ observe.Observer) http.Handler { return mutating.New(rv) }},
-}
 
 // loggerName is the component name in logs and in the logging ConfigMap's
 // loglevel.<name> key.
 const loggerName = "admitfn"
-
-func endpointNames() string {
-	var names []string
-	for n := range endpoints {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ",")
-}
 
 func defaultListen() string {
 	if port := os.Getenv("PORT"); port != "" {
@@ -72,7 +40,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); with --tls-key, serve HTTPS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key (PEM)")
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle (PEM) that must have signed every client's certificate")
-	handlers := fs.String("handlers", endpointNames(), "comma-separated endpoints to mount: "+endpointNames())
+	handlers := fs.String("handlers", app.Handlers(), "comma-separated endpoints to mount: "+app.Handlers())
 	devCerts := fs.String("dev-certs", "", "make a throwaway CA and a localhost serving certificate in this folder and serve HTTPS with them (for trying admitfn out)")
 	loggingDir := fs.String("logging-config", "", "mounted logging ConfigMap folder (zap-logger-config, loglevel."+loggerName+"); reloaded when it changes")
 	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration is checked for changes")
@@ -93,42 +61,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail("--logging-config: %v", err)
 	}
 	defer logger.Sync()
-	p, err := loadPolicy(*policyFile)
+	a, err := app.New(app.Config{
+		PolicyFile: *policyFile,
+		Handlers:   strings.Split(*handlers, ","),
+		Logger:     logger,
+		UserAgent:  "admitfn/" + version,
+	})
 	if err != nil {
 		return fail("%v", err)
 	}
-	m := metrics.New()
-	res, err := newResolver(p, m)
-	if err != nil {
-		return fail("%v", err)
-	}
-	rv := review.New(p, res)
-	obs := observe.Observers{observe.Log{}, m}
-	var sender *events.Sender
-	if sink := os.Getenv("K_SINK"); sink != "" {
-		sender, err = events.New(events.Config{
-			Sink:      sink,
-			Overrides: os.Getenv("K_CE_OVERRIDES"),
-			Source:    "/apis/admitfn.dev/services/" + serviceName(),
-			OnOutcome: m.Event,
-		})
-		if err != nil {
-			return fail("%v", err)
-		}
-		obs = append(obs, sender)
-	}
-
-	cfg.Routes = map[string]http.Handler{metrics.Path: m.Handler()}
-	var paths []string
-	for _, name := range strings.Split(*handlers, ",") {
-		name = strings.TrimSpace(name)
-		ep, ok := endpoints[name]
-		if !ok {
-			return fail("--handlers: unknown handler %q (known: %s)", name, endpointNames())
-		}
-		cfg.Routes[ep.path] = ep.make(rv, obs)
-		paths = append(paths, ep.path)
-	}
+	cfg.Routes = a.Routes
 	caFile := ""
 	if *devCerts != "" {
 		if cfg.TLSCert != "" {
@@ -143,20 +85,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	fmt.Fprintf(stdout, "admitfn %s serving %s on %s with policy %q\n", version, strings.Join(paths, ", "), srv.URL(), p.Name)
+	fmt.Fprintf(stdout, "admitfn %s serving %s on %s with policy %q\n", version, strings.Join(a.Paths, ", "), srv.URL(), a.Reviewer.Policy().Name)
 	if caFile != "" {
 		printApiserverHints(stdout, srv.URL(), caFile)
 	}
 
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
-	if *policyFile != "" {
-		go reload.Poll(watchCtx, *poll, reload.File(*policyFile),
-			func(data string) { reloadPolicy(logger, rv, m, sender, *policyFile, []byte(data)) },
-			func(err error) {
-				logger.Warnw("cannot read the policy file; the policy in force stays", "file", *policyFile, zap.Error(err))
-			})
-	}
+	go a.Watch(watchCtx, *poll)
 	if *loggingDir != "" {
 		go reload.Poll(watchCtx, *poll, reload.DirString(*loggingDir),
 			func(string) { updateLogLevel(logger, level, *loggingDir) },
@@ -170,56 +106,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn serve: %v\n", err)
 		code = 1
 	}
-	if sender != nil {
-		sender.Close(5 * time.Second)
-	}
+	a.Close(5 * time.Second)
 	fmt.Fprintln(stdout, "admitfn stopped")
 	return code
-}
-
-// serviceName is the Knative Service's name when running in one.
-func serviceName() string {
-	if s := os.Getenv("K_SERVICE"); s != "" {
-		return s
-	}
-	return "admitfn"
-}
-
-func newResolver(p *policy.Policy, m *metrics.Metrics) (*resolver.Resolver, error) {
-	return resolver.New(p.Registry,
-		resolver.WithUserAgent("admitfn/"+version),
-		resolver.WithTransport(m.RoundTripper(http.DefaultTransport.(*http.Transport).Clone())),
-		resolver.WithCacheObserver(m.CacheResult))
-}
-
-// reloadPolicy puts a changed policy in force, or keeps the one in force
-// when the new one does not parse: a typo must never open or lock the
-// cluster.
-func reloadPolicy(logger *zap.SugaredLogger, rv *review.Reviewer, m *metrics.Metrics, sender *events.Sender, file string, data []byte) {
-	current := rv.Policy()
-	p, err := policy.Parse(data)
-	if err != nil {
-		m.Reload("failure")
-		logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, "inForce", current.Name, zap.Error(err))
-		if sender != nil {
-			sender.PolicyRejected(file, err, current)
-		}
-		return
-	}
-	src := rv.FactSource()
-	if !reflect.DeepEqual(p.Registry, current.Registry) {
-		// New registry settings need a new resolver (and an empty cache).
-		res, err := newResolver(p, m)
-		if err != nil {
-			m.Reload("failure")
-			logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, zap.Error(err))
-			return
-		}
-		src = res
-	}
-	rv.Set(p, src)
-	m.Reload("success")
-	logger.Infow("policy reloaded", "file", file, "policy", p.Name, "rules", len(p.Rules))
 }
 
 // newLogger builds the logger from the mounted logging ConfigMap, or an

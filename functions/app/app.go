@@ -1,0 +1,199 @@
+// Package app assembles admitfn from its parts: the policy, the resolver,
+// the reviewer, the handlers, metrics, logs, events and the policy watcher.
+// `admitfn serve` and the Knative Functions entry point at the repository
+// root are both thin shells around it.
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/admitfn/admitfn/functions/events"
+	"github.com/admitfn/admitfn/functions/imagepolicy"
+	"github.com/admitfn/admitfn/functions/metrics"
+	"github.com/admitfn/admitfn/functions/mutating"
+	"github.com/admitfn/admitfn/functions/observe"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/reload"
+	"github.com/admitfn/admitfn/functions/resolver"
+	"github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/validating"
+)
+
+// endpoint is a handler that can be mounted by name.
+type endpoint struct {
+	path string
+	make func(*review.Reviewer, observe.Observer) http.Handler
+}
+
+var endpoints = map[string]endpoint{
+	"imagepolicy": {imagepolicy.Path, func(rv *review.Reviewer, obs observe.Observer) http.Handler { return imagepolicy.New(rv, obs) }},
+	"validating":  {validating.Path, validating.New},
+	"mutating":    {mutating.Path, func(rv *review.Reviewer, _ observe.Observer) http.Handler { return mutating.New(rv) }},
+}
+
+// Handlers lists the handler names, comma-separated.
+func Handlers() string {
+	var names []string
+	for n := range endpoints {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
+
+// Config says what to assemble.
+type Config struct {
+	// PolicyFile is the policy to load and watch; empty means the embedded
+	// default.
+	PolicyFile string
+	// Handlers are the handler names to mount (default: all).
+	Handlers []string
+	// Logger receives reload messages.
+	Logger *zap.SugaredLogger
+	// Getenv reads K_SINK, K_CE_OVERRIDES and K_SERVICE (default os.Getenv).
+	Getenv func(string) string
+	// UserAgent is sent to registries.
+	UserAgent string
+}
+
+// App is an assembled admitfn.
+type App struct {
+	// Routes maps paths to handlers, /metrics included.
+	Routes map[string]http.Handler
+	// Paths are the admission paths mounted, in the order asked.
+	Paths    []string
+	Reviewer *review.Reviewer
+	Metrics  *metrics.Metrics
+
+	cfg    Config
+	sender *events.Sender
+}
+
+// New loads the policy and assembles the handlers. It makes no network
+// call.
+func New(cfg Config) (*App, error) {
+	if cfg.Getenv == nil {
+		cfg.Getenv = os.Getenv
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop().Sugar()
+	}
+	if len(cfg.Handlers) == 0 {
+		cfg.Handlers = strings.Split(Handlers(), ",")
+	}
+	p := policy.Default()
+	if cfg.PolicyFile != "" {
+		data, err := os.ReadFile(cfg.PolicyFile)
+		if err != nil {
+			return nil, err
+		}
+		if p, err = policy.Parse(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.PolicyFile, err)
+		}
+	}
+	a := &App{cfg: cfg, Metrics: metrics.New()}
+	res, err := a.newResolver(p)
+	if err != nil {
+		return nil, err
+	}
+	a.Reviewer = review.New(p, res)
+	obs := observe.Observers{observe.Log{}, a.Metrics}
+	if sink := cfg.Getenv("K_SINK"); sink != "" {
+		service := cfg.Getenv("K_SERVICE")
+		if service == "" {
+			service = "admitfn"
+		}
+		a.sender, err = events.New(events.Config{
+			Sink:      sink,
+			Overrides: cfg.Getenv("K_CE_OVERRIDES"),
+			Source:    "/apis/admitfn.dev/services/" + service,
+			OnOutcome: a.Metrics.Event,
+		})
+		if err != nil {
+			return nil, err
+		}
+		obs = append(obs, a.sender)
+	}
+	a.Routes = map[string]http.Handler{metrics.Path: a.Metrics.Handler()}
+	for _, name := range cfg.Handlers {
+		name = strings.TrimSpace(name)
+		ep, ok := endpoints[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown handler %q (known: %s)", name, Handlers())
+		}
+		a.Routes[ep.path] = ep.make(a.Reviewer, obs)
+		a.Paths = append(a.Paths, ep.path)
+	}
+	return a, nil
+}
+
+func (a *App) newResolver(p *policy.Policy) (*resolver.Resolver, error) {
+	return resolver.New(p.Registry,
+		resolver.WithUserAgent(a.cfg.UserAgent),
+		resolver.WithTransport(a.Metrics.RoundTripper(http.DefaultTransport.(*http.Transport).Clone())),
+		resolver.WithCacheObserver(a.Metrics.CacheResult))
+}
+
+// Watch re-reads the policy file every interval until ctx ends and puts
+// each changed policy in force (see Reload). Without a policy file it
+// returns at once.
+func (a *App) Watch(ctx context.Context, interval time.Duration) {
+	if a.cfg.PolicyFile == "" {
+		return
+	}
+	reload.Poll(ctx, interval, reload.File(a.cfg.PolicyFile),
+		func(data string) { a.Reload([]byte(data)) },
+		func(err error) {
+			a.cfg.Logger.Warnw("cannot read the policy file; the policy in force stays", "file", a.cfg.PolicyFile, zap.Error(err))
+		})
+}
+
+// Reload puts a changed policy in force, or keeps the one in force when
+// the new one does not parse: a typo must never open or lock the cluster.
+func (a *App) Reload(data []byte) {
+	file, logger := a.cfg.PolicyFile, a.cfg.Logger
+	current := a.Reviewer.Policy()
+	p, err := policy.Parse(data)
+	if err != nil {
+		a.Metrics.Reload("failure")
+		logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, "inForce", current.Name, zap.Error(err))
+		if a.sender != nil {
+			a.sender.PolicyRejected(file, err, current)
+		}
+		return
+	}
+	src := a.Reviewer.FactSource()
+	if !reflect.DeepEqual(p.Registry, current.Registry) {
+		// New registry settings need a new resolver (and an empty cache).
+		res, err := a.newResolver(p)
+		if err != nil {
+			a.Metrics.Reload("failure")
+			logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, zap.Error(err))
+			return
+		}
+		src = res
+	}
+	a.Reviewer.Set(p, src)
+	a.Metrics.Reload("success")
+	logger.Infow("policy reloaded", "file", file, "policy", p.Name, "rules", len(p.Rules))
+}
+
+// Close flushes queued events for at most grace and drops idle registry
+// connections.
+func (a *App) Close(grace time.Duration) {
+	if a.sender != nil {
+		a.sender.Close(grace)
+	}
+	if r, ok := a.Reviewer.FactSource().(*resolver.Resolver); ok {
+		r.Close()
+	}
+}
