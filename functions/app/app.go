@@ -171,7 +171,8 @@ func (a *App) Reload(data []byte) {
 		}
 		return
 	}
-	src := a.Reviewer.FactSource()
+	old := a.Reviewer.FactSource()
+	src := old
 	if !reflect.DeepEqual(p.Registry, current.Registry) {
 		// New registry settings need a new resolver (and an empty cache).
 		res, err := a.newResolver(p)
@@ -183,6 +184,9 @@ func (a *App) Reload(data []byte) {
 		src = res
 	}
 	a.Reviewer.Set(p, src)
+	if r, ok := old.(*resolver.Resolver); ok && src != old {
+		r.Close() // reviews still using it keep their connections
+	}
 	a.Metrics.Reload("success")
 	logger.Infow("policy reloaded", "file", file, "policy", p.Name, "rules", len(p.Rules))
 }
