@@ -195,6 +195,9 @@ To let kube-apiserver ask it, enable the plugin and point its admission kubeconf
     context: {cluster: admitfn, user: kube-apiserver}
   current-context: admitfn
 
+Or write both files with:
+  admitfn admission-config --url %[1]s/imagepolicy --ca-file %[2]s --out DIR
+
 For ValidatingWebhookConfiguration / MutatingWebhookConfiguration (see config/500-webhooks.yaml):
   clientConfig.url: %[1]s/validate   (and %[1]s/mutate)
   clientConfig.caBundle: base64 of %[2]s
