@@ -90,15 +90,9 @@ func New(cfg Config) (*App, error) {
 	if len(cfg.Handlers) == 0 {
 		cfg.Handlers = strings.Split(Handlers(), ",")
 	}
-	p := policy.Default()
-	if cfg.PolicyFile != "" {
-		data, err := os.ReadFile(cfg.PolicyFile)
-		if err != nil {
-			return nil, err
-		}
-		if p, err = policy.Parse(data); err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.PolicyFile, err)
-		}
+	p, err := policy.Load(cfg.PolicyFile)
+	if err != nil {
+		return nil, err
 	}
 	a := &App{cfg: cfg, Metrics: metrics.New()}
 	res, err := a.newResolver(p)

@@ -53,8 +53,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind))
 		return
 	}
-	budget := review.Budget(r.URL.Query().Get("timeout"), h.reviewer.Policy().Registry.Timeout)
-	ctx, cancel := context.WithTimeout(r.Context(), budget)
+	ctx, cancel := context.WithTimeout(r.Context(), h.reviewer.Budget(r.URL.Query().Get("timeout")))
 	defer cancel()
 	out := h.Review(ctx, &in)
 	w.Header().Set("Content-Type", "application/json")

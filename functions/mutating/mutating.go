@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -29,7 +28,7 @@ func New(rv *review.Reviewer) http.Handler {
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			return Admit(ctx, rv, req)
 		},
-		Budget: func(timeout string) time.Duration { return review.Budget(timeout, rv.Policy().Registry.Timeout) },
+		Budget: rv.Budget,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -52,6 +53,23 @@ var defaultPolicy []byte
 
 // DefaultYAML is the embedded default policy document.
 func DefaultYAML() []byte { return append([]byte(nil), defaultPolicy...) }
+
+// Load reads a policy file, or returns the embedded default when path is
+// empty. Errors name the file.
+func Load(path string) (*Policy, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
 
 // Default returns the embedded default policy.
 func Default() *Policy {

@@ -109,9 +109,6 @@ func (r *Registry) count(req *http.Request) {
 // Host is the registry's host:port.
 func (r *Registry) Host() string { return strings.TrimPrefix(r.srv.URL, "http://") }
 
-// URL is the registry's base URL.
-func (r *Registry) URL() string { return r.srv.URL }
-
 // SetFault changes how the registry behaves from now on.
 func (r *Registry) SetFault(f Fault) { r.fault.Store(int32(f)) }
 

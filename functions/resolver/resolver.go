@@ -103,9 +103,6 @@ func (r *Resolver) Close() {
 	}
 }
 
-// Settings returns the registry settings the resolver was made with.
-func (r *Resolver) Settings() policy.Registry { return r.settings }
-
 // Resolve returns what the registry says about ref, to the level asked. It
 // never returns an error: failures are in Facts.Err, so each rule can apply
 // its own onRegistryError. ctx bounds how long the caller waits; the shared

@@ -119,6 +119,11 @@ func (r *Reviewer) gather(ctx context.Context, src FactSource, need map[string]p
 	return facts
 }
 
+// Budget is Budget with the registry timeout of the policy in force.
+func (r *Reviewer) Budget(timeoutParam string) time.Duration {
+	return Budget(timeoutParam, r.Policy().Registry.Timeout)
+}
+
 // Budget is how long a review may spend on registry lookups: the timeout
 // the apiserver appends to the webhook URL ("?timeout=10s") less a margin
 // for the reply to travel back, capped by the policy's registry timeout.

@@ -32,7 +32,7 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	p, err := loadPolicy(*policyFile)
+	p, err := policy.Load(*policyFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
 		return 2
