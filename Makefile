@@ -11,8 +11,11 @@ run:
 # Everything CI runs.
 test: vet unit fuzz e2e
 
+# test/knative is a module of its own (Knative Serving pins older k8s.io
+# modules): it checks config/'s Services with Serving's validation.
 unit:
 	$(GO) test -race -count=1 ./...
+	cd test/knative && $(GO) test -count=1 ./...
 
 # Each fuzz target for a short while (FUZZTIME=1000000x make fuzz for longer).
 # Crashers land in the package's testdata/fuzz and replay in every go test.
@@ -52,6 +55,7 @@ vet:
 	@test -z "$$(gofmt -l functions test *.go)" || { echo "gofmt needed:"; gofmt -l functions test *.go; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
+	cd test/knative && $(GO) vet ./...
 
 build:
 	$(GO) build -trimpath -o bin/admitfn ./functions/cmd/admitfn

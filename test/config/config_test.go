@@ -3,6 +3,7 @@ package config
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -38,11 +39,70 @@ func TestPolicyConfigMap(t *testing.T) {
 	if diff := cmp.Diff(string(policy.DefaultYAML()), doc); diff != "" {
 		t.Errorf("ConfigMap policy differs from the embedded default (-want +got):\n%s", diff)
 	}
+
+	example, ok := cm.Data["_example"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no _example key", cm.Name)
+	}
+	if _, err := policy.Parse([]byte(example)); err != nil {
+		t.Fatalf("_example in the ConfigMap is not a valid policy: %v", err)
+	}
+	var tree any
+	if err := yaml.Unmarshal([]byte(example), &tree); err != nil {
+		t.Fatal(err)
+	}
+	written := map[string]bool{}
+	collectKeys("", tree, written)
+	for _, field := range fieldPaths("", reflect.TypeFor[policy.Document]()) {
+		if !written[field] {
+			t.Errorf("_example does not show %s", field)
+		}
+	}
+}
+
+// fieldPaths lists the JSON field paths of a policy document type, e.g.
+// "spec.rules.tags.denyLatest", so _example can be checked against the
+// types rather than against a list kept by hand.
+func fieldPaths(prefix string, t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var paths []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		path := strings.TrimPrefix(prefix+"."+name, ".")
+		paths = append(paths, path)
+		paths = append(paths, fieldPaths(path, t.Field(i).Type)...)
+	}
+	return paths
+}
+
+// collectKeys records the key paths of a decoded YAML tree, list items
+// folded into their parent's path.
+func collectKeys(prefix string, node any, into map[string]bool) {
+	switch n := node.(type) {
+	case map[string]any:
+		for k, v := range n {
+			path := strings.TrimPrefix(prefix+"."+k, ".")
+			into[path] = true
+			collectKeys(path, v, into)
+		}
+	case []any:
+		for _, v := range n {
+			collectKeys(prefix, v, into)
+		}
+	}
 }
 
 // TestWebhookConfigurations checks what keeps a cluster safe and reachable.
 func TestWebhookConfigurations(t *testing.T) {
-	v, m, err := manifests.Webhooks("../../config/500-webhooks.yaml")
+	v, m, err := manifests.Webhooks("../../config/webhooks/500-webhooks.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,11 +23,11 @@ import (
 	"github.com/admitfn/admitfn/test/manifests"
 )
 
-// registerWebhooks applies config/500-webhooks.yaml with the URLs pointed
+// registerWebhooks applies config/webhooks/500-webhooks.yaml with the URLs pointed
 // at the local backend and its CA.
 func registerWebhooks(t *testing.T, cp *controlPlane, baseURL string) {
 	t.Helper()
-	v, m, err := manifests.Webhooks(filepath.Join("..", "..", "config", "500-webhooks.yaml"))
+	v, m, err := manifests.Webhooks(filepath.Join("..", "..", "config", "webhooks", "500-webhooks.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

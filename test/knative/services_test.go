@@ -1,0 +1,187 @@
+// Package knative checks the Knative Services under config/ the way a
+// cluster running Knative Serving would: strict decoding, then Serving's
+// defaults and validation.
+package knative
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"knative.dev/pkg/apis"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// configDir is config/ at the root of the repository.
+const configDir = "../../config"
+
+// documents splits every YAML file of config/ (not its subfolders, as
+// `ko apply -f config/` does not descend into them) into documents.
+func documents(t *testing.T) map[string][]byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(configDir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no YAML under %s: %v", configDir, err)
+	}
+	docs := map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+		for i := 1; ; i++ {
+			doc, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			var meta struct{ Kind string }
+			if err := yaml.Unmarshal(doc, &meta); err != nil {
+				t.Fatalf("%s document %d: %v", f, i, err)
+			}
+			if meta.Kind == "" {
+				continue // only comments
+			}
+			docs[fmt.Sprintf("%s (document %d)", filepath.Base(f), i)] = doc
+		}
+	}
+	return docs
+}
+
+func TestServicesPassKnativeValidation(t *testing.T) {
+	want := map[string][]string{
+		"image-policy": {"serve", "--handlers=imagepolicy"},
+		"validating":   {"serve", "--handlers=validating,mutating"},
+	}
+	got := map[string]bool{}
+	for where, doc := range documents(t) {
+		var meta struct{ APIVersion, Kind string }
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		if meta.Kind != "Service" || meta.APIVersion != servingv1.SchemeGroupVersion.String() {
+			continue
+		}
+		var svc servingv1.Service
+		if err := yaml.UnmarshalStrict(doc, &svc); err != nil {
+			t.Fatalf("%s does not decode strictly as a Knative Service: %v", where, err)
+		}
+		t.Run(svc.Name, func(t *testing.T) {
+			got[svc.Name] = true
+			ctx := apis.WithinCreate(context.Background())
+			svc.SetDefaults(ctx)
+			if err := svc.Validate(ctx); err != nil {
+				t.Fatalf("Knative rejects %s: %v", where, err)
+			}
+			checkAdmissionService(t, &svc, want[svc.Name])
+		})
+	}
+	for name := range want {
+		if !got[name] {
+			t.Errorf("config/ has no Knative Service %q", name)
+		}
+	}
+}
+
+// checkAdmissionService checks the choices config/ makes for a
+// scale-to-zero admission handler, beyond what Knative requires.
+func checkAdmissionService(t *testing.T, svc *servingv1.Service, args []string) {
+	t.Helper()
+	tmpl := svc.Spec.Template
+	if svc.Namespace != "admitfn" {
+		t.Errorf("namespace %q, want admitfn (left out of the webhooks' namespaceSelector)", svc.Namespace)
+	}
+	for key, want := range map[string]string{
+		"autoscaling.knative.dev/min-scale":                          "0",
+		"autoscaling.knative.dev/scale-to-zero-pod-retention-period": "",
+		"autoscaling.knative.dev/target":                             "",
+	} {
+		v, ok := tmpl.Annotations[key]
+		if !ok || (want != "" && v != want) {
+			t.Errorf("annotation %s = %q (set: %v), want %q", key, v, ok, want)
+		}
+	}
+	if tmpl.Spec.ContainerConcurrency == nil || *tmpl.Spec.ContainerConcurrency == 0 {
+		t.Error("containerConcurrency is unset or unlimited")
+	}
+	if ts := tmpl.Spec.TimeoutSeconds; ts == nil || *ts > 30 {
+		t.Errorf("timeoutSeconds %v: the apiserver waits at most 30 s for a webhook", ts)
+	}
+	if a := tmpl.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Error("a service account token is mounted; admitfn never calls the API")
+	}
+	if len(tmpl.Spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(tmpl.Spec.Containers))
+	}
+	c := tmpl.Spec.Containers[0]
+	if !strings.HasPrefix(c.Image, "ko://github.com/admitfn/admitfn/") {
+		t.Errorf("image %q is not a ko:// import path of this module", c.Image)
+	}
+	if len(c.Args) < len(args) || strings.Join(c.Args[:len(args)], " ") != strings.Join(args, " ") {
+		t.Errorf("args %q, want them to start with %q", c.Args, args)
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/health/readiness" {
+		t.Errorf("readiness probe %+v, want GET /health/readiness", c.ReadinessProbe)
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/health/liveness" {
+		t.Errorf("liveness probe %+v, want GET /health/liveness", c.LivenessProbe)
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[r]; !ok {
+			t.Errorf("no %s request", r)
+		}
+	}
+	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+		t.Error("no memory limit")
+	}
+	sc := c.SecurityContext
+	switch {
+	case sc == nil:
+		t.Fatal("no securityContext")
+	case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot:
+		t.Error("runAsNonRoot is not true")
+	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Error("readOnlyRootFilesystem is not true")
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+}
+
+// TestEveryDocumentDecodesStrictly decodes the other objects of config/ as
+// their typed API objects, refusing unknown fields.
+func TestEveryDocumentDecodesStrictly(t *testing.T) {
+	for where, doc := range documents(t) {
+		var meta struct{ APIVersion, Kind string }
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		var into any
+		switch meta.APIVersion + "/" + meta.Kind {
+		case "v1/Namespace":
+			into = &corev1.Namespace{}
+		case "v1/ConfigMap":
+			into = &corev1.ConfigMap{}
+		case "serving.knative.dev/v1/Service":
+			into = &servingv1.Service{}
+		default:
+			t.Errorf("%s: unexpected %s %s under config/", where, meta.APIVersion, meta.Kind)
+			continue
+		}
+		if err := yaml.UnmarshalStrict(doc, into); err != nil {
+			t.Errorf("%s (%s): %v", where, meta.Kind, err)
+		}
+	}
+}
