@@ -121,3 +121,20 @@ func TestKubeconfigLoadsWithClientGo(t *testing.T) {
 		}
 	}
 }
+
+func TestEndpointURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://image-policy.admitfn.example.com", "https://image-policy.admitfn.example.com/imagepolicy"},
+		{"https://image-policy.admitfn.example.com/", "https://image-policy.admitfn.example.com/imagepolicy"},
+		{"https://127.0.0.1:8443", "https://127.0.0.1:8443/imagepolicy"},
+		{"https://gw.example.com/admitfn/imagepolicy", "https://gw.example.com/admitfn/imagepolicy"},
+		{"https://h.example.com/imagepolicy", "https://h.example.com/imagepolicy"},
+		{"::not a url", "::not a url"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, EndpointURL(tc.in)); diff != "" {
+				t.Errorf("EndpointURL(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+}

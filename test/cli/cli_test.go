@@ -334,3 +334,48 @@ spec:
 		})
 	}
 }
+
+// TestAdmissionConfigURLSources checks how admission-config gets the
+// backend's URL: a bare service URL gains /imagepolicy, --url and --service
+// exclude each other, and an unreachable cluster is an error that says so.
+// Reading a real Knative Service's status.url is in test/e2e.
+func TestAdmissionConfigURLSources(t *testing.T) {
+	t.Parallel()
+	nowhere := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(nowhere, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600)
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--url", "https://image-policy.admitfn.example.com"}, 0, "for https://image-policy.admitfn.example.com/imagepolicy"},
+		{[]string{"--url", "https://h.example.com", "--service", "image-policy"}, 2, "--url and --service exclude each other"},
+		{[]string{"--service", "image-policy", "--kubeconfig", nowhere}, 1, "reading Knative Service admitfn/image-policy"},
+		{[]string{"--service", "image-policy", "--kubeconfig", nowhere + ".missing"}, 1, "kubeconfig"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			args := append([]string{"admission-config", "--out", t.TempDir()}, tc.args...)
+			out, err := exec.Command(binary, args...).CombinedOutput()
+			code := 0
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				code = exit.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; output:\n%s", code, tc.code, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output %q lacks %q", out, tc.want)
+			}
+		})
+	}
+}

@@ -7,15 +7,23 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/admitfn/admitfn/functions/admissionconfig"
 )
 
-func admissionConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("admitfn admission-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o admissionconfig.Options
-	fs.StringVar(&o.URL, "url", "", "the backend's ImageReview URL (https), e.g. https://admitfn.example/imagepolicy")
+	fs.StringVar(&o.URL, "url", "", "the backend's URL (https), as `kn service describe image-policy -o url` prints it; /imagepolicy is added when it has no path")
+	service := fs.String("service", "", "read the URL from this Knative Service's status.url instead of --url")
+	namespace := fs.String("namespace", "admitfn", "namespace of --service")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for reading --service (default: $KUBECONFIG, else ~/.kube/config)")
+	kubeContext := fs.String("context", "", "kubeconfig context for reading --service (default: the current one)")
 	fs.StringVar(&o.CAFile, "ca-file", "", "CA that signed the backend's serving certificate")
 	fs.StringVar(&o.ClientCert, "client-cert", "", "client certificate the apiserver presents (for a backend with --client-ca)")
 	fs.StringVar(&o.ClientKey, "client-key", "", "key of --client-cert")
@@ -28,7 +36,7 @@ func admissionConfig(_ context.Context, args []string, stdout, stderr io.Writer)
 	out := fs.String("out", ".", "folder to write admission_config.{yaml,json} and kubeconfig.yaml to")
 	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "where the apiserver will read kubeconfig.yaml (default: the file written under --out)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: admitfn admission-config --url https://HOST/imagepolicy [flags]")
+		fmt.Fprintln(stderr, "Usage: admitfn admission-config (--url https://HOST | --service NAME) [flags]")
 		fmt.Fprintln(stderr, "Writes the AdmissionConfiguration and kubeconfig kube-apiserver needs to ask admitfn.")
 		fs.PrintDefaults()
 	}
@@ -38,6 +46,21 @@ func admissionConfig(_ context.Context, args []string, stdout, stderr io.Writer)
 	if *format != "yaml" && *format != "json" {
 		fmt.Fprintf(stderr, "admitfn admission-config: --format %q: use yaml or json\n", *format)
 		return 2
+	}
+	switch {
+	case *service != "" && o.URL != "":
+		fmt.Fprintln(stderr, "admitfn admission-config: --url and --service exclude each other")
+		return 2
+	case *service != "":
+		u, err := knativeServiceURL(ctx, *kubeconfig, *kubeContext, *namespace, *service)
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn admission-config: --service: %v\n", err)
+			return 1
+		}
+		o.URL = u
+	}
+	if o.URL != "" {
+		o.URL = admissionconfig.EndpointURL(o.URL)
 	}
 	kubeconfigFile := filepath.Join(*out, "kubeconfig.yaml")
 	if o.KubeconfigPath == "" {
@@ -77,6 +100,26 @@ func admissionConfig(_ context.Context, args []string, stdout, stderr io.Writer)
 			return 1
 		}
 	}
-	fmt.Fprintf(stdout, "wrote %s and %s\nstart kube-apiserver with:\n  --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook\n  --admission-control-config-file=%s\n", acFile, kubeconfigFile, acFile)
+	fmt.Fprintf(stdout, "wrote %s and %s for %s\nstart kube-apiserver with:\n  --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook\n  --admission-control-config-file=%s\n", acFile, kubeconfigFile, o.URL, acFile)
 	return 0
+}
+
+// knativeServiceURL reads a Knative Service's status.url through the
+// user's kubeconfig, with kubectl's rules for finding it.
+func knativeServiceURL(ctx context.Context, kubeconfig, kubeContext, namespace, name string) (string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
+		&clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "admitfn/" + version
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return admissionconfig.ServiceURL(ctx, client, namespace, name)
 }
