@@ -34,13 +34,13 @@ fuzz:
 # The end-to-end suite: admitfn judged by a real kube-apiserver and etcd on
 # loopback, built from the pinned module in test/tools.
 e2e: tools
-	$(GO) test -tags e2e -count=1 -v -timeout 30m ./test/e2e/
+	KO=$(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) $(GO) test -tags e2e -count=1 -v -timeout 30m ./test/e2e/
 
 # kube-apiserver, kubectl and etcd, rebuilt only when their pins change. A
 # cold kube-apiserver build takes about 8 minutes on 2 cores; Go's build
 # cache makes the next ones quick.
 TOOLS_BIN := test/tools/bin
-tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd
+tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd $(TOOLS_BIN)/ko-$(KO_VERSION)
 
 $(TOOLS_BIN)/kube-apiserver: test/tools/go.mod test/tools/go.sum
 	cd test/tools && $(GO) build -o bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
@@ -50,6 +50,14 @@ $(TOOLS_BIN)/kubectl: test/tools/go.mod test/tools/go.sum
 
 $(TOOLS_BIN)/etcd: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 	cd test/tools && $(GO) build -o bin/etcd ./etcd
+
+# ko, pinned; `go install pkg@version` builds it with ko's own go.mod. The
+# e2e suite runs `ko apply -f config/` with it.
+KO_VERSION := v0.19.1
+$(TOOLS_BIN)/ko-$(KO_VERSION):
+	mkdir -p $(TOOLS_BIN)
+	GOBIN=$(abspath $(TOOLS_BIN)) $(GO) install github.com/google/ko@$(KO_VERSION)
+	mv $(TOOLS_BIN)/ko $@
 
 vet:
 	@test -z "$$(gofmt -l functions test *.go)" || { echo "gofmt needed:"; gofmt -l functions test *.go; exit 1; }
