@@ -102,7 +102,7 @@ func collectKeys(prefix string, node any, into map[string]bool) {
 
 // TestWebhookConfigurations checks what keeps a cluster safe and reachable.
 func TestWebhookConfigurations(t *testing.T) {
-	v, m, err := manifests.Webhooks("../../config/webhooks/500-webhooks.yaml")
+	v, m, err := manifests.Webhooks("../../config/webhooks")
 	if err != nil {
 		t.Fatal(err)
 	}

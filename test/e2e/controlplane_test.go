@@ -40,7 +40,7 @@ type pki struct {
 	CAFile string
 }
 
-func newPKI(t *testing.T, dir string) *pki {
+func newPKI(t testing.TB, dir string) *pki {
 	t.Helper()
 	ca, err := devcert.NewCA("admitfn-e2e-ca")
 	if err != nil {
@@ -54,20 +54,20 @@ func newPKI(t *testing.T, dir string) *pki {
 }
 
 // server writes a serving pair for the hosts and returns its files.
-func (p *pki) server(t *testing.T, name string, hosts ...string) (certFile, keyFile string) {
+func (p *pki) server(t testing.TB, name string, hosts ...string) (certFile, keyFile string) {
 	t.Helper()
 	pair, err := p.ca.Server(hosts...)
 	return p.write(t, name, pair, err)
 }
 
 // client writes a client pair (CN user, O groups) and returns its files.
-func (p *pki) client(t *testing.T, name, user string, groups ...string) (certFile, keyFile string) {
+func (p *pki) client(t testing.TB, name, user string, groups ...string) (certFile, keyFile string) {
 	t.Helper()
 	pair, err := p.ca.Client(user, groups...)
 	return p.write(t, name, pair, err)
 }
 
-func (p *pki) write(t *testing.T, name string, pair devcert.Pair, err error) (certFile, keyFile string) {
+func (p *pki) write(t testing.TB, name string, pair devcert.Pair, err error) (certFile, keyFile string) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func (p *pki) write(t *testing.T, name string, pair devcert.Pair, err error) (ce
 
 // keptDir is a scratch folder removed when the test passes and kept, with
 // the processes' logs in it, when it fails.
-func keptDir(t *testing.T) string {
+func keptDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "admitfn-e2e-")
 	if err != nil {
@@ -98,7 +98,7 @@ func keptDir(t *testing.T) string {
 }
 
 // freePort reserves a loopback port and releases it for a process to take.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -117,7 +117,7 @@ type proc struct {
 	done chan struct{}
 }
 
-func startProc(t *testing.T, dir, name, bin string, args ...string) *proc {
+func startProc(t testing.TB, dir, name, bin string, args ...string) *proc {
 	t.Helper()
 	logFile := filepath.Join(dir, name+".log")
 	f, err := os.Create(logFile)
@@ -185,7 +185,7 @@ type controlPlaneOptions struct {
 	AdmissionConfig  string // file, may be empty
 }
 
-func startControlPlane(t *testing.T, dir string, p *pki, opts controlPlaneOptions) *controlPlane {
+func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOptions) *controlPlane {
 	t.Helper()
 	etcdClient, etcdPeer := freePort(t), freePort(t)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
@@ -260,7 +260,7 @@ type identity struct {
 
 // clientFor makes an identity authenticated by a client certificate for
 // user in groups.
-func (cp *controlPlane) clientFor(t *testing.T, user string, groups ...string) identity {
+func (cp *controlPlane) clientFor(t testing.TB, user string, groups ...string) identity {
 	t.Helper()
 	name := strings.NewReplacer(":", "_").Replace(user)
 	certFile, keyFile := cp.pki.client(t, name, user, groups...)
@@ -285,7 +285,7 @@ func (cp *controlPlane) clientFor(t *testing.T, user string, groups ...string) i
 
 // kubectl runs the pinned kubectl as id, with stdin, and returns what it
 // printed and its error.
-func (id identity) kubectl(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+func (id identity) kubectl(t testing.TB, stdin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	cmd := exec.Command(toolBin("kubectl"), append([]string{"--kubeconfig", id.Kubeconfig}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -298,7 +298,7 @@ func (id identity) kubectl(t *testing.T, stdin string, args ...string) (stdout, 
 
 // namespace creates a namespace with the default ServiceAccount that the
 // ServiceAccount admission plugin wants (no controller-manager runs here).
-func (cp *controlPlane) namespace(t *testing.T, name string) {
+func (cp *controlPlane) namespace(t testing.TB, name string) {
 	t.Helper()
 	ctx := context.Background()
 	_, err := cp.Admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
@@ -311,7 +311,7 @@ func (cp *controlPlane) namespace(t *testing.T, name string) {
 	}
 }
 
-func serviceAccountKeys(t *testing.T, dir string) (keyFile, pubFile string) {
+func serviceAccountKeys(t testing.TB, dir string) (keyFile, pubFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -333,7 +333,7 @@ func serviceAccountKeys(t *testing.T, dir string) (keyFile, pubFile string) {
 
 // waitReady polls url until it answers 200, and fails at once if the
 // process behind it exits.
-func waitReady(t *testing.T, p *proc, client *http.Client, url string, timeout time.Duration) {
+func waitReady(t testing.TB, p *proc, client *http.Client, url string, timeout time.Duration) {
 	t.Helper()
 	waitFor(t, timeout, p.name+" at "+url, func() error {
 		if p.exited() {
@@ -351,7 +351,7 @@ func waitReady(t *testing.T, p *proc, client *http.Client, url string, timeout t
 	})
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -365,7 +365,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 }
 
 // tlsClient is an HTTPS client trusting the test CA, presenting certs.
-func tlsClient(t *testing.T, caFile string, certs ...tls.Certificate) *http.Client {
+func tlsClient(t testing.TB, caFile string, certs ...tls.Certificate) *http.Client {
 	t.Helper()
 	pemBytes, err := os.ReadFile(caFile)
 	if err != nil {

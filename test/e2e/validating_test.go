@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,11 +24,18 @@ import (
 	"github.com/admitfn/admitfn/test/manifests"
 )
 
-// registerWebhooks applies config/webhooks/500-webhooks.yaml with the URLs pointed
-// at the local backend and its CA.
-func registerWebhooks(t *testing.T, cp *controlPlane, baseURL string) {
+// registerWebhooks applies both of config/webhooks with the URLs
+// pointed at the local backend and its CA.
+func registerWebhooks(t testing.TB, cp *controlPlane, baseURL string) {
 	t.Helper()
-	v, m, err := manifests.Webhooks(filepath.Join("..", "..", "config", "webhooks", "500-webhooks.yaml"))
+	registerWebhooksWith(t, cp, baseURL, nil)
+}
+
+// registerWebhooksWith is registerWebhooks with a last edit of the
+// configurations before they are created.
+func registerWebhooksWith(t testing.TB, cp *controlPlane, baseURL string, edit func(*admissionregistrationv1.ValidatingWebhookConfiguration, *admissionregistrationv1.MutatingWebhookConfiguration)) {
+	t.Helper()
+	v, m, err := manifests.Webhooks(filepath.Join("..", "..", "config", "webhooks"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +50,9 @@ func registerWebhooks(t *testing.T, cp *controlPlane, baseURL string) {
 	for i := range m.Webhooks {
 		u := baseURL + "/mutate"
 		m.Webhooks[i].ClientConfig.URL, m.Webhooks[i].ClientConfig.CABundle = &u, ca
+	}
+	if edit != nil {
+		edit(v, m)
 	}
 	ctx := context.Background()
 	reg := cp.Admin.AdmissionregistrationV1()

@@ -5,29 +5,44 @@ package manifests
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"sigs.k8s.io/yaml"
 )
 
-// Webhooks decodes the webhook configurations file strictly.
-func Webhooks(path string) (*admissionregistrationv1.ValidatingWebhookConfiguration, *admissionregistrationv1.MutatingWebhookConfiguration, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	docs := strings.Split(string(data), "\n---\n")
-	if len(docs) != 2 {
-		return nil, nil, fmt.Errorf("%s holds %d documents, want 2", path, len(docs))
-	}
+// Webhook files under config/webhooks/.
+const (
+	ValidatingFile = "500-validating.yaml"
+	MutatingFile   = "510-mutating.yaml"
+)
+
+// Webhooks decodes the validating and mutating configurations in dir
+// (config/webhooks) strictly.
+func Webhooks(dir string) (*admissionregistrationv1.ValidatingWebhookConfiguration, *admissionregistrationv1.MutatingWebhookConfiguration, error) {
 	var v admissionregistrationv1.ValidatingWebhookConfiguration
 	var m admissionregistrationv1.MutatingWebhookConfiguration
-	if err := yaml.UnmarshalStrict([]byte(docs[0]), &v); err != nil {
-		return nil, nil, fmt.Errorf("%s: validating configuration: %w", path, err)
+	if err := decode(filepath.Join(dir, ValidatingFile), &v); err != nil {
+		return nil, nil, err
 	}
-	if err := yaml.UnmarshalStrict([]byte(docs[1]), &m); err != nil {
-		return nil, nil, fmt.Errorf("%s: mutating configuration: %w", path, err)
+	if err := decode(filepath.Join(dir, MutatingFile), &m); err != nil {
+		return nil, nil, err
 	}
 	return &v, &m, nil
+}
+
+// decode reads a one-document file strictly.
+func decode(path string, into any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if n := strings.Count("\n"+string(data), "\n---\n"); n != 0 {
+		return fmt.Errorf("%s holds %d documents, want 1", path, n+1)
+	}
+	if err := yaml.UnmarshalStrict(data, into); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }

@@ -198,7 +198,7 @@ To let kube-apiserver ask it, enable the plugin and point its admission kubeconf
 Or write both files with:
   admitfn admission-config --url %[1]s/imagepolicy --ca-file %[2]s --out DIR
 
-For ValidatingWebhookConfiguration / MutatingWebhookConfiguration (see config/webhooks/500-webhooks.yaml):
+For ValidatingWebhookConfiguration / MutatingWebhookConfiguration (see config/webhooks/):
   clientConfig.url: %[1]s/validate   (and %[1]s/mutate)
   clientConfig.caBundle: base64 of %[2]s
 
