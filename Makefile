@@ -40,6 +40,7 @@ e2e: tools
 # cold kube-apiserver build takes about 8 minutes on 2 cores; Go's build
 # cache makes the next ones quick.
 TOOLS_BIN := test/tools/bin
+KO_VERSION := v0.19.1
 tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd $(TOOLS_BIN)/ko-$(KO_VERSION)
 
 $(TOOLS_BIN)/kube-apiserver: test/tools/go.mod test/tools/go.sum
@@ -53,7 +54,6 @@ $(TOOLS_BIN)/etcd: test/tools/go.mod test/tools/go.sum test/tools/etcd/main.go
 
 # ko, pinned; `go install pkg@version` builds it with ko's own go.mod. The
 # e2e suite runs `ko apply -f config/` with it.
-KO_VERSION := v0.19.1
 $(TOOLS_BIN)/ko-$(KO_VERSION):
 	mkdir -p $(TOOLS_BIN)
 	GOBIN=$(abspath $(TOOLS_BIN)) $(GO) install github.com/google/ko@$(KO_VERSION)
@@ -69,14 +69,16 @@ build:
 	$(GO) build -trimpath -o bin/admitfn ./functions/cmd/admitfn
 
 # Go micro-benchmarks, then the side-by-side table (test/bench): admitfn
-# against a constant-response floor on loopback, cold start, RSS.
-bench:
+# against a constant-response floor on loopback, cold start, RSS, pod
+# creation through kube-apiserver with and without the webhook, image size.
+BENCH_FLAGS := -ko $(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) -pod-creates 1000
+bench: tools
 	$(GO) test -run '^$$' -bench . -benchmem ./functions/...
-	$(GO) run ./test/bench
+	$(GO) run ./test/bench $(BENCH_FLAGS)
 
 # The bench table plus 60 s at half the maximum rate.
-soak:
-	$(GO) run ./test/bench -duration 3s -soak 60s
+soak: tools
+	$(GO) run ./test/bench -duration 3s -soak 60s $(BENCH_FLAGS)
 
 fmt:
 	gofmt -w functions test *.go

@@ -143,7 +143,12 @@ func pointer(path []string) string {
 	var b strings.Builder
 	for _, p := range path {
 		b.WriteByte('/')
-		b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(p))
+		b.WriteString(pointerEscaper.Replace(p))
 	}
 	return b.String()
 }
+
+// pointerEscaper escapes a JSON pointer token (RFC 6901). A Replacer is
+// immutable and safe for concurrent use; building one per call cost more
+// than the rest of a review.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

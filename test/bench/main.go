@@ -37,6 +37,8 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of each load run")
 	workers := flag.Int("workers", 32, "concurrent connections of the load generator")
 	soak := flag.Duration("soak", 0, "also run a soak at half the maximum rate for this long")
+	ko := flag.String("ko", "", "ko binary: also build the image with ko.yaml and report its size")
+	creates := flag.Int("pod-creates", 0, "also time this many pod creations through a real kube-apiserver with and without admitfn's webhook (needs `make tools`)")
 	flag.Parse()
 
 	bin, cleanup, err := build()
@@ -78,6 +80,25 @@ func main() {
 	}
 	rows = append(rows, row{"cold start: exec → first answered review (median of 7)", ms(cold), "", check(cold <= 30*time.Millisecond, "≤ 30 ms")})
 
+	if *creates > 0 {
+		m, err := podCreate(*creates)
+		if err != nil {
+			fail(err)
+		}
+		ratio := m["admitfn/without"]
+		rows = append(rows,
+			row{fmt.Sprintf("pod create via kube-apiserver, median of %d: no webhook", *creates), fmt.Sprintf("%.2f ms", m["ms/pod-without-webhook"]), "", ""},
+			row{"  with a minimal webhook (echo uid, allow; the floor)", fmt.Sprintf("%.2f ms", m["ms/pod-with-floor-webhook"]), fmt.Sprintf("%.2f× no webhook", m["floor/without"]), ""},
+			row{"  with admitfn's validating webhook", fmt.Sprintf("%.2f ms", m["ms/pod-with-admitfn"]), fmt.Sprintf("%.2f× no webhook", ratio), check(ratio <= 1.2, "≤ 1.2× no webhook")},
+		)
+	}
+	if *ko != "" {
+		size, err := imageSize(*ko)
+		if err != nil {
+			fail(err)
+		}
+		rows = append(rows, row{fmt.Sprintf("image: ko build, linux/%s, compressed (+ base)", runtime.GOARCH), mib(size), "", check(size <= 20<<20, "≤ 20 MiB")})
+	}
 	if *soak > 0 {
 		a, err := startAdmitfn(bin)
 		if err != nil {

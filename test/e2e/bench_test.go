@@ -8,7 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -44,9 +44,9 @@ func BenchmarkPodCreate(b *testing.B) {
 		m.Webhooks = nil // the default policy mutates nothing: 510-mutating.yaml is not applied
 	})
 	// The floor: the least a webhook can do (echo the uid, allow), served
-	// by this process over TLS, registered like admitfn's but only for its
+	// over TLS by a process of its own, registered like admitfn's but only for its
 	// own namespace. It shows what any webhook costs on this machine.
-	floorURL := startFloorWebhook(b, p)
+	floorURL := startFloorWebhook(b, dir, p)
 	registerWebhooksWith(b, cp, floorURL, func(v *admissionregistrationv1.ValidatingWebhookConfiguration, m *admissionregistrationv1.MutatingWebhookConfiguration) {
 		v.Name, m.Name = "floor-validating", "floor-mutating"
 		v.Webhooks = slices.DeleteFunc(v.Webhooks, func(w admissionregistrationv1.ValidatingWebhook) bool { return w.NamespaceSelector == nil })
@@ -128,16 +128,45 @@ func excludeNamespace(v []admissionregistrationv1.ValidatingWebhook, ns string) 
 	}
 }
 
+// floorEnv tells a re-executed test binary to serve the floor webhook
+// instead of running tests: "addr certFile keyFile".
+const floorEnv = "ADMITFN_E2E_FLOOR"
+
 // startFloorWebhook serves the smallest correct AdmissionReview answer,
-// allowed with the request's uid, over TLS on loopback.
-func startFloorWebhook(b *testing.B, p *pki) string {
+// allowed with the request's uid, over TLS on loopback, from a process of
+// its own like admitfn's and with the same TLS setup (HTTP/1.1).
+func startFloorWebhook(b *testing.B, dir string, p *pki) string {
 	b.Helper()
 	certFile, keyFile := p.server(b, "floor", "127.0.0.1")
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	self, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	proc := startProcEnv(b, dir, "floor-webhook", []string{floorEnv + "=" + addr + " " + certFile + " " + keyFile}, self)
+	url := "https://" + addr
+	waitReady(b, proc, tlsClient(b, p.CAFile), url+"/ready", 10*time.Second)
+	return url
+}
+
+// serveFloor is the floor webhook's process.
+func serveFloor(spec string) error {
+	var addr, certFile, keyFile string
+	if _, err := fmt.Sscan(spec, &addr, &certFile, &keyFile); err != nil {
+		return fmt.Errorf("%s=%q: %v", floorEnv, spec, err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		return err
+	}
+	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ready" {
+			return
+		}
 		var review struct {
 			Request struct {
 				UID string `json:"uid"`
@@ -150,10 +179,6 @@ func startFloorWebhook(b *testing.B, p *pki) string {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, review.Request.UID)
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
-	srv.StartTLS()
-	b.Cleanup(srv.Close)
-	return srv.URL
 }
 
 func median(ds []time.Duration) time.Duration {

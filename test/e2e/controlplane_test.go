@@ -119,12 +119,21 @@ type proc struct {
 
 func startProc(t testing.TB, dir, name, bin string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, dir, name, nil, bin, args...)
+}
+
+// startProcEnv is startProc with variables added to the environment.
+func startProcEnv(t testing.TB, dir, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
 	logFile := filepath.Join(dir, name+".log")
 	f, err := os.Create(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)

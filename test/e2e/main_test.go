@@ -28,6 +28,10 @@ func toolBin(name string) string {
 }
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(floorEnv); spec != "" {
+		fmt.Fprintln(os.Stderr, serveFloor(spec))
+		os.Exit(1)
+	}
 	for _, tool := range []string{"etcd", "kube-apiserver", "kubectl"} {
 		if _, err := os.Stat(toolBin(tool)); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: %s not found at %s: run `make tools` (or `make e2e`), or set ADMITFN_TOOLS_BIN\n", tool, toolBin(tool))
