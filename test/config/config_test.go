@@ -132,8 +132,10 @@ func TestWebhookConfigurations(t *testing.T) {
 			// The README's step 5 and the files' comments swap this host
 			// for the Service's URL with sed; any other host would stay.
 			const placeholder = "https://validating.admitfn.example.com/"
-			if w.url == nil || !strings.HasPrefix(*w.url, placeholder) {
-				t.Errorf("clientConfig.url %v, want %s<path>, the host the README's sed replaces", w.url, placeholder)
+			if w.url == nil {
+				t.Errorf("no clientConfig.url, want %s<path>", placeholder)
+			} else if !strings.HasPrefix(*w.url, placeholder) {
+				t.Errorf("clientConfig.url %q, want %s<path>, the host the README's sed replaces", *w.url, placeholder)
 			}
 			if diff := cmp.Diff([]string{"v1"}, w.versions); diff != "" {
 				t.Errorf("admissionReviewVersions (-want +got):\n%s", diff)
