@@ -146,6 +146,16 @@ func (r *Registry) ResetCounts() {
 // Ref is "host:port/repo" plus suffix, e.g. Ref("app", ":v1").
 func (r *Registry) Ref(repo, suffix string) string { return r.Host() + "/" + repo + suffix }
 
+// reference parses "repo:tag" relative to the registry.
+func (r *Registry) reference(repoTag string) name.Reference {
+	r.t.Helper()
+	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ref
+}
+
 // Image makes a small random image with the given config tweaks.
 func Image(t testing.TB, tweak func(*v1.ConfigFile)) v1.Image {
 	t.Helper()
@@ -175,10 +185,7 @@ func Image(t testing.TB, tweak func(*v1.ConfigFile)) v1.Image {
 // its digest.
 func (r *Registry) Push(repoTag string, img v1.Image) string {
 	r.t.Helper()
-	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	ref := r.reference(repoTag)
 	if err := remote.Write(ref, img); err != nil {
 		r.t.Fatal(err)
 	}
@@ -203,10 +210,7 @@ func (r *Registry) PushIndex(repoTag string, platforms []v1.Platform, tweak func
 		})
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
 	}
-	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	ref := r.reference(repoTag)
 	if err := remote.WriteIndex(ref, idx); err != nil {
 		r.t.Fatal(err)
 	}
@@ -220,10 +224,7 @@ func (r *Registry) PushIndex(repoTag string, platforms []v1.Platform, tweak func
 // Delete removes the manifest behind repoTag.
 func (r *Registry) Delete(repoTag string) {
 	r.t.Helper()
-	ref, err := name.ParseReference(r.Host()+"/"+repoTag, name.Insecure)
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	ref := r.reference(repoTag)
 	if err := remote.Delete(ref); err != nil {
 		r.t.Fatal(err)
 	}
