@@ -25,15 +25,23 @@ import (
 // configDir is config/ at the root of the repository.
 const configDir = "../../config"
 
+// document is one object of config/ with the type it declares.
+type document struct {
+	where string // file and position, for messages
+	gvk   string // "apiVersion/kind", e.g. "serving.knative.dev/v1/Service"
+	kind  string
+	data  []byte
+}
+
 // documents splits every YAML file of config/ (not its subfolders, as
 // `ko apply -f config/` does not descend into them) into documents.
-func documents(t *testing.T) map[string][]byte {
+func documents(t *testing.T) []document {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(configDir, "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no YAML under %s: %v", configDir, err)
 	}
-	docs := map[string][]byte{}
+	var docs []document
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -48,14 +56,17 @@ func documents(t *testing.T) map[string][]byte {
 			if err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			var meta struct{ Kind string }
+			var meta struct{ APIVersion, Kind string }
 			if err := yaml.Unmarshal(doc, &meta); err != nil {
 				t.Fatalf("%s document %d: %v", f, i, err)
 			}
 			if meta.Kind == "" {
 				continue // only comments
 			}
-			docs[fmt.Sprintf("%s (document %d)", filepath.Base(f), i)] = doc
+			docs = append(docs, document{
+				where: fmt.Sprintf("%s (document %d)", filepath.Base(f), i),
+				gvk:   meta.APIVersion + "/" + meta.Kind, kind: meta.Kind, data: doc,
+			})
 		}
 	}
 	return docs
@@ -67,16 +78,13 @@ func TestServicesPassKnativeValidation(t *testing.T) {
 		"validating":   {"serve", "--handlers=validating,mutating"},
 	}
 	got := map[string]bool{}
-	for where, doc := range documents(t) {
-		var meta struct{ APIVersion, Kind string }
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			t.Fatalf("%s: %v", where, err)
-		}
-		if meta.Kind != "Service" || meta.APIVersion != servingv1.SchemeGroupVersion.String() {
+	for _, doc := range documents(t) {
+		if doc.gvk != servingv1.SchemeGroupVersion.String()+"/Service" {
 			continue
 		}
+		where := doc.where
 		var svc servingv1.Service
-		if err := yaml.UnmarshalStrict(doc, &svc); err != nil {
+		if err := yaml.UnmarshalStrict(doc.data, &svc); err != nil {
 			t.Fatalf("%s does not decode strictly as a Knative Service: %v", where, err)
 		}
 		t.Run(svc.Name, func(t *testing.T) {
@@ -163,13 +171,9 @@ func checkAdmissionService(t *testing.T, svc *servingv1.Service, args []string) 
 // TestEveryDocumentDecodesStrictly decodes the other objects of config/ as
 // their typed API objects, refusing unknown fields.
 func TestEveryDocumentDecodesStrictly(t *testing.T) {
-	for where, doc := range documents(t) {
-		var meta struct{ APIVersion, Kind string }
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
-			t.Fatalf("%s: %v", where, err)
-		}
+	for _, doc := range documents(t) {
 		var into any
-		switch meta.APIVersion + "/" + meta.Kind {
+		switch doc.gvk {
 		case "v1/Namespace":
 			into = &corev1.Namespace{}
 		case "v1/ConfigMap":
@@ -177,11 +181,11 @@ func TestEveryDocumentDecodesStrictly(t *testing.T) {
 		case "serving.knative.dev/v1/Service":
 			into = &servingv1.Service{}
 		default:
-			t.Errorf("%s: unexpected %s %s under config/", where, meta.APIVersion, meta.Kind)
+			t.Errorf("%s: unexpected %s under config/", doc.where, doc.gvk)
 			continue
 		}
-		if err := yaml.UnmarshalStrict(doc, into); err != nil {
-			t.Errorf("%s (%s): %v", where, meta.Kind, err)
+		if err := yaml.UnmarshalStrict(doc.data, into); err != nil {
+			t.Errorf("%s (%s): %v", doc.where, doc.kind, err)
 		}
 	}
 }
