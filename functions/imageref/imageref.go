@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -68,6 +69,43 @@ func Parse(s string) (Ref, error) {
 	if len(r.Repository) > 255 {
 		return Ref{}, fmt.Errorf("image reference %q is invalid: its repository %q is longer than 255 characters", s, r.Repository)
 	}
+	return r, nil
+}
+
+// Cache remembers parsed references. A cluster admits the same images over
+// and over, and parsing one costs more than the rest of a warm review's
+// policy work. It keeps at most its size and starts over when full, so
+// requests naming ever new images cannot grow it.
+type Cache struct {
+	mu   sync.RWMutex
+	refs map[string]Ref
+	size int
+}
+
+// NewCache returns a Cache holding at most size references.
+func NewCache(size int) *Cache {
+	return &Cache{refs: make(map[string]Ref), size: size}
+}
+
+// Parse is Parse, remembering what parses. Errors are not remembered: they
+// are rare, and their messages must stay as Parse words them.
+func (c *Cache) Parse(s string) (Ref, error) {
+	c.mu.RLock()
+	r, ok := c.refs[s]
+	c.mu.RUnlock()
+	if ok {
+		return r, nil
+	}
+	r, err := Parse(s)
+	if err != nil {
+		return Ref{}, err
+	}
+	c.mu.Lock()
+	if len(c.refs) >= c.size {
+		c.refs = make(map[string]Ref)
+	}
+	c.refs[s] = r
+	c.mu.Unlock()
 	return r, nil
 }
 

@@ -1,6 +1,8 @@
 package imageref
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -157,6 +159,40 @@ func TestHostPattern(t *testing.T) {
 	for _, bad := range []string{"", "registry.corp/app", "[a"} {
 		if _, err := ParseHostPattern(bad); err == nil {
 			t.Errorf("ParseHostPattern(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestCache(t *testing.T) {
+	t.Parallel()
+	c := NewCache(3)
+	for _, s := range []string{"nginx", "nginx", "registry.corp:5000/team/app:1.2", "nginx", "busybox@sha256:" + strings.Repeat("ab", 32)} {
+		want, err := Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Parse(s)
+		if err != nil {
+			t.Fatalf("Cache.Parse(%q): %v", s, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Cache.Parse(%q) (-want +got):\n%s", s, diff)
+		}
+	}
+	for _, s := range []string{"", "UPPER/case", "a//b", "nginx:"} {
+		_, want := Parse(s)
+		for range 2 { // a remembered error would come back on the second call
+			if _, err := c.Parse(s); err == nil || err.Error() != want.Error() {
+				t.Errorf("Cache.Parse(%q) = %v, want %v", s, err, want)
+			}
+		}
+	}
+	for i := range 10 {
+		if _, err := c.Parse(fmt.Sprintf("app%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(c.refs); n > 3 {
+			t.Fatalf("after %d new names the cache holds %d references, want at most 3", i+1, n)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -115,5 +116,68 @@ func TestMetrics(t *testing.T) {
 	}
 	if _, ok := f["go_goroutines"]; !ok {
 		t.Errorf("Go runtime metrics missing")
+	}
+}
+
+// TestExposition checks what Prometheus reads back from the page: label
+// values with every character the format escapes, cumulative histogram
+// buckets, the sum and count, the runtime gauges, and the content type.
+func TestExposition(t *testing.T) {
+	t.Parallel()
+	m := New()
+	weird := "rule \"quoted\" \\ back\nslash"
+	deny := policy.Decision{Violations: []policy.Violation{{Rule: weird, Mode: policy.Enforce}}}
+	for _, d := range []time.Duration{50 * time.Microsecond, 3 * time.Millisecond, 3 * time.Millisecond, 20 * time.Second} {
+		m.Decided(context.Background(), observe.Record{Handler: "validating", Decision: deny, Duration: d})
+	}
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
+	if ct := rec.Header().Get("Content-Type"); ct != "text/plain; version=0.0.4; charset=utf-8" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	f := scrape(t, m.Handler())
+	if got := value(f, "admitfn_decisions_total", map[string]string{"handler": "validating", "rule": weird, "result": "denied"}); got != 4 {
+		t.Errorf("decisions of rule %q = %v, want 4", weird, got)
+	}
+	h := f["admitfn_review_duration_seconds"].GetMetric()[0].GetHistogram()
+	buckets := map[float64]uint64{}
+	for _, b := range h.GetBucket() {
+		buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+	}
+	wantBuckets := map[float64]uint64{.0001: 1, .00025: 1, .0005: 1, .001: 1, .0025: 1, .005: 3, .01: 3, .025: 3, .05: 3,
+		.1: 3, .25: 3, .5: 3, 1: 3, 2.5: 3, 5: 3, 10: 3, math.Inf(1): 4}
+	if diff := cmp.Diff(wantBuckets, buckets); diff != "" {
+		t.Errorf("cumulative buckets (-want +got):\n%s", diff)
+	}
+	if h.GetSampleCount() != 4 || h.GetSampleSum() < 20.006 || h.GetSampleSum() > 20.0061 {
+		t.Errorf("count %d, sum %v; want 4 and 20.00605", h.GetSampleCount(), h.GetSampleSum())
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds"} {
+		g := f[name]
+		if g == nil || len(g.GetMetric()) != 1 {
+			t.Errorf("%s missing", name)
+			continue
+		}
+		if v := g.GetMetric()[0].GetGauge().GetValue() + g.GetMetric()[0].GetCounter().GetValue(); v <= 0 {
+			t.Errorf("%s = %v, want > 0", name, v)
+		}
+	}
+
+	rec = httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, Path, nil))
+	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST %s: %d, Allow %q; want 405 and GET, HEAD", Path, rec.Code, rec.Header().Get("Allow"))
+	}
+}
+
+// BenchmarkDecided is the cost metrics add to every review.
+func BenchmarkDecided(b *testing.B) {
+	m := New()
+	r := observe.Record{Handler: "imagepolicy", Decision: policy.Decision{Allowed: true}, Duration: time.Millisecond}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Decided(ctx, r)
 	}
 }

@@ -24,7 +24,11 @@ type Reviewer struct {
 	state    atomic.Pointer[state]
 	now      func() time.Time
 	parallel int
+	refs     *imageref.Cache
 }
+
+// parsedRefs bounds the reviewer's cache of parsed references.
+const parsedRefs = 4096
 
 type state struct {
 	policy *policy.Policy
@@ -40,7 +44,7 @@ func WithClock(now func() time.Time) Option { return func(r *Reviewer) { r.now =
 // New returns a Reviewer. facts may be nil when the policy never needs the
 // registry; a rule that does then fails as if the registry were down.
 func New(p *policy.Policy, facts FactSource, opts ...Option) *Reviewer {
-	r := &Reviewer{now: time.Now, parallel: 8}
+	r := &Reviewer{now: time.Now, parallel: 8, refs: imageref.NewCache(parsedRefs)}
 	r.Set(p, facts)
 	for _, o := range opts {
 		o(r)
@@ -74,7 +78,7 @@ func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decisi
 		if _, seen := req.Refs[img.Ref]; seen {
 			continue
 		}
-		ref, err := imageref.Parse(img.Ref)
+		ref, err := r.refs.Parse(img.Ref)
 		if err != nil {
 			continue // the engine reports it
 		}
@@ -101,7 +105,7 @@ func (r *Reviewer) gather(ctx context.Context, src FactSource, need map[string]p
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, r.parallel)
 	for raw, level := range need {
-		ref, err := imageref.Parse(raw)
+		ref, err := r.refs.Parse(raw)
 		if err != nil {
 			continue
 		}

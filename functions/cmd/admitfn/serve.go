@@ -16,6 +16,7 @@ import (
 
 	"github.com/admitfn/admitfn/functions/app"
 	"github.com/admitfn/admitfn/functions/devcert"
+	"github.com/admitfn/admitfn/functions/gctune"
 	"github.com/admitfn/admitfn/functions/reload"
 	"github.com/admitfn/admitfn/functions/server"
 )
@@ -61,6 +62,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail("--logging-config: %v", err)
 	}
 	defer logger.Sync()
+	gc := gctune.Choose(os.Getenv, os.ReadFile)
+	gc.Apply()
+	logger.Infow("garbage collector tuned for a server", "gc", gc.Why)
 	a, err := app.New(app.Config{
 		PolicyFile: *policyFile,
 		Handlers:   strings.Split(*handlers, ","),
