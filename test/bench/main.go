@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -352,8 +354,10 @@ func load(url string, workers int, d time.Duration, rate float64, sample func() 
 	if sample != nil {
 		defer sample()()
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}, Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
+	req, addr, err := rawRequest(url)
+	if err != nil {
+		return result{errors: 1}
+	}
 	var count, errors atomic.Int64
 	lat := make([][]time.Duration, workers)
 	deadline := time.Now().Add(d)
@@ -366,6 +370,8 @@ func load(url string, workers int, d time.Duration, rate float64, sample func() 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var c *conn
+			defer func() { c.close() }()
 			next := time.Now().Add(time.Duration(w) * interval / time.Duration(workers))
 			for time.Now().Before(deadline) {
 				if interval > 0 {
@@ -373,15 +379,16 @@ func load(url string, workers int, d time.Duration, rate float64, sample func() 
 					next = next.Add(interval)
 				}
 				start := time.Now()
-				resp, err := client.Post(url, "application/json", bytes.NewReader(payload))
-				if err != nil {
-					errors.Add(1)
-					continue
+				if c == nil {
+					if c, err = dial(addr); err != nil {
+						errors.Add(1)
+						continue
+					}
 				}
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err != nil || resp.StatusCode != http.StatusOK {
+				if err := c.post(req); err != nil {
 					errors.Add(1)
+					c.close()
+					c = nil
 					continue
 				}
 				lat[w] = append(lat[w], time.Since(start))
@@ -400,6 +407,59 @@ func load(url string, workers int, d time.Duration, rate float64, sample func() 
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
 	return r
+}
+
+// rawRequest is the bytes of the payload's POST to url, and the address to
+// send them to.
+func rawRequest(rawURL string) ([]byte, string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, "", err
+	}
+	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", u.RequestURI(), u.Host, len(payload))
+	return append([]byte(head), payload...), u.Host, nil
+}
+
+// conn is one keep-alive HTTP/1.1 connection of the load generator. It
+// writes the same request bytes every time and reads the response with
+// nothing around it: net/http's client (two goroutines and a pool per
+// connection) would spend the cores the servers are measured on, and its
+// own scheduling would show in every percentile.
+type conn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial(addr string) (*conn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{c: c, r: bufio.NewReader(c)}, nil
+}
+
+// post sends req and reads the whole response, which must be 200 OK.
+func (c *conn) post(req []byte) error {
+	c.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.c.Write(req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return err
+}
+
+func (c *conn) close() {
+	if c != nil {
+		c.c.Close()
+	}
 }
 
 // coldStart runs bin (admitfn or the floor) n times and measures exec →
