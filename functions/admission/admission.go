@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,8 +30,9 @@ type Func func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissio
 type Handler struct {
 	// Admit decides.
 	Admit Func
-	// Budget turns the apiserver's ?timeout= into how long Admit may take.
-	Budget func(timeoutParam string) time.Duration
+	// Bound, when set, gives Admit's context from the request's and the
+	// apiserver's ?timeout= parameter (review.Reviewer.Bound).
+	Bound func(ctx context.Context, timeoutParam string) context.Context
 }
 
 // ServeHTTP checks the request, decodes the review, calls Admit and encodes
@@ -54,10 +54,8 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if h.Budget != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.Budget(r.URL.Query().Get("timeout")))
-		defer cancel()
+	if h.Bound != nil {
+		ctx = h.Bound(ctx, r.URL.Query().Get("timeout"))
 	}
 	resp := h.Admit(ctx, review.Request)
 	resp.UID = review.Request.UID

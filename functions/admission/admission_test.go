@@ -7,27 +7,26 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	admissionv1 "k8s.io/api/admission/v1"
 )
 
-// echo allows everything and records the deadline it was given.
-func echo(t *testing.T) (Handler, *time.Duration) {
-	var left time.Duration
+type timeoutKey struct{}
+
+// echo allows everything and records the timeout parameter that reached
+// Admit through Bound.
+func echo(t *testing.T) (Handler, *string) {
+	var timeout string
 	return Handler{
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			if dl, ok := ctx.Deadline(); ok {
-				left = time.Until(dl)
-			}
+			timeout, _ = ctx.Value(timeoutKey{}).(string)
 			return Allowed()
 		},
-		Budget: func(timeout string) time.Duration {
-			d, _ := time.ParseDuration(timeout)
-			return d
+		Bound: func(ctx context.Context, timeoutParam string) context.Context {
+			return context.WithValue(ctx, timeoutKey{}, timeoutParam)
 		},
-	}, &left
+	}, &timeout
 }
 
 type reply struct {
@@ -98,9 +97,9 @@ func TestHandler(t *testing.T) {
 }
 
 func TestHandlerHonoursTimeout(t *testing.T) {
-	h, left := echo(t)
+	h, timeout := echo(t)
 	do(t, h, "POST", "application/json", "/validate?timeout=7s", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"DELETE"}}`)
-	if *left <= 6*time.Second || *left > 7*time.Second {
-		t.Errorf("Admit had %v left, want the 7s budget", *left)
+	if *timeout != "7s" {
+		t.Errorf("Admit's context was bound with timeout %q, want the request's 7s", *timeout)
 	}
 }

@@ -53,9 +53,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.reviewer.Budget(r.URL.Query().Get("timeout")))
-	defer cancel()
-	out := h.Review(ctx, &in)
+	out := h.Review(h.reviewer.Bound(r.Context(), r.URL.Query().Get("timeout")), &in)
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // reasons read "nginx:<version>", not "\u003cversion\u003e"

@@ -28,7 +28,7 @@ func New(rv *review.Reviewer) http.Handler {
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			return Admit(ctx, rv, req)
 		},
-		Budget: rv.Budget,
+		Bound: rv.Bound,
 	}
 }
 

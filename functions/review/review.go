@@ -87,19 +87,25 @@ func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decisi
 			need[img.Ref] = level
 		}
 	}
-	return st.policy.Evaluate(req, r.gather(ctx, st.facts, need), r.now())
+	return st.policy.Evaluate(req, r.gather(ctx, st, need), r.now())
 }
 
 // Facts asks the registry about each image (as written) to the level given,
 // a few at a time. Images that do not parse are left out.
 func (r *Reviewer) Facts(ctx context.Context, need map[string]policy.Level) map[string]policy.Facts {
-	return r.gather(ctx, r.FactSource(), need)
+	return r.gather(ctx, r.state.Load(), need)
 }
 
-func (r *Reviewer) gather(ctx context.Context, src FactSource, need map[string]policy.Level) map[string]policy.Facts {
+func (r *Reviewer) gather(ctx context.Context, st *state, need map[string]policy.Level) map[string]policy.Facts {
 	facts := make(map[string]policy.Facts, len(need))
+	src := st.facts
 	if len(need) == 0 || src == nil {
 		return facts
+	}
+	if b, ok := ctx.Value(boundKey{}).(bound); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, b.start.Add(Budget(b.timeoutParam, st.policy.Registry.Timeout)))
+		defer cancel()
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -123,9 +129,22 @@ func (r *Reviewer) gather(ctx context.Context, src FactSource, need map[string]p
 	return facts
 }
 
-// Budget is Budget with the registry timeout of the policy in force.
-func (r *Reviewer) Budget(timeoutParam string) time.Duration {
-	return Budget(timeoutParam, r.Policy().Registry.Timeout)
+type boundKey struct{}
+
+// bound is when a review began and the apiserver's ?timeout= parameter.
+type bound struct {
+	start        time.Time
+	timeoutParam string
+}
+
+// Bound returns ctx marked with the time the review begins and the
+// apiserver's ?timeout= parameter: the review's registry lookups then end
+// by that time plus Budget (with the registry timeout of the policy it
+// uses). The deadline timer is only set when a review looks something up:
+// most need no registry, and a timer per request cost more than their
+// whole policy evaluation.
+func (r *Reviewer) Bound(ctx context.Context, timeoutParam string) context.Context {
+	return context.WithValue(ctx, boundKey{}, bound{start: time.Now(), timeoutParam: timeoutParam})
 }
 
 // Budget is how long a review may spend on registry lookups: the timeout

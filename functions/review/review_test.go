@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -124,5 +125,60 @@ func TestConcurrentReviewsShareOneLookup(t *testing.T) {
 	}
 	if got := reg.ManifestRequests(); got != 1 {
 		t.Errorf("registry saw %d manifest requests for 1000 concurrent reviews, want 1", got)
+	}
+}
+
+// deadlines is a FactSource recording the deadline of each lookup.
+type deadlines struct {
+	mu   sync.Mutex
+	seen []time.Duration // time left at the lookup; -1 when none
+}
+
+func (d *deadlines) Resolve(ctx context.Context, _ imageref.Ref, _ policy.Level) policy.Facts {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.mu.Lock()
+	d.seen = append(d.seen, left)
+	d.mu.Unlock()
+	return policy.Facts{Digest: "sha256:" + strings.Repeat("0", 64)}
+}
+
+// TestBoundReachesLookups checks that a review bound with the apiserver's
+// ?timeout= gives its registry lookups the Budget: the timeout less its
+// margin, capped by the policy's registry timeout.
+func TestBoundReachesLookups(t *testing.T) {
+	t.Parallel()
+	p := resolvablePolicy(t, "registry.example") // registry timeout: the default 10s
+	policyCap := p.Registry.Timeout
+	tests := []struct {
+		name          string
+		bound         bool
+		timeoutParam  string
+		wantLow, want time.Duration
+	}{
+		{"apiserver's 2s", true, "2s", 1500 * time.Millisecond, 1600 * time.Millisecond},
+		{"apiserver's 30s, capped by the policy", true, "30s", policyCap - 100*time.Millisecond, policyCap},
+		{"no timeout parameter", true, "", policyCap - 100*time.Millisecond, policyCap},
+		{"not bound", false, "", -1, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			src := &deadlines{}
+			rv := New(p, src)
+			ctx := context.Background()
+			if tt.bound {
+				ctx = rv.Bound(ctx, tt.timeoutParam)
+			}
+			rv.Review(ctx, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: "registry.example/app:v1"}}})
+			if len(src.seen) != 1 {
+				t.Fatalf("%d lookups, want 1", len(src.seen))
+			}
+			if left := src.seen[0]; left < tt.wantLow || left > tt.want {
+				t.Errorf("lookup had %v left, want %v to %v", left, tt.wantLow, tt.want)
+			}
+		})
 	}
 }

@@ -29,7 +29,7 @@ func New(rv *review.Reviewer, obs observe.Observer) http.Handler {
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			return Admit(ctx, rv, obs, req)
 		},
-		Budget: rv.Budget,
+		Bound: rv.Bound,
 	}
 }
 

@@ -37,12 +37,14 @@ func ReadJSONPost(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, Errorf(http.StatusMethodNotAllowed, "method %s is not allowed: send the review with POST", r.Method)
 	}
-	ct := r.Header.Get("Content-Type")
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return nil, Errorf(http.StatusUnsupportedMediaType, "content type %q is not supported: send application/json", ct)
+	// The apiserver sends exactly "application/json"; parse anything else.
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return nil, Errorf(http.StatusUnsupportedMediaType, "content type %q is not supported: send application/json", ct)
+		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxBody), r.ContentLength)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -52,6 +54,20 @@ func ReadJSONPost(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
 	}
 	if len(body) == 0 {
 		return nil, Errorf(http.StatusBadRequest, "request body is empty: send a review")
+	}
+	return body, nil
+}
+
+// readBody reads a body of the announced length in one buffer of that
+// size (io.ReadAll would grow one from 512 bytes), or to the end when the
+// length is unknown or over the limit, where MaxBytesReader stops it.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length <= 0 || length > MaxBody {
+		return io.ReadAll(r)
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
 	}
 	return body, nil
 }
