@@ -10,32 +10,55 @@ import (
 	"strings"
 )
 
-// podCreate runs test/e2e's BenchmarkPodCreate (a real kube-apiserver and
-// etcd on loopback) and returns its metrics by unit, e.g.
-// "ms/pod-with-admitfn".
-func podCreate(creates int) (map[string]float64, error) {
+// podCreate runs test/e2e's BenchmarkPodCreate (the validating webhook)
+// and BenchmarkPodCreateImagePolicy (the ImagePolicyWebhook plugin), each
+// with real kube-apiservers and etcds on loopback, and returns their
+// metrics by benchmark and unit, e.g.
+// m["BenchmarkPodCreate"]["ms/pod-with-admitfn"].
+func podCreate(creates int) (map[string]map[string]float64, error) {
+	want := []string{"BenchmarkPodCreate", "BenchmarkPodCreateImagePolicy"}
 	cmd := exec.Command("go", "test", "-tags", "e2e", "-count=1", "-run", "^$",
-		"-bench", "^BenchmarkPodCreate$", "-benchtime", fmt.Sprintf("%dx", creates), "./test/e2e/")
+		"-bench", "^("+strings.Join(want, "|")+")$", "-benchtime", fmt.Sprintf("%dx", creates), "./test/e2e/")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("BenchmarkPodCreate: %v\n%s", err, out.String())
+		return nil, fmt.Errorf("go test -bench PodCreate: %v\n%s", err, out.String())
 	}
-	sc := bufio.NewScanner(&out)
+	results, err := parseBenchLines(&out)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range want {
+		if results[name] == nil {
+			return nil, fmt.Errorf("%s printed no result:\n%s", name, out.String())
+		}
+	}
+	return results, nil
+}
+
+// parseBenchLines reads go test -bench output: "BenchmarkX-2 N v unit v
+// unit ..." becomes results["BenchmarkX"][unit] = v.
+func parseBenchLines(out *bytes.Buffer) (map[string]map[string]float64, error) {
+	results := map[string]map[string]float64{}
+	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 2 || !strings.HasPrefix(f[0], "BenchmarkPodCreate") {
+		if len(f) < 2 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue // a log line that starts with the name, not a result
+		}
+		name, _, _ := strings.Cut(f[0], "-")
 		metrics := map[string]float64{}
 		for i := 2; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
-				return nil, fmt.Errorf("BenchmarkPodCreate line %q: %v", sc.Text(), err)
+				return nil, fmt.Errorf("%s line %q: %v", name, sc.Text(), err)
 			}
 			metrics[f[i+1]] = v
 		}
-		return metrics, nil
+		results[name] = metrics
 	}
-	return nil, fmt.Errorf("BenchmarkPodCreate printed no result:\n%s", out.String())
+	return results, sc.Err()
 }

@@ -5,14 +5,19 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -112,6 +117,126 @@ func BenchmarkPodCreate(b *testing.B) {
 	b.ReportMetric(float64(withFloor)/float64(without), "floor/without")
 }
 
+// BenchmarkPodCreateImagePolicy measures pod creation through an apiserver
+// whose ImagePolicyWebhook plugin asks admitfn (configured with admitfn
+// admission-config, as the README does). The plugin judges every pod in
+// every namespace, so what it is compared with needs apiservers of their
+// own: one without the plugin, and one whose plugin asks the floor (the
+// least an ImageReview backend can do, over the same mutual TLS). Each
+// round creates two pods on each apiserver, so all three see the same
+// traffic: on the two with the plugin, one pod repeats the same spec,
+// which the apiserver's allow cache (allowTTL) answers after the first, as
+// it does for a Deployment's replicas, and one is made distinct by an
+// *.image-policy.k8s.io annotation, which the plugin sends to its backend
+// every time. Both backends' counts check which creates reached them.
+func BenchmarkPodCreateImagePolicy(b *testing.B) {
+	dir := keptDir(b)
+	plain := startControlPlane(b, dir, newPKI(b, dir), controlPlaneOptions{AdmissionPlugins: []string{"NodeRestriction"}})
+	plain.namespace(b, ns)
+	env := newWebhookEnv(b, "yaml")
+	backend := env.startBackend(b, "")
+	metricsURL := fmt.Sprintf("https://127.0.0.1:%d/metrics", env.backendPort)
+	floor := newWebhookEnv(b, "yaml")
+	floorClient, floorURL := floor.startFloor(b)
+
+	// Client-side rate limiting would be measured too: turn it off.
+	clientOf := func(cp *controlPlane) *kubernetes.Clientset {
+		cfg := rest.CopyConfig(cp.AdminRest)
+		cfg.QPS = -1
+		c, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	ctx := context.Background()
+	type kind struct {
+		name     string
+		client   *kubernetes.Clientset
+		distinct bool
+	}
+	kinds := []kind{
+		{"without", clientOf(plain), false}, {"without-again", clientOf(plain), false},
+		{"cached", clientOf(env.cp), false}, {"asked", clientOf(env.cp), true},
+		{"floor-cached", clientOf(floor.cp), false}, {"floor-asked", clientOf(floor.cp), true},
+	}
+	create := func(k kind, round string) (time.Duration, error) {
+		var annotations map[string]string
+		if k.distinct {
+			annotations = map[string]string{"bench.image-policy.k8s.io/pod": round}
+		}
+		start := time.Now()
+		_, err := k.client.CoreV1().Pods(ns).Create(ctx, pod(k.name+"-"+round, []string{"nginx:1.17.1"}, nil, annotations), metav1.CreateOptions{})
+		return time.Since(start), err
+	}
+	for i := range 50 { // warm connections and the plugins' clients
+		for _, k := range kinds {
+			if _, err := create(k, fmt.Sprintf("warm-%d", i)); err != nil {
+				b.Fatalf("%s: %v", k.name, err)
+			}
+		}
+	}
+
+	took := map[string][]time.Duration{}
+	asked, floorAsked := decisions(b, backend, metricsURL), floorReviews(b, floorClient, floorURL)
+	b.ResetTimer()
+	for i := range b.N {
+		for _, k := range kinds {
+			d, err := create(k, fmt.Sprint(i))
+			if err != nil {
+				b.Fatalf("%s: %v", k.name, err)
+			}
+			name := strings.TrimSuffix(k.name, "-again")
+			took[name] = append(took[name], d)
+		}
+	}
+	b.StopTimer()
+	// Every distinct pod is a review; the repeated spec may be asked again
+	// only when its allow cache entry expires (allowTTL, 100 s here).
+	for _, c := range []struct {
+		backend string
+		n       float64
+	}{
+		{"admitfn", decisions(b, backend, metricsURL) - asked},
+		{"the floor", floorReviews(b, floorClient, floorURL) - floorAsked},
+	} {
+		if c.n < float64(b.N) || c.n > float64(b.N)+2 {
+			b.Fatalf("%s answered %v reviews for %d distinct and %d repeated pods; want %d (+ at most 2 expiries)", c.backend, c.n, b.N, b.N, b.N)
+		}
+	}
+	without := median(took["without"])
+	for _, k := range []string{"without", "cached", "asked", "floor-asked"} {
+		b.ReportMetric(ms(median(took[k])), "ms/pod-"+k)
+	}
+	for _, k := range []string{"cached", "asked", "floor-asked"} {
+		b.ReportMetric(float64(median(took[k]))/float64(without), k+"/without")
+	}
+}
+
+// decisions is admitfn's count of ImageReview decisions, from /metrics.
+func decisions(b *testing.B, client *http.Client, url string) float64 {
+	b.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		b.Fatalf("%s: %v", url, err)
+	}
+	var n float64
+	for _, m := range families["admitfn_decisions_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "handler" && l.GetValue() == "imagepolicy" {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // excludeNamespace adds ns to the namespaces the webhooks leave out.
@@ -128,10 +253,6 @@ func excludeNamespace(v []admissionregistrationv1.ValidatingWebhook, ns string) 
 	}
 }
 
-// floorEnv tells a re-executed test binary to serve the floor webhook
-// instead of running tests: "addr certFile keyFile".
-const floorEnv = "ADMITFN_E2E_FLOOR"
-
 // startFloorWebhook serves the smallest correct AdmissionReview answer,
 // allowed with the request's uid, over TLS on loopback, from a process of
 // its own like admitfn's and with the same TLS setup (HTTP/1.1).
@@ -139,32 +260,85 @@ func startFloorWebhook(b *testing.B, dir string, p *pki) string {
 	b.Helper()
 	certFile, keyFile := p.server(b, "floor", "127.0.0.1")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	url := "https://" + addr
+	runFloor(b, dir, tlsClient(b, p.CAFile), url, certFile, keyFile, "")
+	return url
+}
+
+// startFloor serves the floor ImageReview backend (allowed, nothing
+// looked at) where env's apiserver expects admitfn, with the mutual TLS
+// admitfn serve --client-ca has. It returns a client holding the
+// apiserver's certificate, and the floor's URL.
+func (env *webhookEnv) startFloor(b *testing.B) (*http.Client, string) {
+	b.Helper()
+	certFile, keyFile := env.pki.server(b, "floor", "127.0.0.1")
+	pair, err := tls.LoadX509KeyPair(env.apiserverCert, env.apiserverKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := tlsClient(b, env.pki.CAFile, pair)
+	url := fmt.Sprintf("https://127.0.0.1:%d", env.backendPort)
+	runFloor(b, env.dir, client, url, certFile, keyFile, env.pki.CAFile)
+	return client, url
+}
+
+// runFloor re-executes the test binary as the floor (see serveFloor) and
+// waits until it answers.
+func runFloor(b *testing.B, dir string, client *http.Client, url, certFile, keyFile, clientCA string) {
+	b.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
-	proc := startProcEnv(b, dir, "floor-webhook", []string{floorEnv + "=" + addr + " " + certFile + " " + keyFile}, self)
-	url := "https://" + addr
-	waitReady(b, proc, tlsClient(b, p.CAFile), url+"/ready", 10*time.Second)
-	return url
+	if clientCA == "" {
+		clientCA = "-"
+	}
+	spec := strings.Join([]string{strings.TrimPrefix(url, "https://"), certFile, keyFile, clientCA}, " ")
+	proc := startProcEnv(b, dir, "floor-webhook", []string{floorEnv + "=" + spec}, self)
+	waitReady(b, proc, client, url+"/ready", 10*time.Second)
 }
 
-// serveFloor is the floor webhook's process.
+// floorEnv tells a re-executed test binary to serve the floor webhook
+// instead of running tests: "addr certFile keyFile clientCAFile", the last
+// "-" when clients need no certificate.
+const floorEnv = "ADMITFN_E2E_FLOOR"
+
+// serveFloor is the floor webhook's process. An ImageReview (POST
+// /imagepolicy) is allowed, anything else POSTed is read as an
+// AdmissionReview and allowed with its uid; GET /reviews counts the
+// ImageReviews, so a benchmark can tell which creates reached it.
 func serveFloor(spec string) error {
-	var addr, certFile, keyFile string
-	if _, err := fmt.Sscan(spec, &addr, &certFile, &keyFile); err != nil {
+	var addr, certFile, keyFile, clientCA string
+	if _, err := fmt.Sscan(spec, &addr, &certFile, &keyFile, &clientCA); err != nil {
 		return fmt.Errorf("%s=%q: %v", floorEnv, spec, err)
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}}
+	if clientCA != "-" {
+		pemBytes, err := os.ReadFile(clientCA)
+		if err != nil {
+			return err
+		}
+		cfg.ClientCAs = x509.NewCertPool()
+		if !cfg.ClientCAs.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("%s: no certificate", clientCA)
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	ln, err := tls.Listen("tcp", addr, cfg)
 	if err != nil {
 		return err
 	}
+	var imageReviews atomic.Int64
 	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ready" {
+		switch {
+		case r.URL.Path == "/ready":
+			return
+		case r.URL.Path == "/reviews":
+			fmt.Fprint(w, imageReviews.Load())
 			return
 		}
 		var review struct {
@@ -177,8 +351,28 @@ func serveFloor(spec string) error {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/imagepolicy" {
+			imageReviews.Add(1)
+			fmt.Fprint(w, `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","status":{"allowed":true}}`)
+			return
+		}
 		fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, review.Request.UID)
 	}))
+}
+
+// floorReviews is the floor's count of ImageReviews.
+func floorReviews(b *testing.B, client *http.Client, url string) float64 {
+	b.Helper()
+	resp, err := client.Get(url + "/reviews")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var n float64
+	if _, err := fmt.Fscan(resp.Body, &n); err != nil {
+		b.Fatalf("%s/reviews: %v", url, err)
+	}
+	return n
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -36,7 +36,7 @@ type webhookEnv struct {
 
 // newWebhookEnv writes the admission files with admitfn admission-config
 // (the user's path) in the given format and starts the control plane.
-func newWebhookEnv(t *testing.T, format string) *webhookEnv {
+func newWebhookEnv(t testing.TB, format string) *webhookEnv {
 	t.Helper()
 	dir := keptDir(t)
 	env := &webhookEnv{dir: dir, pki: newPKI(t, dir), backendPort: freePort(t)}
@@ -61,7 +61,7 @@ func newWebhookEnv(t *testing.T, format string) *webhookEnv {
 // startBackend runs admitfn serve with TLS and --client-ca on the port the
 // apiserver calls, waits until it is ready, and returns an HTTPS client
 // holding the apiserver's client certificate.
-func (env *webhookEnv) startBackend(t *testing.T, policyFile string, extra ...string) *http.Client {
+func (env *webhookEnv) startBackend(t testing.TB, policyFile string, extra ...string) *http.Client {
 	t.Helper()
 	backendCert, backendKey := env.pki.server(t, "admitfn", "127.0.0.1")
 	args := []string{"serve",
