@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,12 +55,12 @@ func main() {
 	// this one it would share the load generator's runtime and cores
 	// differently, and beat any separate process (0.57× it, against 0.68×
 	// the same floor as a process, measured here on 2026-11-23).
-	floor, err := start(floorBin)
+	floor, _, err := start(floorBin)
 	if err != nil {
 		fail(err)
 	}
 	defer floor.stop()
-	admitfn, err := start(bin)
+	admitfn, _, err := start(bin)
 	if err != nil {
 		fail(err)
 	}
@@ -122,7 +124,7 @@ func main() {
 		rows = append(rows, row{fmt.Sprintf("image: ko build, linux/%s, compressed (+ base)", runtime.GOARCH), mib(size), "", check(size <= 20<<20, "≤ 20 MiB")})
 	}
 	if *soak > 0 {
-		a, err := start(bin)
+		a, _, err := start(bin)
 		if err != nil {
 			fail(err)
 		}
@@ -196,24 +198,27 @@ type process struct {
 }
 
 // start runs bin (admitfn or the floor, which take the same arguments) on
-// a free loopback port and returns once it has answered a review.
-func start(bin string) (*process, error) {
+// a free loopback port and returns once it has answered a review, with the
+// time from exec to that answer.
+func start(bin string) (*process, time.Duration, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	begin := time.Now()
 	// Logs go to /dev/null: a pipe would make this process spend CPU
 	// copying them, beside the server it measures on the same two cores.
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--handlers", "imagepolicy")
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p := &process{cmd: cmd, url: "http://" + addr + "/imagepolicy"}
-	if _, err := firstAnswer(p.url, time.Now()); err != nil {
+	took, err := firstAnswer(p.url, begin)
+	if err != nil {
 		p.stop()
-		return nil, fmt.Errorf("%s: %v", filepath.Base(bin), err)
+		return nil, 0, fmt.Errorf("%s: %v", filepath.Base(bin), err)
 	}
-	return p, nil
+	return p, took, nil
 }
 
 // sameReply checks that the floor answers the payload with admitfn's
@@ -329,8 +334,7 @@ func medianResult(rs []result) result {
 		for _, r := range rs {
 			xs = append(xs, v(r))
 		}
-		sort.Float64s(xs)
-		return xs[len(xs)/2]
+		return median(xs)
 	}
 	m := result{
 		rate: pick(func(r result) float64 { return r.rate }),
@@ -470,39 +474,25 @@ func coldStarts(n int, bins ...string) ([]time.Duration, error) {
 	times := make([][]time.Duration, len(bins))
 	for range n {
 		for i, bin := range bins {
-			took, err := coldStart(bin)
+			p, took, err := start(bin)
 			if err != nil {
 				return nil, err
 			}
+			p.stop()
 			times[i] = append(times[i], took)
 		}
 	}
 	medians := make([]time.Duration, len(bins))
 	for i, t := range times {
-		sort.Slice(t, func(a, b int) bool { return t[a] < t[b] })
-		medians[i] = t[len(t)/2]
+		medians[i] = median(t)
 	}
 	return medians, nil
 }
 
-// coldStart runs bin once and measures exec → first answered review.
-func coldStart(bin string) (time.Duration, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--handlers", "imagepolicy")
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	took, err := firstAnswer("http://"+addr+"/imagepolicy", start)
-	cmd.Process.Signal(os.Interrupt)
-	cmd.Wait()
-	if err != nil {
-		return 0, fmt.Errorf("%s: %v", filepath.Base(bin), err)
-	}
-	return took, nil
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 type soakResult struct {
