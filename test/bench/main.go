@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -65,22 +66,29 @@ func main() {
 		fail(err)
 	}
 	defer admitfn.stop()
-	floorURL := floor.url
-	if err := sameReply(floorURL, admitfn.url); err != nil {
+	if err := sameReply(floor.url, admitfn.url); err != nil {
 		fail(err)
 	}
 
 	floorMax, admMax := paired(*rounds,
-		func() result { return load(floorURL, *workers, *duration, 0, nil) },
-		func() result { return load(admitfn.url, *workers, *duration, 0, admitfn.rssSampler()) })
+		func() result { return load(floor, *workers, *duration, 0) },
+		func() result { return load(admitfn, *workers, *duration, 0) })
+	// The servers and the load generator share the cores, so a rate ratio
+	// is (floor's CPU + generator's) / (admitfn's + generator's) per review:
+	// the CPU rows say where the difference is, steadier than rates on a
+	// shared machine.
+	cpuFor08 := (floorMax.serverCPU+floorMax.loadCPU)*10/8 - admMax.loadCPU
 	rows = append(rows,
 		row{fmt.Sprintf("floor: max throughput (median of %d runs of %s)", *rounds, *duration), fmt.Sprintf("%.0f req/s", floorMax.rate), "", ""},
 		row{"admitfn: max throughput", fmt.Sprintf("%.0f req/s", admMax.rate), fmt.Sprintf("%.2f× floor", admMax.rate/floorMax.rate), check(admMax.rate/floorMax.rate >= 0.8, "≥ 0.8× floor")},
+		row{"CPU per review at max rate, floor: server / load generator", fmt.Sprintf("%s / %s", us(floorMax.serverCPU), us(floorMax.loadCPU)), "", ""},
+		row{"CPU per review at max rate, admitfn: server / load generator", fmt.Sprintf("%s / %s", us(admMax.serverCPU), us(admMax.loadCPU)),
+			fmt.Sprintf("server %.2f× floor", float64(admMax.serverCPU)/float64(floorMax.serverCPU)), fmt.Sprintf("(0.8× floor needs admitfn's server ≤ %s)", us(cpuFor08))},
 	)
 	half := admMax.rate / 2
 	floorHalf, admHalf := paired(*rounds,
-		func() result { return load(floorURL, *workers, *duration, floorMax.rate/2, nil) },
-		func() result { return load(admitfn.url, *workers, *duration, half, admitfn.rssSampler()) })
+		func() result { return load(floor, *workers, *duration, floorMax.rate/2) },
+		func() result { return load(admitfn, *workers, *duration, half) })
 	rows = append(rows,
 		row{fmt.Sprintf("floor at %.0f req/s: p50 / p99", floorMax.rate/2), fmt.Sprintf("%s / %s", ms(floorHalf.p50), ms(floorHalf.p99)), "", ""},
 		row{fmt.Sprintf("admitfn at %.0f req/s: p50 / p99", half), fmt.Sprintf("%s / %s", ms(admHalf.p50), ms(admHalf.p99)),
@@ -112,6 +120,7 @@ func main() {
 			row{"  with admitfn's validating webhook", fmt.Sprintf("%.2f ms", m["ms/pod-with-admitfn"]), fmt.Sprintf("%.2f× no webhook", m["admitfn/without"]), check(m["admitfn/without"] <= 1.2, "≤ 1.2× no webhook")},
 			row{fmt.Sprintf("pod create, ImagePolicyWebhook, median of %d: apiserver without the plugin", *creates), fmt.Sprintf("%.2f ms", ip["ms/pod-without"]), "", ""},
 			row{"  plugin, same pod spec again (answered by its allow cache)", fmt.Sprintf("%.2f ms", ip["ms/pod-cached"]), fmt.Sprintf("%.2f× no plugin", ip["cached/without"]), ""},
+			row{"  the same on the floor's apiserver (its twin, for comparison)", fmt.Sprintf("%.2f ms", ip["ms/pod-floor-cached"]), fmt.Sprintf("%.2f× no plugin", ip["floor-cached/without"]), ""},
 			row{"  plugin asking a minimal backend (allow; the floor)", fmt.Sprintf("%.2f ms", ip["ms/pod-floor-asked"]), fmt.Sprintf("%.2f× no plugin", ip["floor-asked/without"]), ""},
 			row{"  plugin asking admitfn", fmt.Sprintf("%.2f ms", ip["ms/pod-asked"]), fmt.Sprintf("%.2f× no plugin", ip["asked/without"]), check(ip["asked/without"] <= 1.2, "≤ 1.2× no plugin")},
 		)
@@ -165,6 +174,7 @@ func fail(err error) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
 func mib(b int64) string        { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
 
 // build compiles the admitfn binary and the cold-start floor into a
 // temporary folder, both as ko.yaml builds admitfn: static (no cgo, so no
@@ -293,26 +303,68 @@ func (p *process) rss() int64 {
 
 func (p *process) peakRSS() int64 { return p.peak.Load() }
 
-// rssSampler samples RSS while a load runs, keeping the peak.
-func (p *process) rssSampler() func() func() {
-	return func() func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			t := time.NewTicker(50 * time.Millisecond)
-			defer t.Stop()
-			for {
-				if r := p.rss(); r > p.peak.Load() {
-					p.peak.Store(r)
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
-		return cancel
+// cpu is the CPU time, user and system, the process has used so far.
+func (p *process) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
 	}
+	d, _ := statCPU(b)
+	return d
+}
+
+// statCPU reads utime and stime, fields 14 and 15 of a /proc/PID/stat
+// line, in clock ticks of 1/100 s (fixed so by the kernel's ABI).
+func statCPU(stat []byte) (time.Duration, error) {
+	// The command name, field 2, is in parentheses and may hold spaces
+	// and parentheses itself: count from the last ')'.
+	end := bytes.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, fmt.Errorf("no command name in %q", stat)
+	}
+	f := strings.Fields(string(stat[end+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("utime or stime %q: %v", s, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// selfCPU is the CPU time this process (the load generator) has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// sampleRSS samples RSS until the function it returns is called, keeping
+// the peak.
+func (p *process) sampleRSS() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if r := p.rss(); r > p.peak.Load() {
+				p.peak.Store(r)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return cancel
 }
 
 // paired runs floor and admitfn alternately, rounds times each, and
@@ -337,9 +389,11 @@ func medianResult(rs []result) result {
 		return median(xs)
 	}
 	m := result{
-		rate: pick(func(r result) float64 { return r.rate }),
-		p50:  time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
-		p99:  time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		rate:      pick(func(r result) float64 { return r.rate }),
+		p50:       time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p99:       time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		serverCPU: time.Duration(pick(func(r result) float64 { return float64(r.serverCPU) })),
+		loadCPU:   time.Duration(pick(func(r result) float64 { return float64(r.loadCPU) })),
 	}
 	for _, r := range rs {
 		m.errors += r.errors
@@ -351,20 +405,23 @@ type result struct {
 	rate     float64
 	p50, p99 time.Duration
 	errors   int64
+	// serverCPU and loadCPU are the CPU time the server and the load
+	// generator spent per answered review.
+	serverCPU, loadCPU time.Duration
 }
 
-// load drives url with workers connections for d: as fast as it can when
-// rate is 0, else paced at rate requests per second in total.
-func load(url string, workers int, d time.Duration, rate float64, sample func() func()) result {
-	if sample != nil {
-		defer sample()()
-	}
-	req, addr, err := rawRequest(url)
+// load drives p with workers connections for d: as fast as it can when
+// rate is 0, else paced at rate requests per second in total. It keeps
+// p's peak RSS.
+func load(p *process, workers int, d time.Duration, rate float64) result {
+	defer p.sampleRSS()()
+	req, addr, err := rawRequest(p.url)
 	if err != nil {
 		return result{errors: 1}
 	}
 	var count, errors atomic.Int64
 	lat := make([][]time.Duration, workers)
+	serverCPU, loadCPU := p.cpu(), selfCPU()
 	deadline := time.Now().Add(d)
 	var interval time.Duration
 	if rate > 0 {
@@ -402,12 +459,16 @@ func load(url string, workers int, d time.Duration, rate float64, sample func() 
 		}()
 	}
 	wg.Wait()
+	serverCPU, loadCPU = p.cpu()-serverCPU, selfCPU()-loadCPU
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	r := result{rate: float64(count.Load()) / d.Seconds(), errors: errors.Load()}
+	if n := count.Load(); n > 0 {
+		r.serverCPU, r.loadCPU = serverCPU/time.Duration(n), loadCPU/time.Duration(n)
+	}
 	if len(all) > 0 {
 		r.p50, r.p99 = all[len(all)/2], all[len(all)*99/100]
 	}
@@ -504,7 +565,7 @@ type soakResult struct {
 func runSoak(p *process, workers int, d time.Duration, rate float64) soakResult {
 	var s soakResult
 	done := make(chan result)
-	go func() { done <- load(p.url, workers, d, rate, nil) }()
+	go func() { done <- load(p, workers, d, rate) }()
 	time.Sleep(min(d/6, 10*time.Second))
 	s.rssStart = p.rss()
 	time.Sleep(d - 2*min(d/6, 10*time.Second))
