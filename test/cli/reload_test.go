@@ -196,3 +196,63 @@ func TestLogLevelFromMountedConfigMap(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDecisionLogSampling sends a burst of reviews and counts the decision
+// lines: by default zap's sampling (knative.dev/pkg's production logger)
+// keeps, per second, the first 100 and every 100th after them; a logging
+// ConfigMap with "sampling": null keeps every one.
+func TestDecisionLogSampling(t *testing.T) {
+	t.Parallel()
+	const burst, workers = 400, 4
+	for _, c := range []struct {
+		name      string
+		zapConfig string // "" starts without --logging-config
+		sampled   bool
+	}{
+		{"default: sampled", "", true},
+		{`"sampling": null: every decision`, `{"level": "info", "encoding": "json", "outputPaths": ["stderr"], "sampling": null}`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"--handlers", "imagepolicy"}
+			if c.zapConfig != "" {
+				cm := &mountedConfigMap{dir: t.TempDir()}
+				cm.update(t, "zap-logger-config", c.zapConfig)
+				args = append(args, "--logging-config", cm.dir)
+			}
+			p := startServe(t, args...)
+			client := &http.Client{Timeout: 10 * time.Second}
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for range burst / workers {
+						resp, err := client.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						resp.Body.Close()
+					}
+				})
+			}
+			wg.Wait()
+			took := time.Since(start)
+			p.stop(t)
+			got := strings.Count(p.stderr.String(), `"message":"decision"`)
+			want, most := burst, burst
+			if c.sampled {
+				// The sampler counts in one-second windows from the first
+				// line; a slow machine spreads the burst over more of them.
+				windows := int(took/time.Second) + 1
+				want, most = min(burst, 100), windows*(100+burst/100)
+				if most >= burst {
+					t.Fatalf("the burst took %v: %d windows of sampling could keep all %d lines, so this run cannot show it", took, windows, burst)
+				}
+			}
+			if got < want || got > most {
+				t.Errorf("%d decision lines for %d reviews in %v, want %d to %d", got, burst, took, want, most)
+			}
+		})
+	}
+}

@@ -2,13 +2,16 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.uber.org/zap"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -223,5 +226,32 @@ func TestFuncYAMLSchema(t *testing.T) {
 	broken := strings.Replace(string(data), "invoke: http", "invoke: grpc", 1)
 	if err := schema.Validate(instance([]byte(broken))); err == nil {
 		t.Error("the schema accepted invoke: grpc; the validator is not checking")
+	}
+}
+
+// TestLoggingConfigMap checks that the shipped zap-logger-config is a zap
+// configuration with no misspelt key (knative.dev/pkg would fall back to
+// its default logger without a word) and samples as its comment says.
+func TestLoggingConfigMap(t *testing.T) {
+	data, err := os.ReadFile("../../config/310-logging.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm corev1.ConfigMap
+	if err := yaml.UnmarshalStrict(data, &cm); err != nil {
+		t.Fatalf("config/310-logging.yaml: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(cm.Data["zap-logger-config"]))
+	dec.DisallowUnknownFields()
+	var zc zap.Config
+	if err := dec.Decode(&zc); err != nil {
+		t.Fatalf("zap-logger-config: %v", err)
+	}
+	if diff := cmp.Diff(&zap.SamplingConfig{Initial: 100, Thereafter: 100}, zc.Sampling,
+		cmpopts.IgnoreFields(zap.SamplingConfig{}, "Hook")); diff != "" {
+		t.Errorf("zap-logger-config sampling (-want +got):\n%s", diff)
+	}
+	if got := cm.Data["loglevel.admitfn"]; got != "info" {
+		t.Errorf("loglevel.admitfn = %q, want info (one line per decision)", got)
 	}
 }
