@@ -75,8 +75,7 @@ func main() {
 		func() result { return load(admitfn, *workers, *duration, 0) })
 	// The servers and the load generator share the cores, so a rate ratio
 	// is (floor's CPU + generator's) / (admitfn's + generator's) per review:
-	// the CPU rows say where the difference is, steadier than rates on a
-	// shared machine.
+	// the CPU rows say which part differs.
 	cpuFor08 := (floorMax.serverCPU+floorMax.loadCPU)*10/8 - admMax.loadCPU
 	rows = append(rows,
 		row{fmt.Sprintf("floor: max throughput (median of %d runs of %s)", *rounds, *duration), fmt.Sprintf("%.0f req/s", floorMax.rate), "", ""},
