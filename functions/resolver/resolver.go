@@ -119,6 +119,11 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.L
 	}
 	r.onCache("miss")
 	ch := r.group.DoChan(key, func() (any, error) {
+		// A flight for key may have ended, its answer cached, between the
+		// miss above and this one starting.
+		if f, ok := r.fresh(ref, level); ok {
+			return f, nil
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.settings.Timeout)
 		defer cancel()
 		return r.lookup(fctx, key, ref, level), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,6 +207,49 @@ func TestOneRegistryCallForConcurrentLookups(t *testing.T) {
 	}
 	if got := reg.ManifestRequests(); got != 1 {
 		t.Errorf("registry saw %d manifest requests for %d concurrent lookups, want 1 (all: %v)", got, n, reg.Requests())
+	}
+}
+
+// TestLookupAfterAFlightEnds makes the second of two lookups miss the
+// cache while the first one's registry call is still to come, and ask for
+// its own call only after that call has ended and been cached: it must
+// find the answer there, not call the registry again.
+func TestLookupAfterAFlightEnds(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	reg.Push("race:v1", registrytest.Image(t, nil))
+	reg.ResetCounts()
+	firstMissed, secondMissed, firstDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var misses atomic.Int32
+	r, err := New(settings(reg.Host()), WithKeychain(authn.NewMultiKeychain()), WithCacheObserver(func(result string) {
+		if result != "miss" {
+			return
+		}
+		switch misses.Add(1) {
+		case 1: // the first lookup waits until the second has missed too
+			close(firstMissed)
+			<-secondMissed
+		case 2: // the second waits until the first has its answer
+			close(secondMissed)
+			<-firstDone
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	race := ref(t, reg.Ref("race", ":v1"))
+	results := make(chan policy.Facts, 2)
+	go func() { results <- r.Resolve(context.Background(), race, policy.LevelDigest) }()
+	<-firstMissed
+	go func() { results <- r.Resolve(context.Background(), race, policy.LevelDigest) }()
+	first := <-results
+	close(firstDone)
+	second := <-results
+	if first.Digest == "" || second.Digest != first.Digest {
+		t.Fatalf("digests %q and %q, want one digest twice (errors %v, %v)", first.Digest, second.Digest, first.Err, second.Err)
+	}
+	if got := reg.ManifestRequests(); got != 1 {
+		t.Errorf("registry saw %d manifest requests, want 1: the second lookup should find the first's answer in the cache", got)
 	}
 }
 
