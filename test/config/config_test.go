@@ -24,14 +24,7 @@ import (
 // TestPolicyConfigMap checks that the policy shipped in config/ parses and
 // is the embedded default, so a fresh deployment behaves like `make run`.
 func TestPolicyConfigMap(t *testing.T) {
-	data, err := os.ReadFile("../../config/300-policy.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cm corev1.ConfigMap
-	if err := yaml.UnmarshalStrict(data, &cm); err != nil {
-		t.Fatalf("config/300-policy.yaml: %v", err)
-	}
+	cm := readConfigMap(t, "300-policy.yaml")
 	doc, ok := cm.Data["policy.yaml"]
 	if !ok {
 		t.Fatalf("ConfigMap %s has no policy.yaml key", cm.Name)
@@ -233,14 +226,7 @@ func TestFuncYAMLSchema(t *testing.T) {
 // configuration with no misspelt key (knative.dev/pkg would fall back to
 // its default logger without a word) and samples as its comment says.
 func TestLoggingConfigMap(t *testing.T) {
-	data, err := os.ReadFile("../../config/310-logging.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cm corev1.ConfigMap
-	if err := yaml.UnmarshalStrict(data, &cm); err != nil {
-		t.Fatalf("config/310-logging.yaml: %v", err)
-	}
+	cm := readConfigMap(t, "310-logging.yaml")
 	dec := json.NewDecoder(strings.NewReader(cm.Data["zap-logger-config"]))
 	dec.DisallowUnknownFields()
 	var zc zap.Config
@@ -254,4 +240,19 @@ func TestLoggingConfigMap(t *testing.T) {
 	if got := cm.Data["loglevel.admitfn"]; got != "info" {
 		t.Errorf("loglevel.admitfn = %q, want info (one line per decision)", got)
 	}
+}
+
+// readConfigMap reads config/<file>, which must hold one ConfigMap and no
+// field a ConfigMap does not have.
+func readConfigMap(t *testing.T, file string) corev1.ConfigMap {
+	t.Helper()
+	data, err := os.ReadFile("../../config/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm corev1.ConfigMap
+	if err := yaml.UnmarshalStrict(data, &cm); err != nil {
+		t.Fatalf("config/%s: %v", file, err)
+	}
+	return cm
 }
