@@ -11,56 +11,21 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/authn"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/metrics/metricstest"
 	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
 )
 
-// Scrape fetches /metrics from h and parses it with Prometheus' own text
-// parser.
+// scrape fetches /metrics from h and parses it.
 func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path, nil))
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(rec.Body)
-	if err != nil {
-		t.Fatalf("/metrics is not Prometheus text: %v", err)
-	}
-	return families
-}
-
-// value returns the sample of family whose labels include want.
-func value(families map[string]*dto.MetricFamily, family string, want map[string]string) float64 {
-	f, ok := families[family]
-	if !ok {
-		return -1
-	}
-	for _, m := range f.Metric {
-		labels := map[string]string{}
-		for _, l := range m.Label {
-			labels[l.GetName()] = l.GetValue()
-		}
-		match := true
-		for k, v := range want {
-			match = match && labels[k] == v
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return 0
+	return metricstest.Parse(t, rec.Body)
 }
 
 func TestMetrics(t *testing.T) {
@@ -95,14 +60,14 @@ func TestMetrics(t *testing.T) {
 
 	f := scrape(t, m.Handler())
 	got := map[string]float64{
-		"denied imagepolicy/no-latest": value(f, "admitfn_decisions_total", map[string]string{"handler": "imagepolicy", "rule": "no-latest", "result": "denied"}),
-		"allowed validating/none":      value(f, "admitfn_decisions_total", map[string]string{"handler": "validating", "rule": "none", "result": "allowed"}),
-		"latency samples imagepolicy":  value(f, "admitfn_review_duration_seconds", map[string]string{"handler": "imagepolicy"}),
-		"cache hit":                    value(f, "admitfn_resolver_cache_total", map[string]string{"result": "hit"}),
-		"cache miss":                   value(f, "admitfn_resolver_cache_total", map[string]string{"result": "miss"}),
-		"registry 404":                 value(f, "admitfn_registry_requests_total", map[string]string{"code": "404"}),
-		"events dropped":               value(f, "admitfn_events_total", map[string]string{"outcome": "dropped"}),
-		"reload failures":              value(f, "admitfn_policy_reloads_total", map[string]string{"result": "failure"}),
+		"denied imagepolicy/no-latest": metricstest.Value(f, "admitfn_decisions_total", map[string]string{"handler": "imagepolicy", "rule": "no-latest", "result": "denied"}),
+		"allowed validating/none":      metricstest.Value(f, "admitfn_decisions_total", map[string]string{"handler": "validating", "rule": "none", "result": "allowed"}),
+		"latency samples imagepolicy":  metricstest.Value(f, "admitfn_review_duration_seconds", map[string]string{"handler": "imagepolicy"}),
+		"cache hit":                    metricstest.Value(f, "admitfn_resolver_cache_total", map[string]string{"result": "hit"}),
+		"cache miss":                   metricstest.Value(f, "admitfn_resolver_cache_total", map[string]string{"result": "miss"}),
+		"registry 404":                 metricstest.Value(f, "admitfn_registry_requests_total", map[string]string{"code": "404"}),
+		"events dropped":               metricstest.Value(f, "admitfn_events_total", map[string]string{"outcome": "dropped"}),
+		"reload failures":              metricstest.Value(f, "admitfn_policy_reloads_total", map[string]string{"result": "failure"}),
 	}
 	want := map[string]float64{
 		"denied imagepolicy/no-latest": 1, "allowed validating/none": 1, "latency samples imagepolicy": 1,
@@ -111,7 +76,7 @@ func TestMetrics(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
 	}
-	if value(f, "admitfn_registry_requests_total", map[string]string{"code": "200"}) < 1 {
+	if metricstest.Value(f, "admitfn_registry_requests_total", map[string]string{"code": "200"}) < 1 {
 		t.Errorf("no successful registry request counted")
 	}
 	if _, ok := f["go_goroutines"]; !ok {
@@ -137,7 +102,7 @@ func TestExposition(t *testing.T) {
 		t.Errorf("Content-Type = %q", ct)
 	}
 	f := scrape(t, m.Handler())
-	if got := value(f, "admitfn_decisions_total", map[string]string{"handler": "validating", "rule": weird, "result": "denied"}); got != 4 {
+	if got := metricstest.Value(f, "admitfn_decisions_total", map[string]string{"handler": "validating", "rule": weird, "result": "denied"}); got != 4 {
 		t.Errorf("decisions of rule %q = %v, want 4", weird, got)
 	}
 	h := f["admitfn_review_duration_seconds"].GetMetric()[0].GetHistogram()

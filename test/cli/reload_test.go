@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"k8s.io/api/imagepolicy/v1alpha1"
+
+	"github.com/admitfn/admitfn/functions/metrics/metricstest"
 )
 
 // mountedConfigMap lays out a folder the way the kubelet mounts a
@@ -116,7 +115,7 @@ func TestPolicyHotReload(t *testing.T) {
 	waitUntil("the second policy is in force", func() bool { allowed, name, _ := judge("busybox:1.36"); return !allowed && name == "second" })
 
 	cm.update(t, "policy.yaml", policyHead+"metadata: {name: broken}\nspec:\n  rules:\n  - name: no-busybox\n    repositories: {deny: [busybox]}\n    nonroot: true\n")
-	waitUntil("the broken policy is rejected", func() bool { return reloads(t, p.url)["failure"] == 1 })
+	waitUntil("the broken policy is rejected", func() bool { return reloads(t, p.url, "failure") == 1 })
 	if allowed, name, err := judge("busybox:1.36"); err != nil || allowed || name != "second" {
 		t.Errorf("after a broken update: allowed %v by %q, %v; want the second policy still in force", allowed, name, err)
 	}
@@ -125,8 +124,8 @@ func TestPolicyHotReload(t *testing.T) {
 	if n := failures.Load(); n != 0 {
 		t.Errorf("%d of %d reviews failed during the reloads; first: %v", n, reviews.Load(), firstFailure.Load())
 	}
-	if got := reloads(t, p.url); got["success"] != 1 || got["failure"] != 1 {
-		t.Errorf("reload counts %v, want one success and one failure", got)
+	if success, failure := reloads(t, p.url, "success"), reloads(t, p.url, "failure"); success != 1 || failure != 1 {
+		t.Errorf("reload counts: %v successes, %v failures; want one of each", success, failure)
 	}
 	logs := p.stderr.String()
 	for _, want := range []string{`"message":"policy reloaded"`, `"message":"new policy rejected; the last good policy stays in force"`, `unknown field \"spec.rules[0].nonroot\"`, `"message":"decision"`} {
@@ -137,35 +136,10 @@ func TestPolicyHotReload(t *testing.T) {
 	t.Logf("%d reviews during two reloads, none failed", reviews.Load())
 }
 
-// reloads scrapes /metrics and returns admitfn_policy_reloads_total by result.
-func reloads(t *testing.T, url string) map[string]float64 {
+// reloads is admitfn_policy_reloads_total{result=result}, from /metrics.
+func reloads(t *testing.T, url, result string) float64 {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics: %v", err)
-	}
-	out := map[string]float64{}
-	if f := families["admitfn_policy_reloads_total"]; f != nil {
-		for _, m := range f.Metric {
-			out[label(m, "result")] = m.Counter.GetValue()
-		}
-	}
-	return out
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.Label {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
+	return metricstest.Value(metricstest.Get(t, http.DefaultClient, url+"/metrics"), "admitfn_policy_reloads_total", map[string]string{"result": result})
 }
 
 // TestLogLevelFromMountedConfigMap changes loglevel.admitfn in a mounted

@@ -16,13 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/admitfn/admitfn/functions/metrics/metricstest"
 )
 
 // BenchmarkPodCreate measures pod creation through the real apiserver with
@@ -213,25 +213,7 @@ func unthrottled(b *testing.B, cp *controlPlane) *kubernetes.Clientset {
 // decisions is admitfn's count of ImageReview decisions, from /metrics.
 func decisions(b *testing.B, client *http.Client, url string) float64 {
 	b.Helper()
-	resp, err := client.Get(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		b.Fatalf("%s: %v", url, err)
-	}
-	var n float64
-	for _, m := range families["admitfn_decisions_total"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "handler" && l.GetValue() == "imagepolicy" {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
+	return metricstest.Value(metricstest.Get(b, client, url), "admitfn_decisions_total", map[string]string{"handler": "imagepolicy"})
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
