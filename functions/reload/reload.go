@@ -20,6 +20,12 @@ import (
 // and do not move the baseline.
 func Poll(ctx context.Context, interval time.Duration, read func() (string, error), changed func(string), failed func(error)) {
 	last, _ := read()
+	PollFrom(ctx, interval, last, read, changed, failed)
+}
+
+// PollFrom is Poll with the baseline given: the value the caller already
+// loaded, so a change between that load and the first poll is not lost.
+func PollFrom(ctx context.Context, interval time.Duration, last string, read func() (string, error), changed func(string), failed func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -6,12 +6,10 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 )
@@ -39,6 +37,12 @@ type Config struct {
 	// BaseContext is the parent of every request's context (it carries the
 	// logger).
 	BaseContext context.Context
+	// CertReloadInterval is how often TLSCert, TLSKey and ClientCA are
+	// read again, so renewed files are served without a restart: 0 means
+	// every 2 seconds, a negative value never.
+	CertReloadInterval time.Duration
+	// CertEvents are told of each reload and each failed one.
+	CertEvents ReloadEvents
 }
 
 // Server is a started server.
@@ -49,12 +53,14 @@ type Server struct {
 	scheme   string
 	grace    time.Duration
 	serveErr chan error
+	// stopWatch ends the certificate watch.
+	stopWatch context.CancelFunc
 }
 
 // Start validates cfg, loads certificates and starts listening. It makes no
 // outbound network call, so a cold start is ready in milliseconds.
 func Start(cfg Config) (*Server, error) {
-	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, serveErr: make(chan error, 1)}
+	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, serveErr: make(chan error, 1), stopWatch: func() {}}
 	if s.grace == 0 {
 		s.grace = 10 * time.Second
 	}
@@ -81,7 +87,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.BaseContext != nil {
 		s.srv.BaseContext = func(net.Listener) context.Context { return cfg.BaseContext }
 	}
-	tlsCfg, err := tlsConfig(cfg)
+	certs, loaded, err := tlsConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -89,9 +95,17 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	if tlsCfg != nil {
+	if certs != nil {
 		s.scheme = "https"
-		ln = tls.NewListener(ln, tlsCfg)
+		ln = tls.NewListener(ln, certs.listenerConfig())
+		if interval := cfg.CertReloadInterval; interval >= 0 {
+			if interval == 0 {
+				interval = 2 * time.Second
+			}
+			var ctx context.Context
+			ctx, s.stopWatch = context.WithCancel(context.Background())
+			go certs.watch(ctx, interval, loaded, cfg.CertEvents)
+		}
 	}
 	s.ln = ln
 	s.ready.Store(true)
@@ -99,34 +113,17 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func tlsConfig(cfg Config) (*tls.Config, error) {
+func tlsConfig(cfg Config) (*certSource, string, error) {
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-		return nil, errors.New("--tls-cert and --tls-key go together: give both or neither")
+		return nil, "", errors.New("--tls-cert and --tls-key go together: give both or neither")
 	}
 	if cfg.TLSCert == "" {
 		if cfg.ClientCA != "" {
-			return nil, errors.New("--client-ca needs TLS: give --tls-cert and --tls-key too")
+			return nil, "", errors.New("--client-ca needs TLS: give --tls-cert and --tls-key too")
 		}
-		return nil, nil
+		return nil, "", nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("loading --tls-cert %s and --tls-key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
-	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if cfg.ClientCA != "" {
-		pemBytes, err := os.ReadFile(cfg.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("reading --client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("--client-ca %s holds no PEM certificate", cfg.ClientCA)
-		}
-		c.ClientCAs = pool
-		c.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return c, nil
+	return newCertSource(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA)
 }
 
 // URL is the base URL the server answers on, with a loopback host when it
@@ -155,6 +152,7 @@ func (s *Server) Wait(ctx context.Context) error {
 // Shutdown stops the server gracefully.
 func (s *Server) Shutdown() error {
 	s.ready.Store(false)
+	s.stopWatch()
 	ctx, cancel := context.WithTimeout(context.Background(), s.grace)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); err != nil {

@@ -3,11 +3,15 @@ package server
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -205,5 +209,210 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 	}
 	if _, err := get(http.DefaultClient, url+LivenessPath); err == nil {
 		t.Error("server still answers after Shutdown")
+	}
+}
+
+// writeAtomically replaces path as a renewal tool does: a new file renamed
+// over the old one, so a reader sees the old content or the new, whole.
+func writeAtomically(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCertificateRotationUnderLoad renews the serving certificate while
+// clients keep opening connections: every request must succeed, and new
+// connections must get the renewed certificate without a restart. The
+// certificate is replaced before its key, with a pause between, so
+// reloads also see a pair that does not match and must keep the old one.
+func TestCertificateRotationUnderLoad(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	var reloads, failures atomic.Int32
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ClientCA: p.caFile,
+		Routes:             map[string]http.Handler{"/x": ok},
+		CertReloadInterval: 10 * time.Millisecond,
+		CertEvents: ReloadEvents{
+			Reloaded: func(*x509.Certificate) { reloads.Add(1) },
+			Failed:   func(error) { failures.Add(1) },
+		}})
+	renewed, err := p.ca.Server("127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewedLeaf := parseLeaf(t, renewed.Cert)
+
+	var (
+		mu      sync.Mutex
+		serials = map[string]int{}
+		errs    []error
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	const workers, maxPerWorker = 4, 3000
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range maxPerWorker {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// A transport per request: every request is a new
+				// handshake, as the apiserver's first call after a
+				// connection drops would be.
+				tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: []tls.Certificate{p.client}}}
+				resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: tr}).Get(s.URL() + "/x")
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						errs = append(errs, fmt.Errorf("status %d", resp.StatusCode))
+					}
+					serials[resp.TLS.PeerCertificates[0].SerialNumber.String()]++
+				}
+				mu.Unlock()
+				tr.CloseIdleConnections()
+			}
+		}()
+	}
+	seen := func(serial string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return serials[serial] > 0 }
+	}
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range serials {
+			n += c
+		}
+		return n
+	}
+	waitUntil(t, 10*time.Second, "requests before the renewal", func() bool { return total() >= 50 })
+	writeAtomically(t, p.certFile, renewed.Cert)
+	time.Sleep(50 * time.Millisecond) // reloads meet a certificate without its key
+	writeAtomically(t, p.keyFile, renewed.Key)
+	waitUntil(t, 10*time.Second, "a connection served the renewed certificate", seen(renewedLeaf.SerialNumber.String()))
+	before := total()
+	waitUntil(t, 10*time.Second, "requests after the renewal", func() bool { return total() >= before+50 })
+	close(stop)
+	wg.Wait()
+
+	t.Logf("requests by serving certificate serial: %v; reloads %d, failed reloads %d", serials, reloads.Load(), failures.Load())
+	if len(errs) > 0 {
+		t.Errorf("%d of %d requests failed during the renewal; first: %v", len(errs), total()+len(errs), errs[0])
+	}
+	if len(serials) != 2 {
+		t.Errorf("connections saw %d certificates, want the old one and the renewed one", len(serials))
+	}
+	if reloads.Load() != 1 {
+		t.Errorf("%d reloads, want 1 (the matching pair)", reloads.Load())
+	}
+}
+
+// TestClientCARotation moves --client-ca to a new CA through a bundle of
+// both, as a CA rollover does: the new CA's clients are let in once the
+// bundle is read, and the old CA's are refused once it is gone.
+func TestClientCARotation(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	next, err := devcert.NewCA("next-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextPair, err := next.Client("kube-apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextClient, err := tls.X509KeyPair(nextPair.Cert, nextPair.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ClientCA: p.caFile,
+		Routes: map[string]http.Handler{"/x": ok}, CertReloadInterval: 10 * time.Millisecond})
+	accepted := func(cert tls.Certificate) func() bool {
+		return func() bool {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: []tls.Certificate{cert}}}
+			defer tr.CloseIdleConnections()
+			code, err := get(&http.Client{Timeout: 5 * time.Second, Transport: tr}, s.URL()+"/x")
+			return err == nil && code == http.StatusOK
+		}
+	}
+	refused := func(cert tls.Certificate) func() bool {
+		return func() bool { return !accepted(cert)() }
+	}
+	if !accepted(p.client)() || accepted(nextClient)() {
+		t.Fatal("before the rollover: want the old CA's client in and the new CA's out")
+	}
+	writeAtomically(t, p.caFile, append(append([]byte{}, p.ca.PEM...), next.PEM...))
+	waitUntil(t, 10*time.Second, "the new CA's client let in", accepted(nextClient))
+	if !accepted(p.client)() {
+		t.Error("during the rollover the old CA's client was refused")
+	}
+	writeAtomically(t, p.caFile, next.PEM)
+	waitUntil(t, 10*time.Second, "the old CA's client refused", refused(p.client))
+	if !accepted(nextClient)() {
+		t.Error("after the rollover the new CA's client was refused")
+	}
+}
+
+// TestCertificateReloadKeepsServingOnBadFiles replaces the pair with
+// something that does not load: the old certificate stays in service and
+// the failure is reported.
+func TestCertificateReloadKeepsServingOnBadFiles(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	failed := make(chan error, 100)
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile,
+		Routes: map[string]http.Handler{"/x": ok}, CertReloadInterval: 10 * time.Millisecond,
+		CertEvents: ReloadEvents{Failed: func(err error) { failed <- err }}})
+	writeAtomically(t, p.certFile, []byte("not a certificate"))
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), "loading --tls-cert") {
+			t.Errorf("reload error %q does not name the file it could not load", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a certificate file that does not parse was not reported")
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}}
+	if code, err := get(client, s.URL()+"/x"); err != nil || code != http.StatusOK {
+		t.Errorf("after a bad renewal GET = %d, %v; want the old certificate to keep serving", code, err)
+	}
+}
+
+func parseLeaf(t *testing.T, certPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatal("no PEM block")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -44,7 +45,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	handlers := fs.String("handlers", app.Handlers(), "comma-separated endpoints to mount: "+app.Handlers())
 	devCerts := fs.String("dev-certs", "", "make a throwaway CA and a localhost serving certificate in this folder and serve HTTPS with them (for trying admitfn out)")
 	loggingDir := fs.String("logging-config", "", "mounted logging ConfigMap folder (zap-logger-config, loglevel."+loggerName+"); reloaded when it changes")
-	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration is checked for changes")
+	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration (policy, logging, TLS certificate, key and client CA) is checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -85,6 +86,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg.BaseContext = logging.WithLogger(context.Background(), logger)
+	cfg.CertReloadInterval = *poll
+	cfg.CertEvents = server.ReloadEvents{
+		Reloaded: func(leaf *x509.Certificate) {
+			logger.Infow("serving a renewed TLS certificate", "subject", leaf.Subject.String(), "notAfter", leaf.NotAfter)
+		},
+		Failed: func(err error) {
+			logger.Warnw("cannot load the changed TLS files; the previous certificate stays in service", zap.Error(err))
+		},
+	}
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return fail("%v", err)
