@@ -2,6 +2,7 @@ package admissionconfig
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,6 +135,40 @@ func TestEndpointURL(t *testing.T) {
 		t.Run(tc.in, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, EndpointURL(tc.in)); diff != "" {
 				t.Errorf("EndpointURL(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+}
+
+func TestFailClosedLockout(t *testing.T) {
+	tests := []struct {
+		minScale int
+		want     []string // empty: no lockout
+	}{
+		{0, []string{`Knative Service admitfn/image-policy can scale to zero`, "0 or unset", "locks the cluster", "admitfn static-pod", "--default-allow", "--accept-lockout"}},
+		{1, nil},
+		{2, nil},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.minScale), func(t *testing.T) {
+			svc := Service{Namespace: "admitfn", Name: "image-policy", URL: "https://image-policy.example", MinScale: tc.minScale}
+			err := svc.FailClosedLockout()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Errorf("FailClosedLockout() = %v, want nil", err)
+				}
+				if w := svc.IngressPathWarning(); !strings.Contains(w, fmt.Sprintf("keeps %d pod(s)", tc.minScale)) || !strings.Contains(w, "ingress") {
+					t.Errorf("IngressPathWarning() = %q", w)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("FailClosedLockout() = nil, want the circle explained")
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("FailClosedLockout() = %q, want it to contain %q", err, s)
+				}
 			}
 		})
 	}

@@ -356,6 +356,7 @@ current-context: c
 	}{
 		{[]string{"--url", "https://image-policy.admitfn.example.com"}, 0, "for https://image-policy.admitfn.example.com/imagepolicy"},
 		{[]string{"--url", "https://h.example.com", "--service", "image-policy"}, 2, "--url and --service exclude each other"},
+		{[]string{"--url", "https://h.example.com", "--accept-lockout"}, 2, "--accept-lockout goes with --service"},
 		{[]string{"--service", "image-policy", "--kubeconfig", nowhere}, 1, "reading Knative Service admitfn/image-policy"},
 		{[]string{"--service", "image-policy", "--kubeconfig", nowhere + ".missing"}, 1, "kubeconfig"},
 	}

@@ -184,10 +184,11 @@ func TestKoApply(t *testing.T) {
 	})
 
 	t.Run("admission-config --service reads status.url", func(t *testing.T) {
-		run := func() (string, error) {
-			out, err := exec.Command(admitfnBin, "admission-config", "--service", "image-policy",
-				"--kubeconfig", deployer.Kubeconfig, "--out", filepath.Join(dir, "admission")).CombinedOutput()
-			t.Logf("$ admitfn admission-config --service image-policy\n%s", out)
+		run := func(extra ...string) (string, error) {
+			args := append([]string{"admission-config", "--service", "image-policy",
+				"--kubeconfig", deployer.Kubeconfig, "--out", filepath.Join(dir, "admission")}, extra...)
+			out, err := exec.Command(admitfnBin, args...).CombinedOutput()
+			t.Logf("$ admitfn admission-config --service image-policy %s\n%s", strings.Join(extra, " "), out)
 			return string(out), err
 		}
 		setStatus := func(status string) {
@@ -218,6 +219,56 @@ func TestKoApply(t *testing.T) {
 		}
 		if diff := cmp.Diff([]string{"https://image-policy.admitfn.example.com/imagepolicy"}, servers); diff != "" {
 			t.Errorf("kubeconfig servers (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("admission-config --service refuses fail-closed for a Service that can scale to zero", func(t *testing.T) {
+		out := filepath.Join(dir, "lockout")
+		run := func(extra ...string) (string, error) {
+			args := append([]string{"admission-config", "--service", "image-policy",
+				"--kubeconfig", deployer.Kubeconfig, "--out", out}, extra...)
+			b, err := exec.Command(admitfnBin, args...).CombinedOutput()
+			t.Logf("$ admitfn admission-config --service image-policy %s\n%s", strings.Join(extra, " "), b)
+			return string(b), err
+		}
+		annotate := func(patch string) {
+			t.Helper()
+			if _, _, err := deployer.kubectl(t, "", "patch", "services.serving.knative.dev", "image-policy", "-n", "admitfn",
+				"--type=merge", "-p", `{"spec":{"template":{"metadata":{"annotations":`+patch+`}}}}`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		written := func() bool {
+			_, err := os.Stat(filepath.Join(out, "admission_config.yaml"))
+			return err == nil
+		}
+		// As shipped (min-scale 2): written, with the ingress warning.
+		if got, err := run(); err != nil || !strings.Contains(got, "through Knative's ingress") {
+			t.Errorf("shipped Service: err %v, want success with a warning about the ingress path", err)
+		}
+		os.RemoveAll(out)
+		annotate(`{"autoscaling.knative.dev/min-scale":"0"}`)
+		got, err := run()
+		if err == nil || !strings.Contains(got, "can scale to zero") || !strings.Contains(got, "locks the cluster") || !strings.Contains(got, "admitfn static-pod") {
+			t.Errorf("min-scale 0, fail closed: err %v, want a refusal that explains the circle and the way out", err)
+		}
+		if written() {
+			t.Error("a refused configuration was written")
+		}
+		if got, err := run("--accept-lockout"); err != nil || !strings.Contains(got, "warning: --accept-lockout") || !written() {
+			t.Errorf("--accept-lockout: err %v, want the files written with a warning", err)
+		}
+		os.RemoveAll(out)
+		if got, err := run("--default-allow"); err != nil || strings.Contains(got, "warning") || !written() {
+			t.Errorf("--default-allow at min-scale 0: err %v, want the files written without a warning", err)
+		}
+		annotate(`{"autoscaling.knative.dev/min-scale":null,"autoscaling.knative.dev/minScale":"3"}`)
+		if _, err := run(); err != nil {
+			t.Errorf("the older minScale spelling at 3: err %v, want success", err)
+		}
+		annotate(`{"autoscaling.knative.dev/minScale":"many"}`)
+		if got, err := run(); err == nil || !strings.Contains(got, `"many" is not a count of pods`) {
+			t.Errorf("minScale=many: err %v, want an error naming the value", err)
 		}
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
@@ -73,9 +74,20 @@ func documents(t *testing.T) []document {
 }
 
 func TestServicesPassKnativeValidation(t *testing.T) {
-	want := map[string][]string{
-		"image-policy": {"serve", "--handlers=imagepolicy"},
-		"validating":   {"serve", "--handlers=validating,mutating"},
+	// image-policy never scales to zero (a fail-closed ImagePolicyWebhook
+	// would then have to admit its own wake-up pod), and keeps the
+	// activator off its path; validating does scale to zero.
+	want := map[string]serviceWant{
+		"image-policy": {args: []string{"serve", "--handlers=imagepolicy"}, annotations: map[string]string{
+			"autoscaling.knative.dev/min-scale":             "2",
+			"autoscaling.knative.dev/target-burst-capacity": "0",
+			"autoscaling.knative.dev/target":                "",
+		}},
+		"validating": {args: []string{"serve", "--handlers=validating,mutating"}, annotations: map[string]string{
+			"autoscaling.knative.dev/min-scale":                          "0",
+			"autoscaling.knative.dev/scale-to-zero-pod-retention-period": "",
+			"autoscaling.knative.dev/target":                             "",
+		}},
 	}
 	got := map[string]bool{}
 	for _, doc := range documents(t) {
@@ -104,19 +116,23 @@ func TestServicesPassKnativeValidation(t *testing.T) {
 	}
 }
 
-// checkAdmissionService checks the choices config/ makes for a
-// scale-to-zero admission handler, beyond what Knative requires.
-func checkAdmissionService(t *testing.T, svc *servingv1.Service, args []string) {
+// serviceWant is what a Service of config/ must hold: its arguments'
+// start, and annotations (an empty value: set to anything).
+type serviceWant struct {
+	args        []string
+	annotations map[string]string
+}
+
+// checkAdmissionService checks the choices config/ makes for an admission
+// handler, beyond what Knative requires.
+func checkAdmissionService(t *testing.T, svc *servingv1.Service, want serviceWant) {
 	t.Helper()
+	args := want.args
 	tmpl := svc.Spec.Template
 	if svc.Namespace != "admitfn" {
 		t.Errorf("namespace %q, want admitfn (left out of the webhooks' namespaceSelector)", svc.Namespace)
 	}
-	for key, want := range map[string]string{
-		"autoscaling.knative.dev/min-scale":                          "0",
-		"autoscaling.knative.dev/scale-to-zero-pod-retention-period": "",
-		"autoscaling.knative.dev/target":                             "",
-	} {
+	for key, want := range want.annotations {
 		v, ok := tmpl.Annotations[key]
 		if !ok || (want != "" && v != want) {
 			t.Errorf("annotation %s = %q (set: %v), want %q", key, v, ok, want)
@@ -180,6 +196,8 @@ func TestEveryDocumentDecodesStrictly(t *testing.T) {
 			into = &corev1.ConfigMap{}
 		case "serving.knative.dev/v1/Service":
 			into = &servingv1.Service{}
+		case "policy/v1/PodDisruptionBudget":
+			into = &policyv1.PodDisruptionBudget{}
 		default:
 			t.Errorf("%s: unexpected %s under config/", doc.where, doc.gvk)
 			continue

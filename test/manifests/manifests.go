@@ -18,6 +18,26 @@ const (
 	MutatingFile   = "510-mutating.yaml"
 )
 
+// DataPathNamespaces are the namespaces whose pods must run for a
+// webhook served by a Knative Service to answer (Knative Serving, the
+// ingresses it works with, cert-manager for its certificates, the common
+// CNIs), besides kube-system and admitfn's own. The webhook
+// registrations must leave them out: the config tests check that, and
+// the e2e suite creates a pod in each while the webhook is at zero.
+func DataPathNamespaces() []string {
+	return []string{
+		"kube-system", "admitfn",
+		"knative-serving",
+		"kourier-system", "istio-system", "contour-external", "contour-internal", "traefik",
+		"cert-manager",
+		"kube-flannel", "calico-system", "tigera-operator",
+	}
+}
+
+// ExcludeLabel is the namespace label (value "true") that leaves a
+// namespace out of admitfn's webhooks.
+const ExcludeLabel = "admission.admitfn.dev/exclude"
+
 // Webhooks decodes the validating and mutating configurations in dir
 // (config/webhooks) strictly.
 func Webhooks(dir string) (*admissionregistrationv1.ValidatingWebhookConfiguration, *admissionregistrationv1.MutatingWebhookConfiguration, error) {

@@ -32,6 +32,7 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&o.DenyTTL, "deny-ttl", 50, "seconds the apiserver caches a deny (1-1800; 0 default, -1 off)")
 	fs.IntVar(&o.RetryBackoff, "retry-backoff", 500, "milliseconds between retries (1-300000; 0 default, -1 off)")
 	fs.BoolVar(&o.DefaultAllow, "default-allow", false, "admit pods when the backend cannot be reached (default: fail closed)")
+	acceptLockout := fs.Bool("accept-lockout", false, "with --service: write a fail-closed configuration even though the Service can scale to zero, which can lock the cluster (see the error without it)")
 	format := fs.String("format", "yaml", "AdmissionConfiguration format: yaml or json")
 	out := fs.String("out", ".", "folder to write admission_config.{yaml,json} and kubeconfig.yaml to")
 	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "where the apiserver will read kubeconfig.yaml (default: the file written under --out)")
@@ -52,12 +53,26 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintln(stderr, "admitfn admission-config: --url and --service exclude each other")
 		return 2
 	case *service != "":
-		u, err := knativeServiceURL(ctx, *kubeconfig, *kubeContext, *namespace, *service)
+		svc, err := knativeService(ctx, *kubeconfig, *kubeContext, *namespace, *service)
 		if err != nil {
 			fmt.Fprintf(stderr, "admitfn admission-config: --service: %v\n", err)
 			return 1
 		}
-		o.URL = u
+		if !o.DefaultAllow {
+			if err := svc.FailClosedLockout(); err != nil {
+				if !*acceptLockout {
+					fmt.Fprintf(stderr, "admitfn admission-config: --service: %v\n", err)
+					return 1
+				}
+				fmt.Fprintf(stderr, "warning: --accept-lockout: %v\n", err)
+			} else {
+				fmt.Fprintln(stderr, svc.IngressPathWarning())
+			}
+		}
+		o.URL = svc.URL
+	case *acceptLockout:
+		fmt.Fprintln(stderr, "admitfn admission-config: --accept-lockout goes with --service")
+		return 2
 	}
 	if o.URL != "" {
 		o.URL = admissionconfig.EndpointURL(o.URL)
@@ -104,22 +119,22 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 	return 0
 }
 
-// knativeServiceURL reads a Knative Service's status.url through the
-// user's kubeconfig, with kubectl's rules for finding it.
-func knativeServiceURL(ctx context.Context, kubeconfig, kubeContext, namespace, name string) (string, error) {
+// knativeService reads a Knative Service through the user's kubeconfig,
+// with kubectl's rules for finding it.
+func knativeService(ctx context.Context, kubeconfig, kubeContext, namespace, name string) (admissionconfig.Service, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
 		&clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
 	if err != nil {
-		return "", fmt.Errorf("kubeconfig: %w", err)
+		return admissionconfig.Service{}, fmt.Errorf("kubeconfig: %w", err)
 	}
 	cfg.UserAgent = "admitfn/" + version
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return "", err
+		return admissionconfig.Service{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return admissionconfig.ServiceURL(ctx, client, namespace, name)
+	return admissionconfig.ReadService(ctx, client, namespace, name)
 }
