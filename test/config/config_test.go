@@ -113,15 +113,16 @@ func TestWebhookConfigurations(t *testing.T) {
 		failure   *admissionregistrationv1.FailurePolicyType
 		timeout   *int32
 		nsSel     *metav1.LabelSelector
-		rules     []admissionregistrationv1.RuleWithOperations
-		namespace bool
+		rules      []admissionregistrationv1.RuleWithOperations
+		namespace  bool
+		conditions []admissionregistrationv1.MatchCondition
 	}
 	var all []common
 	for _, w := range v.Webhooks {
-		all = append(all, common{w.Name, w.ClientConfig.URL, w.AdmissionReviewVersions, w.SideEffects, w.FailurePolicy, w.TimeoutSeconds, w.NamespaceSelector, w.Rules, w.Rules[0].Scope != nil && *w.Rules[0].Scope == admissionregistrationv1.NamespacedScope})
+		all = append(all, common{w.Name, w.ClientConfig.URL, w.AdmissionReviewVersions, w.SideEffects, w.FailurePolicy, w.TimeoutSeconds, w.NamespaceSelector, w.Rules, w.Rules[0].Scope != nil && *w.Rules[0].Scope == admissionregistrationv1.NamespacedScope, w.MatchConditions})
 	}
 	for _, w := range m.Webhooks {
-		all = append(all, common{w.Name, w.ClientConfig.URL, w.AdmissionReviewVersions, w.SideEffects, w.FailurePolicy, w.TimeoutSeconds, w.NamespaceSelector, w.Rules, true})
+		all = append(all, common{w.Name, w.ClientConfig.URL, w.AdmissionReviewVersions, w.SideEffects, w.FailurePolicy, w.TimeoutSeconds, w.NamespaceSelector, w.Rules, true, w.MatchConditions})
 	}
 	for _, w := range all {
 		t.Run(w.name, func(t *testing.T) {
@@ -168,6 +169,15 @@ func TestWebhookConfigurations(t *testing.T) {
 				}
 				if !optOut {
 					t.Errorf("namespaceSelector %+v has no %s NotIn [true]: operators cannot leave out a namespace of their own", w.nsSel, manifests.ExcludeLabel)
+				}
+				// The apiserver keeps default/kubernetes itself; that
+				// write must not wait for a webhook at zero.
+				apiserverSkipped := false
+				for _, c := range w.conditions {
+					apiserverSkipped = apiserverSkipped || c.Expression == `request.userInfo.username != "system:apiserver"`
+				}
+				if !apiserverSkipped {
+					t.Errorf("matchConditions %+v do not leave out kube-apiserver's own writes", w.conditions)
 				}
 			}
 			for _, r := range w.rules {
