@@ -42,7 +42,9 @@ func newCertSource(certFile, keyFile, caFile string) (*certSource, string, error
 // files is what was read of the three files.
 type files struct{ cert, key, ca []byte }
 
-func (f files) String() string { return string(f.cert) + "\x00" + string(f.key) + "\x00" + string(f.ca) }
+func (f files) String() string {
+	return string(f.cert) + "\x00" + string(f.key) + "\x00" + string(f.ca)
+}
 
 func (s *certSource) read() (files, error) {
 	var f files

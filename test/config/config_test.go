@@ -106,13 +106,13 @@ func TestWebhookConfigurations(t *testing.T) {
 		t.Fatalf("kinds %q and %q", v.Kind, m.Kind)
 	}
 	type common struct {
-		name      string
-		url       *string
-		versions  []string
-		side      *admissionregistrationv1.SideEffectClass
-		failure   *admissionregistrationv1.FailurePolicyType
-		timeout   *int32
-		nsSel     *metav1.LabelSelector
+		name       string
+		url        *string
+		versions   []string
+		side       *admissionregistrationv1.SideEffectClass
+		failure    *admissionregistrationv1.FailurePolicyType
+		timeout    *int32
+		nsSel      *metav1.LabelSelector
 		rules      []admissionregistrationv1.RuleWithOperations
 		namespace  bool
 		conditions []admissionregistrationv1.MatchCondition

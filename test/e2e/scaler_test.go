@@ -5,10 +5,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
