@@ -234,6 +234,9 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"serve", "--policy", bad}, `unknown field "spec.rules[0].nonroot"`},
 		{[]string{"serve", "--tls-cert", "x.crt"}, "--tls-cert and --tls-key go together"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"static-pod"}, "--image is required"},
+		{[]string{"static-pod", "--image", "registry.example/admitfn:v1"}, "names no digest"},
+		{[]string{"static-pod", "--image", "registry.example/admitfn@sha256:" + strings.Repeat("0", 64), "--host-dir", "admitfn"}, "must be an absolute path"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
