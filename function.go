@@ -5,7 +5,8 @@
 //
 // Start reads its configuration from the map the runtime passes:
 // ADMITFN_POLICY (a policy file, default the embedded policy),
-// ADMITFN_HANDLERS (comma-separated, default all) and the Knative variables
+// ADMITFN_HANDLERS (comma-separated, default all), ADMITFN_TOKEN_DIR (a
+// folder of caller tokens, as `admitfn serve --token-dir`) and the Knative variables
 // K_SINK, K_CE_OVERRIDES and K_SERVICE.
 package function
 
@@ -47,6 +48,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		Logger:     logger,
 		Getenv:     func(k string) string { return cfg[k] },
 		UserAgent:  "admitfn-function",
+		TokenDir:   cfg["ADMITFN_TOKEN_DIR"],
 	})
 	if err != nil {
 		return err

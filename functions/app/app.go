@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/admitfn/admitfn/functions/callerauth"
 	"github.com/admitfn/admitfn/functions/events"
 	"github.com/admitfn/admitfn/functions/imagepolicy"
 	"github.com/admitfn/admitfn/functions/metrics"
@@ -63,11 +64,16 @@ type Config struct {
 	Getenv func(string) string
 	// UserAgent is sent to registries.
 	UserAgent string
+	// TokenDir, when set, is a folder of caller tokens (a mounted Secret,
+	// one token per file): every route but the health probes then answers
+	// only requests that carry one of them as a bearer token.
+	TokenDir string
 }
 
 // App is an assembled admitfn.
 type App struct {
-	// Routes maps paths to handlers, /metrics included.
+	// Routes maps paths to handlers, /metrics included; with a TokenDir,
+	// each requires a caller token.
 	Routes map[string]http.Handler
 	// Paths are the admission paths mounted, in the order asked.
 	Paths    []string
@@ -76,6 +82,7 @@ type App struct {
 
 	cfg    Config
 	sender *events.Sender
+	tokens *callerauth.Tokens
 }
 
 // New loads the policy and assembles the handlers. It makes no network
@@ -127,20 +134,40 @@ func New(cfg Config) (*App, error) {
 		a.Routes[ep.path] = ep.make(a.Reviewer, obs)
 		a.Paths = append(a.Paths, ep.path)
 	}
+	if cfg.TokenDir != "" {
+		if a.tokens, err = callerauth.Load(cfg.TokenDir); err != nil {
+			return nil, err
+		}
+		refused := func(why callerauth.Refusal) { a.Metrics.Unauthenticated(string(why)) }
+		for path, h := range a.Routes {
+			a.Routes[path] = a.tokens.Require(h, refused)
+		}
+	}
 	return a, nil
 }
 
 func (a *App) newResolver(p *policy.Policy) (*resolver.Resolver, error) {
+	logger := a.cfg.Logger
 	return resolver.New(p.Registry,
 		resolver.WithUserAgent(a.cfg.UserAgent),
-		resolver.WithTransport(a.Metrics.RoundTripper(http.DefaultTransport.(*http.Transport).Clone())),
-		resolver.WithCacheObserver(a.Metrics.CacheResult))
+		resolver.WithTransport(a.Metrics.RoundTripper(resolver.NewTransport(p.Registry))),
+		resolver.WithCacheObserver(a.Metrics.CacheResult),
+		resolver.WithFailureLog(func(ref string, detail error) {
+			logger.Debugw("registry lookup failed", "image", ref, zap.Error(detail))
+		}))
 }
 
-// Watch re-reads the policy file every interval until ctx ends and puts
-// each changed policy in force (see Reload). Without a policy file it
-// returns at once.
+// Watch re-reads the policy file and the caller tokens every interval
+// until ctx ends and puts each changed policy (see Reload) and token set
+// in force. Without either it returns at once.
 func (a *App) Watch(ctx context.Context, interval time.Duration) {
+	if a.tokens != nil {
+		go a.tokens.Watch(ctx, interval,
+			func(n int) { a.cfg.Logger.Infow("caller tokens reloaded", "dir", a.cfg.TokenDir, "tokens", n) },
+			func(err error) {
+				a.cfg.Logger.Warnw("cannot load the changed caller tokens; the previous ones stay in force", "dir", a.cfg.TokenDir, zap.Error(err))
+			})
+	}
 	if a.cfg.PolicyFile == "" {
 		return
 	}

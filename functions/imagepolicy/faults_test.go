@@ -31,11 +31,11 @@ func TestRegistryFaults(t *testing.T) {
 		fault  registrytest.Fault
 		reason string // what the fail-closed reason must say
 	}{
-		{"down", -1, "connection refused"},
+		{"down", -1, "could not be asked: refused the connection"},
 		{"hangs", registrytest.Hang, "did not answer before the review deadline"},
 		{"500", registrytest.ServerError, "500"},
 		{"429 with Retry-After", registrytest.TooManyRequests, "429"},
-		{"garbage manifest", registrytest.GarbageManifest, "invalid character"},
+		{"garbage manifest", registrytest.GarbageManifest, "not valid JSON"},
 		{"slower than the deadline", registrytest.Slow, "did not answer before the review deadline"},
 	}
 	for _, tc := range tests {

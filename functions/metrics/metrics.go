@@ -41,6 +41,7 @@ type Metrics struct {
 	registryRequests *counterVec
 	events           *counterVec
 	reloads          *counterVec
+	unauthenticated  *counterVec
 	start            time.Time
 }
 
@@ -59,6 +60,8 @@ func New() *Metrics {
 			"Decision CloudEvents by outcome: sent, failed, dropped (queue full).", "outcome"),
 		reloads: newCounterVec("admitfn_policy_reloads_total",
 			"Policy reloads by result: success, failure.", "result"),
+		unauthenticated: newCounterVec("admitfn_unauthenticated_requests_total",
+			"Requests refused for want of an accepted bearer token, by reason: missing, invalid.", "reason"),
 		start: time.Now(),
 	}
 }
@@ -72,7 +75,7 @@ func (m *Metrics) Handler() http.Handler {
 			return
 		}
 		var b []byte
-		for _, c := range []*counterVec{m.decisions, m.cache, m.registryRequests, m.events, m.reloads} {
+		for _, c := range []*counterVec{m.decisions, m.cache, m.registryRequests, m.events, m.reloads, m.unauthenticated} {
 			b = c.append(b)
 		}
 		b = m.latency.append(b)
@@ -96,6 +99,10 @@ func (m *Metrics) Event(outcome string) { m.events.inc(outcome) }
 
 // Reload counts a policy reload: "success" or "failure".
 func (m *Metrics) Reload(result string) { m.reloads.inc(result) }
+
+// Unauthenticated counts a request refused for want of an accepted token:
+// "missing" or "invalid".
+func (m *Metrics) Unauthenticated(reason string) { m.unauthenticated.inc(reason) }
 
 // RoundTripper counts the requests next makes by status code; give it to
 // the resolver as its transport.

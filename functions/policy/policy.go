@@ -151,6 +151,11 @@ type BreakGlass struct {
 type RegistrySettings struct {
 	// Insecure lists registry host globs reached over plain HTTP.
 	Insecure []string `json:"insecure,omitempty"`
+	// Internal lists registry host globs that may be reached at loopback,
+	// link-local or private addresses. No other registry is: a review
+	// naming one cannot make admitfn connect inward. Insecure hosts are
+	// internal too.
+	Internal []string `json:"internal,omitempty"`
 	// Timeout caps every registry lookup (default 10s).
 	Timeout string `json:"timeout,omitempty"`
 	// CacheTTL is how long a resolved tag is trusted (default 5m).
@@ -239,6 +244,7 @@ type Policy struct {
 // Registry is the checked form of RegistrySettings.
 type Registry struct {
 	Insecure         []imageref.HostPattern
+	Internal         []imageref.HostPattern
 	Timeout          time.Duration
 	CacheTTL         time.Duration
 	NegativeCacheTTL time.Duration
@@ -255,6 +261,18 @@ func (r Registry) IsInsecure(host string) bool {
 		}
 	}
 	return false
+}
+
+// IsInternal reports whether the policy lets host be reached at an
+// inward address (loopback, link-local, private): it is listed under
+// internal or insecure.
+func (r Registry) IsInternal(host string) bool {
+	for _, p := range r.Internal {
+		if p.Match(host) {
+			return true
+		}
+	}
+	return r.IsInsecure(host)
 }
 
 // CompiledRule is the checked form of a Rule.
@@ -397,6 +415,13 @@ func Compile(doc Document) (*Policy, error) {
 			fail(fmt.Sprintf("spec.registry.insecure[%d]", i), "%v", err)
 		}
 		p.Registry.Insecure = append(p.Registry.Insecure, hp)
+	}
+	for i, h := range reg.Internal {
+		hp, err := imageref.ParseHostPattern(h)
+		if err != nil {
+			fail(fmt.Sprintf("spec.registry.internal[%d]", i), "%v", err)
+		}
+		p.Registry.Internal = append(p.Registry.Internal, hp)
 	}
 	platforms := reg.Platforms
 	if len(platforms) == 0 {

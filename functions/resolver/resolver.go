@@ -7,10 +7,16 @@ package resolver
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -20,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/admitfn/admitfn/functions/egress"
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/policy"
 )
@@ -33,6 +40,7 @@ type Resolver struct {
 	now       func() time.Time
 	userAgent string
 	onCache   func(result string)
+	onFailure func(ref string, detail error)
 
 	puller *remote.Puller
 	cache  *cache
@@ -56,6 +64,12 @@ func WithClock(now func() time.Time) Option { return func(r *Resolver) { r.now =
 // or "stale".
 func WithCacheObserver(f func(result string)) Option { return func(r *Resolver) { r.onCache = f } }
 
+// WithFailureLog is told of every failed lookup with the underlying error,
+// which reasons leave out (they say only what kind of failure it was).
+func WithFailureLog(f func(ref string, detail error)) Option {
+	return func(r *Resolver) { r.onFailure = f }
+}
+
 // WithUserAgent sets the User-Agent sent to registries.
 func WithUserAgent(ua string) Option { return func(r *Resolver) { r.userAgent = ua } }
 
@@ -68,12 +82,13 @@ func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
 		now:       time.Now,
 		userAgent: "admitfn",
 		onCache:   func(string) {},
+		onFailure: func(string, error) {},
 	}
 	for _, o := range opts {
 		o(r)
 	}
 	if r.transport == nil {
-		r.transport = remote.DefaultTransport.(*http.Transport).Clone()
+		r.transport = NewTransport(settings)
 	}
 	size := settings.CacheSize
 	if size < 1 {
@@ -93,6 +108,22 @@ func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
 	}
 	r.puller = p
 	return r, nil
+}
+
+// NewTransport is the transport to registries: go-containerregistry's
+// defaults, with connections to inward addresses (loopback, link-local,
+// private) refused unless the policy lists the registry as internal
+// (package egress).
+func NewTransport(settings policy.Registry) *http.Transport {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = egress.DialContext(func(hostport string) bool {
+		if settings.IsInternal(hostport) {
+			return true
+		}
+		host, port, err := net.SplitHostPort(hostport)
+		return err == nil && (port == "443" || port == "80") && settings.IsInternal(host)
+	})
+	return t
 }
 
 // Close drops the resolver's idle registry connections. Lookups still in
@@ -193,25 +224,25 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 	if level == policy.LevelDigest {
 		desc, err := r.puller.Head(ctx, nref)
 		if err != nil {
-			return failure(level, ref, err)
+			return r.failure(level, ref, err)
 		}
 		return policy.Facts{Level: level, Digest: desc.Digest.String()}
 	}
 
 	desc, err := r.puller.Get(ctx, nref)
 	if err != nil {
-		return failure(level, ref, err)
+		return r.failure(level, ref, err)
 	}
 	f := policy.Facts{Level: level, Digest: desc.Digest.String()}
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return failure(level, ref, err)
+			return r.failure(level, ref, err)
 		}
 		manifest, err := idx.IndexManifest()
 		if err != nil {
-			return failure(level, ref, fmt.Errorf("reading index manifest: %w", err))
+			return r.failure(level, ref, fmt.Errorf("reading index manifest: %w", err))
 		}
 		for _, m := range manifest.Manifests {
 			if m.Platform == nil || m.Platform.OS == "unknown" {
@@ -225,22 +256,22 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 			}
 			img, err := idx.Image(m.Digest)
 			if err != nil {
-				return failure(level, ref, fmt.Errorf("fetching %s image %s: %w", p, m.Digest, err))
+				return r.failure(level, ref, fmt.Errorf("fetching %s image %s: %w", p, m.Digest, err))
 			}
 			cfg, err := imageConfig(img)
 			if err != nil {
-				return failure(level, ref, fmt.Errorf("reading %s config: %w", p, err))
+				return r.failure(level, ref, fmt.Errorf("reading %s config: %w", p, err))
 			}
 			f.Configs = append(f.Configs, cfg)
 		}
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		if err != nil {
-			return failure(level, ref, err)
+			return r.failure(level, ref, err)
 		}
 		cfg, err := imageConfig(img)
 		if err != nil {
-			return failure(level, ref, fmt.Errorf("reading the manifest and config: %w", err))
+			return r.failure(level, ref, fmt.Errorf("reading the manifest and config: %w", err))
 		}
 		f.Platforms = []policy.Platform{cfg.Platform}
 		f.Configs = []policy.ImageConfig{cfg}
@@ -273,8 +304,12 @@ func imageConfig(img v1.Image) (policy.ImageConfig, error) {
 }
 
 // failure tells "the registry says it does not exist" (a fact) from "the
-// registry could not be asked" (an error the rule's onRegistryError decides).
-func failure(level policy.Level, ref imageref.Ref, err error) policy.Facts {
+// registry could not be asked" (an error the rule's onRegistryError
+// decides). The error says what kind of failure it was, and never the
+// underlying network error: a reason goes back to whoever asked, and raw
+// errors would tell them about hosts and ports admitfn can see. The detail
+// goes to the failure log.
+func (r *Resolver) failure(level policy.Level, ref imageref.Ref, err error) policy.Facts {
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		if terr.StatusCode == http.StatusNotFound {
@@ -295,7 +330,59 @@ func failure(level policy.Level, ref imageref.Ref, err error) policy.Facts {
 		}
 		return policy.Facts{Level: level, Err: fmt.Errorf("looking up %s: the registry answered %s", ref.String(), what)}
 	}
-	return policy.Facts{Level: level, Err: fmt.Errorf("looking up %s: %w", ref.String(), err)}
+	r.onFailure(ref.String(), err)
+	return policy.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: classify(err), detail: err}}
+}
+
+// LookupError is a lookup that got no answer from the registry.
+type LookupError struct {
+	Image, Registry string
+	// Kind says what went wrong, in words fit for a denial's reason.
+	Kind   string
+	detail error
+}
+
+// Error is the kind alone: the rule's reason already names the image and
+// the registry.
+func (e *LookupError) Error() string { return e.Kind }
+
+// Unwrap returns the underlying error, for errors.Is and errors.As.
+func (e *LookupError) Unwrap() error { return e.detail }
+
+// classify names the kind of a failure to reach a registry.
+func classify(err error) string {
+	var (
+		refused  *egress.RefusedError
+		dnsErr   *net.DNSError
+		netErr   net.Error
+		certErr  *tls.CertificateVerificationError
+		recErr   tls.RecordHeaderError
+		authErr  x509.UnknownAuthorityError
+		hostErr  x509.HostnameError
+		invalErr x509.CertificateInvalidError
+		syntax   *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &refused):
+		return fmt.Sprintf("resolves to %s address, which admitfn does not connect to; list the registry under spec.registry.internal if it is yours", refused.Kind)
+	case errors.As(err, &dnsErr):
+		return "has a name that could not be resolved"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused the connection"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "closed the connection"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "did not answer within the registry timeout"
+	case errors.As(err, &certErr), errors.As(err, &authErr), errors.As(err, &hostErr), errors.As(err, &invalErr):
+		return "presented a certificate that is not trusted for its name"
+	case errors.As(err, &recErr):
+		return "did not speak TLS"
+	case errors.As(err, &syntax):
+		return "answered with a manifest or config that is not valid JSON"
+	case strings.Contains(err.Error(), "refusing plain HTTP"):
+		return "is reached over plain HTTP, which the policy does not allow: list it under spec.registry.insecure"
+	}
+	return "could not be reached"
 }
 
 // schemeGuard refuses plain HTTP to registries the policy does not list as

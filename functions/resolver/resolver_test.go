@@ -45,6 +45,15 @@ func settings(insecure ...string) policy.Registry {
 	return s
 }
 
+func mustHostPattern(t *testing.T, h string) imageref.HostPattern {
+	t.Helper()
+	p, err := imageref.ParseHostPattern(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func newResolver(t *testing.T, reg *registrytest.Registry, c *clock) *Resolver {
 	t.Helper()
 	r, err := New(settings(reg.Host()), WithClock(c.Now), WithKeychain(authn.NewMultiKeychain()))
@@ -303,7 +312,10 @@ func TestPlainHTTPNeedsPolicy(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	reg.Push("app:v1", registrytest.Image(t, nil))
-	r, err := New(settings( /* registry not listed */ ), WithKeychain(authn.NewMultiKeychain()))
+	// Listed as internal (it is on loopback), not as insecure.
+	s := settings()
+	s.Internal = []imageref.HostPattern{mustHostPattern(t, reg.Host())}
+	r, err := New(s, WithKeychain(authn.NewMultiKeychain()))
 	if err != nil {
 		t.Fatal(err)
 	}

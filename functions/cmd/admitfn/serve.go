@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/admitfn/admitfn/functions/app"
 	"github.com/admitfn/admitfn/functions/devcert"
 	"github.com/admitfn/admitfn/functions/gctune"
+	"github.com/admitfn/admitfn/functions/metrics"
 	"github.com/admitfn/admitfn/functions/reload"
 	"github.com/admitfn/admitfn/functions/server"
 )
@@ -45,6 +47,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	handlers := fs.String("handlers", app.Handlers(), "comma-separated endpoints to mount: "+app.Handlers())
 	devCerts := fs.String("dev-certs", "", "make a throwaway CA and a localhost serving certificate in this folder and serve HTTPS with them (for trying admitfn out)")
 	loggingDir := fs.String("logging-config", "", "mounted logging ConfigMap folder (zap-logger-config, loglevel."+loggerName+"); reloaded when it changes")
+	tokenDir := fs.String("token-dir", "", "folder of caller tokens (a mounted Secret, one token per file): every endpoint but the health probes then requires one as a bearer token; re-read while running")
+	metricsListen := fs.String("metrics-listen", "", "serve /metrics on this address instead (plain HTTP, no token): a port Knative's ingress does not route")
 	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration (policy, logging, TLS certificate, key and client CA) is checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -71,11 +75,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Handlers:   strings.Split(*handlers, ","),
 		Logger:     logger,
 		UserAgent:  "admitfn/" + version,
+		TokenDir:   *tokenDir,
 	})
 	if err != nil {
 		return fail("%v", err)
 	}
 	cfg.Routes = a.Routes
+	if *tokenDir == "" && cfg.ClientCA == "" {
+		logger.Warnw("no --token-dir and no --client-ca: anyone who can reach this address may ask for reviews, registry lookups included")
+	}
 	caFile := ""
 	if *devCerts != "" {
 		if cfg.TLSCert != "" {
@@ -94,6 +102,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Failed: func(err error) {
 			logger.Warnw("cannot load the changed TLS files; the previous certificate stays in service", zap.Error(err))
 		},
+	}
+	var metricsSrv *server.Server
+	if *metricsListen != "" {
+		delete(cfg.Routes, metrics.Path)
+		metricsSrv, err = server.Start(server.Config{Listen: *metricsListen, Routes: map[string]http.Handler{metrics.Path: a.Metrics.Handler()}})
+		if err != nil {
+			return fail("--metrics-listen: %v", err)
+		}
+		defer metricsSrv.Shutdown()
 	}
 	srv, err := server.Start(cfg)
 	if err != nil {

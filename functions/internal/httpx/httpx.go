@@ -96,6 +96,8 @@ func reasonFor(code int) metav1.StatusReason {
 		return metav1.StatusReasonUnsupportedMediaType
 	case http.StatusRequestEntityTooLarge:
 		return metav1.StatusReasonRequestEntityTooLarge
+	case http.StatusUnauthorized:
+		return metav1.StatusReasonUnauthorized
 	default:
 		return metav1.StatusReasonBadRequest
 	}
