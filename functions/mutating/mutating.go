@@ -59,7 +59,9 @@ func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionR
 	if m.PinDigests {
 		need := map[string]policy.Level{}
 		for _, img := range facts.Images {
-			if ref, err := imageref.Parse(img.Ref); err == nil && ref.Digest == "" {
+			// An image the validating webhook will deny by its name is
+			// not worth a registry call (nor one a reference can aim).
+			if ref, err := imageref.Parse(img.Ref); err == nil && ref.Digest == "" && !p.DeniedByName(facts.Request, ref) {
 				need[img.Ref] = policy.LevelDigest
 			}
 		}

@@ -149,3 +149,24 @@ func TestPinDigests(t *testing.T) {
 		})
 	}
 }
+
+// TestNoLookupForImagesDeniedByName: the validating webhook will deny
+// ":latest" by its name, so the mutating handler neither pins nor looks
+// it up.
+func TestNoLookupForImagesDeniedByName(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	latest := reg.Ref("app", ":latest")
+	reg.Push("app:latest", registrytest.Image(t, nil))
+	app := reg.Ref("app", ":v1")
+	digest := reg.Push("app:v1", registrytest.Image(t, nil))
+	rv := newReviewer(t, reg, "{namespaces: [team-*], pinDigests: true}")
+	reg.ResetCounts()
+	got, resp := mutate(t, rv, "team-a", corev1.Container{Name: "init", Image: latest}, corev1.Container{Name: "app", Image: app})
+	if diff := cmp.Diff([]string{latest + " ", app + "@" + digest + " "}, images(got)); diff != "" {
+		t.Errorf("images (-want +got):\n%s\npatch: %s", diff, resp.Patch)
+	}
+	if n := reg.ManifestRequests(); n != 1 {
+		t.Errorf("manifest requests = %d, want 1 (app:v1 only)", n)
+	}
+}

@@ -288,10 +288,17 @@ func (r *CompiledRule) level(ref imageref.Ref) Level {
 	return LevelName
 }
 
-// Need is how much the registry must be asked about ref for a request in
-// namespace ns: the highest level of the rules in scope.
-func (p *Policy) Need(ns string, ref imageref.Ref) Level {
+// Need is how much the registry must be asked about ref for req: the
+// highest level of the rules in scope, or nothing when an enforce rule
+// already denies ref by its name (unless the request claims break-glass,
+// whose audit wants every fact). A denied image is then never looked up:
+// a reference cannot make admitfn contact a registry the policy refuses.
+func (p *Policy) Need(req Request, ref imageref.Ref) Level {
+	ns := req.Namespace
 	if p.namespaceExempt(ns) {
+		return LevelName
+	}
+	if p.DeniedByName(req, ref) {
 		return LevelName
 	}
 	need := LevelName
@@ -302,6 +309,33 @@ func (p *Policy) Need(ns string, ref imageref.Ref) Level {
 		}
 	}
 	return need
+}
+
+// DeniedByName reports whether an enforce rule in scope denies ref in req
+// on its name alone, and req claims no break-glass: the request will be
+// denied whatever the registry says.
+func (p *Policy) DeniedByName(req Request, ref imageref.Ref) bool {
+	if p.namespaceExempt(req.Namespace) || p.claimsBreakGlass(req) {
+		return false
+	}
+	for i := range p.Rules {
+		r := &p.Rules[i]
+		if r.Mode != Enforce || !r.applies(req.Namespace, ref) {
+			continue
+		}
+		c := check{rule: r, ref: ref}
+		c.names()
+		if len(c.problems) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// claimsBreakGlass reports whether req carries the break-glass annotation
+// with a reason (honoured or not: the decision records both).
+func (p *Policy) claimsBreakGlass(req Request) bool {
+	return p.BreakGlass != nil && strings.TrimSpace(req.Annotations[p.BreakGlass.Annotation]) != ""
 }
 
 // Evaluate judges a request. facts holds the registry facts per image as
@@ -394,6 +428,24 @@ func (c *check) fail(fix, format string, args ...any) {
 }
 
 func (c *check) run() {
+	c.names()
+	r, ref := c.rule, c.ref
+	level := r.level(ref)
+	if level == LevelName {
+		return
+	}
+	if !c.registryAnswered() {
+		return
+	}
+	c.digests(c.facts.Digest)
+	if level < LevelConfig {
+		return
+	}
+	c.config()
+}
+
+// names runs the checks that need nothing but the reference.
+func (c *check) names() {
 	r, ref := c.rule, c.ref
 	if t := r.Tags; t != nil {
 		c.tags(t)
@@ -423,19 +475,9 @@ func (c *check) run() {
 		}
 		c.fail(fix, "is not pinned to a digest")
 	}
-	level := r.level(ref)
-	if level == LevelName {
+	if r.level(ref) == LevelName {
 		c.digests(ref.Digest)
-		return
 	}
-	if !c.registryAnswered() {
-		return
-	}
-	c.digests(c.facts.Digest)
-	if level < LevelConfig {
-		return
-	}
-	c.config()
 }
 
 func (c *check) tags(t *TagRule) {

@@ -107,8 +107,8 @@ func TestEvaluateNameRules(t *testing.T) {
 			req := Request{Namespace: tc.ns}
 			for _, img := range tc.imgs {
 				ref, err := imageref.Parse(img)
-				if err == nil && p.Need(tc.ns, ref) != LevelName {
-					t.Fatalf("Need(%q) = %v: a name rule must not ask the registry", img, p.Need(tc.ns, ref))
+				if err == nil && p.Need(Request{Namespace: tc.ns}, ref) != LevelName {
+					t.Fatalf("Need(%q) = %v: a name rule must not ask the registry", img, p.Need(Request{Namespace: tc.ns}, ref))
 				}
 				req.Images = append(req.Images, Image{Ref: img, Field: "spec.containers[0].image"})
 			}
@@ -183,7 +183,7 @@ func TestEvaluateRegistryRules(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := p.Need("default", mustRef(t, tc.img)); got != tc.need {
+			if got := p.Need(Request{Namespace: "default"}, mustRef(t, tc.img)); got != tc.need {
 				t.Errorf("Need(%q) = %v, want %v", tc.img, got, tc.need)
 			}
 			req := Request{Namespace: "default", Images: []Image{{Ref: tc.img, Field: "spec.containers[0].image"}}}

@@ -22,7 +22,7 @@ func TestDefaultPolicyParses(t *testing.T) {
 	// The default must never reach a registry: it has to answer offline.
 	for _, img := range []string{"nginx", "nginx:1.17.1", "registry.corp/app@sha256:" + strings.Repeat("a", 64)} {
 		ref := mustRef(t, img)
-		if got := p.Need("default", ref); got != LevelName {
+		if got := p.Need(Request{Namespace: "default"}, ref); got != LevelName {
 			t.Errorf("Default().Need(%q) = %v, want LevelName", img, got)
 		}
 	}

@@ -83,7 +83,7 @@ func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decisi
 			continue // the engine reports it
 		}
 		req.Refs[img.Ref] = ref
-		if level := st.policy.Need(req.Namespace, ref); level > policy.LevelName {
+		if level := st.policy.Need(req, ref); level > policy.LevelName {
 			need[img.Ref] = level
 		}
 	}

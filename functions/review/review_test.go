@@ -182,3 +182,59 @@ func TestBoundReachesLookups(t *testing.T) {
 		})
 	}
 }
+
+// TestNameDeniedImagesAreNotLookedUp: an image an enforce rule denies by
+// its name alone is never looked up, so a reference cannot make admitfn
+// contact its registry; the same image under a break-glass claim is.
+func TestNameDeniedImagesAreNotLookedUp(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	reg.Push("app:latest", registrytest.Image(t, nil))
+	reg.Push("app:v1", registrytest.Image(t, nil))
+	p, err := policy.Parse([]byte(fmt.Sprintf(`
+apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%[1]q]}
+  breakGlass: {annotation: break-glass.image-policy.k8s.io/reason, namespaces: ["*"]}
+  rules:
+  - name: no-latest
+    tags: {denyLatest: true}
+  - name: resolvable
+    images: ["%[1]s/**"]
+    resolvable: true
+`, reg.Host())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := New(p, res)
+	tests := []struct {
+		name        string
+		image       string
+		annotations map[string]string
+		requests    int
+		allowed     bool
+	}{
+		{"denied by name: no lookup", reg.Ref("app", ":latest"), nil, 0, false},
+		{"allowed by name: looked up", reg.Ref("app", ":v1"), nil, 1, true},
+		{"denied by name, break-glass claimed: looked up for the audit", reg.Ref("app", ":latest"),
+			map[string]string{"break-glass.image-policy.k8s.io/reason": "incident 42"}, 1, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reg.ResetCounts()
+			d := rv.Review(context.Background(), policy.Request{Namespace: "default", Annotations: tc.annotations,
+				Images: []policy.Image{{Ref: tc.image, Field: "spec.containers[0].image"}}})
+			if d.Allowed != tc.allowed {
+				t.Errorf("Allowed = %v (%s), want %v", d.Allowed, d.Reason(), tc.allowed)
+			}
+			if got := reg.ManifestRequests(); got != tc.requests {
+				t.Errorf("manifest requests = %d, want %d", got, tc.requests)
+			}
+		})
+	}
+}
