@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 
 	"sigs.k8s.io/yaml"
 )
@@ -37,6 +38,18 @@ type Options struct {
 	RetryBackoff int
 	// DefaultAllow lets pods through when the backend cannot be reached.
 	DefaultAllow bool
+	// TokenFile is where the apiserver reads the caller token it sends as
+	// a bearer token (admitfn serve --token-dir holds the same token).
+	TokenFile string
+	// WebhookURL is the base URL of the validating and mutating webhooks
+	// (the `validating` Service): the file then also configures the
+	// ValidatingAdmissionWebhook and MutatingAdmissionWebhook plugins with
+	// a kubeconfig that sends TokenFile (and the client certificate) to
+	// that host.
+	WebhookURL string
+	// WebhookKubeconfigPath is where the apiserver will read that
+	// kubeconfig.
+	WebhookKubeconfigPath string
 }
 
 // Validate checks the options against the apiserver's own limits.
@@ -44,8 +57,9 @@ func (o Options) Validate() error {
 	var errs []error
 	u, err := url.Parse(o.URL)
 	switch {
+	case o.URL == "" && o.WebhookURL == "":
+		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy (or --webhook-url alone, for the webhooks only)"))
 	case o.URL == "":
-		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy"))
 	case err != nil:
 		errs = append(errs, fmt.Errorf("--url %q is not a URL: %v", o.URL, err))
 	case u.Scheme != "https":
@@ -53,10 +67,28 @@ func (o Options) Validate() error {
 	case u.Host == "":
 		errs = append(errs, fmt.Errorf("--url %q has no host", o.URL))
 	}
+	if o.WebhookURL != "" {
+		w, err := url.Parse(o.WebhookURL)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("--webhook-url %q is not a URL: %v", o.WebhookURL, err))
+		case w.Scheme != "https" || w.Host == "":
+			errs = append(errs, fmt.Errorf("--webhook-url %q must be an https URL with a host: the webhooks' clientConfig.url", o.WebhookURL))
+		}
+		if o.TokenFile == "" && o.ClientCert == "" {
+			errs = append(errs, errors.New("--webhook-url needs --token-file or --client-cert: it says what the apiserver sends the webhooks"))
+		}
+		if o.WebhookKubeconfigPath == "" {
+			errs = append(errs, errors.New("the webhook kubeconfig path the apiserver reads is required"))
+		}
+	}
+	if o.TokenFile != "" && !filepath.IsAbs(o.TokenFile) {
+		errs = append(errs, fmt.Errorf("--token-file %q must be an absolute path: the apiserver reads it", o.TokenFile))
+	}
 	if (o.ClientCert == "") != (o.ClientKey == "") {
 		errs = append(errs, errors.New("--client-cert and --client-key go together"))
 	}
-	if o.KubeconfigPath == "" {
+	if o.URL != "" && o.KubeconfigPath == "" {
 		errs = append(errs, errors.New("the kubeconfig path the apiserver reads is required"))
 	}
 	check := func(flag string, v, lo, hi int, unit string) {
@@ -84,7 +116,11 @@ type plugin struct {
 }
 
 type pluginConfiguration struct {
-	ImagePolicy imagePolicy `json:"imagePolicy"`
+	ImagePolicy *imagePolicy `json:"imagePolicy,omitempty"`
+	// The webhook plugins' WebhookAdmissionConfiguration.
+	APIVersion     string `json:"apiVersion,omitempty"`
+	Kind           string `json:"kind,omitempty"`
+	KubeConfigFile string `json:"kubeConfigFile,omitempty"`
 }
 
 type imagePolicy struct {
@@ -101,16 +137,26 @@ func (o Options) AdmissionConfiguration(asJSON bool) ([]byte, error) {
 	ac := admissionConfiguration{
 		APIVersion: "apiserver.config.k8s.io/v1",
 		Kind:       "AdmissionConfiguration",
-		Plugins: []plugin{{
+	}
+	if o.URL != "" {
+		ac.Plugins = append(ac.Plugins, plugin{
 			Name: "ImagePolicyWebhook",
-			Configuration: pluginConfiguration{ImagePolicy: imagePolicy{
+			Configuration: pluginConfiguration{ImagePolicy: &imagePolicy{
 				KubeConfigFile: o.KubeconfigPath,
 				AllowTTL:       o.AllowTTL,
 				DenyTTL:        o.DenyTTL,
 				RetryBackoff:   o.RetryBackoff,
 				DefaultAllow:   o.DefaultAllow,
 			}},
-		}},
+		})
+	}
+	if o.WebhookURL != "" {
+		for _, name := range []string{"ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"} {
+			ac.Plugins = append(ac.Plugins, plugin{Name: name, Configuration: pluginConfiguration{
+				APIVersion: "apiserver.config.k8s.io/v1", Kind: "WebhookAdmissionConfiguration",
+				KubeConfigFile: o.WebhookKubeconfigPath,
+			}})
+		}
 	}
 	if asJSON {
 		b, err := json.MarshalIndent(ac, "", "  ")
@@ -146,6 +192,7 @@ type namedUser struct {
 }
 
 type user struct {
+	TokenFile             string `json:"tokenFile,omitempty"`
 	ClientCertificate     string `json:"client-certificate,omitempty"`
 	ClientCertificateData []byte `json:"client-certificate-data,omitempty"`
 	ClientKey             string `json:"client-key,omitempty"`
@@ -165,20 +212,16 @@ type contextSpec struct {
 // Kubeconfig renders the kubeconfig that points the plugin at the backend.
 func (o Options) Kubeconfig() ([]byte, error) {
 	c := cluster{Server: o.URL}
-	u := user{}
+	u, err := o.user()
+	if err != nil {
+		return nil, err
+	}
 	if o.EmbedCerts {
-		var err error
 		if c.CertificateAuthorityData, err = readOptional(o.CAFile); err != nil {
 			return nil, err
 		}
-		if u.ClientCertificateData, err = readOptional(o.ClientCert); err != nil {
-			return nil, err
-		}
-		if u.ClientKeyData, err = readOptional(o.ClientKey); err != nil {
-			return nil, err
-		}
 	} else {
-		c.CertificateAuthority, u.ClientCertificate, u.ClientKey = o.CAFile, o.ClientCert, o.ClientKey
+		c.CertificateAuthority = o.CAFile
 	}
 	kc := kubeconfig{
 		APIVersion:     "v1",
@@ -189,6 +232,43 @@ func (o Options) Kubeconfig() ([]byte, error) {
 		CurrentContext: "admitfn",
 	}
 	return yaml.Marshal(kc)
+}
+
+// user is what the apiserver presents: the token file and the client
+// certificate.
+func (o Options) user() (user, error) {
+	u := user{TokenFile: o.TokenFile}
+	if !o.EmbedCerts {
+		u.ClientCertificate, u.ClientKey = o.ClientCert, o.ClientKey
+		return u, nil
+	}
+	var err error
+	if u.ClientCertificateData, err = readOptional(o.ClientCert); err != nil {
+		return u, err
+	}
+	u.ClientKeyData, err = readOptional(o.ClientKey)
+	return u, err
+}
+
+// WebhookKubeconfig renders the kubeconfig of the webhook plugins'
+// WebhookAdmissionConfiguration: one user named after the webhooks' host
+// (the apiserver picks the user whose name matches the host it calls:
+// host:port, else host for port 443, else a "*." wildcard). The webhook
+// registrations' caBundle says which CA to trust, so no cluster is needed.
+func (o Options) WebhookKubeconfig() ([]byte, error) {
+	w, err := url.Parse(o.WebhookURL)
+	if err != nil {
+		return nil, err
+	}
+	u, err := o.user()
+	if err != nil {
+		return nil, err
+	}
+	return yaml.Marshal(struct {
+		APIVersion string      `json:"apiVersion"`
+		Kind       string      `json:"kind"`
+		Users      []namedUser `json:"users"`
+	}{"v1", "Config", []namedUser{{Name: w.Host, User: u}}})
 }
 
 func readOptional(path string) ([]byte, error) {

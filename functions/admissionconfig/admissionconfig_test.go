@@ -173,3 +173,73 @@ func TestFailClosedLockout(t *testing.T) {
 		})
 	}
 }
+
+// TestCallerToken writes the token file into both kubeconfigs and the
+// webhook plugins into the AdmissionConfiguration, as the apiserver reads
+// them (clientcmd for the kubeconfigs).
+func TestCallerToken(t *testing.T) {
+	o := valid()
+	o.TokenFile = "/etc/kubernetes/admitfn/token"
+	o.WebhookURL = "https://validating.admitfn.example.com"
+	o.WebhookKubeconfigPath = "/etc/kubernetes/admitfn/webhook_kubeconfig.yaml"
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := o.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.AuthInfos["kube-apiserver"].TokenFile; got != o.TokenFile {
+		t.Errorf("ImagePolicyWebhook kubeconfig tokenFile %q, want %q", got, o.TokenFile)
+	}
+	wkc, err := o.WebhookKubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcfg, err := clientcmd.Load(wkc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, ok := wcfg.AuthInfos["validating.admitfn.example.com"]; !ok || u.TokenFile != o.TokenFile {
+		t.Errorf("webhook kubeconfig users %+v, want one named after the host with the token file", wcfg.AuthInfos)
+	}
+	ac, err := o.AdmissionConfiguration(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Plugins []struct {
+			Name          string
+			Configuration map[string]any
+		}
+	}
+	if err := yaml.Unmarshal(ac, &got); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range got.Plugins {
+		names = append(names, p.Name)
+		if p.Name != "ImagePolicyWebhook" && (p.Configuration["kind"] != "WebhookAdmissionConfiguration" || p.Configuration["kubeConfigFile"] != o.WebhookKubeconfigPath) {
+			t.Errorf("%s configuration %v", p.Name, p.Configuration)
+		}
+	}
+	if diff := cmp.Diff([]string{"ImagePolicyWebhook", "ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"}, names); diff != "" {
+		t.Errorf("plugins (-want +got):\n%s", diff)
+	}
+
+	for name, modify := range map[string]func(*Options){
+		"relative token file":          func(o *Options) { o.TokenFile = "token" },
+		"webhook URL without a secret": func(o *Options) { o.TokenFile = "" },
+		"plain HTTP webhook URL":       func(o *Options) { o.WebhookURL = "http://validating.example" },
+	} {
+		bad := o
+		modify(&bad)
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%s: Validate() = nil, want an error", name)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/dynamic"
@@ -32,12 +33,14 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&o.DenyTTL, "deny-ttl", 50, "seconds the apiserver caches a deny (1-1800; 0 default, -1 off)")
 	fs.IntVar(&o.RetryBackoff, "retry-backoff", 500, "milliseconds between retries (1-300000; 0 default, -1 off)")
 	fs.BoolVar(&o.DefaultAllow, "default-allow", false, "admit pods when the backend cannot be reached (default: fail closed)")
+	fs.StringVar(&o.TokenFile, "token-file", "", "absolute path of the caller token file the apiserver reads and sends as a bearer token (admitfn serve --token-dir holds the same token)")
+	fs.StringVar(&o.WebhookURL, "webhook-url", "", "base URL of the validating/mutating webhooks (the validating Service): also configure the webhook plugins to send --token-file (and --client-cert) to that host")
 	acceptLockout := fs.Bool("accept-lockout", false, "with --service: write a fail-closed configuration even though the Service can scale to zero, which can lock the cluster (see the error without it)")
 	format := fs.String("format", "yaml", "AdmissionConfiguration format: yaml or json")
 	out := fs.String("out", ".", "folder to write admission_config.{yaml,json} and kubeconfig.yaml to")
 	fs.StringVar(&o.KubeconfigPath, "kubeconfig-path", "", "where the apiserver will read kubeconfig.yaml (default: the file written under --out)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: admitfn admission-config (--url https://HOST | --service NAME) [flags]")
+		fmt.Fprintln(stderr, "Usage: admitfn admission-config (--url https://HOST | --service NAME) [--webhook-url https://HOST] [--token-file PATH] [flags]")
 		fmt.Fprintln(stderr, "Writes the AdmissionConfiguration and kubeconfig kube-apiserver needs to ask admitfn.")
 		fs.PrintDefaults()
 	}
@@ -78,13 +81,21 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 		o.URL = admissionconfig.EndpointURL(o.URL)
 	}
 	kubeconfigFile := filepath.Join(*out, "kubeconfig.yaml")
-	if o.KubeconfigPath == "" {
-		abs, err := filepath.Abs(kubeconfigFile)
+	webhookKubeconfigFile := filepath.Join(*out, "webhook_kubeconfig.yaml")
+	for _, f := range []struct {
+		set  *string
+		file string
+		need bool
+	}{{&o.KubeconfigPath, kubeconfigFile, o.URL != ""}, {&o.WebhookKubeconfigPath, webhookKubeconfigFile, o.WebhookURL != ""}} {
+		if *f.set != "" || !f.need {
+			continue
+		}
+		abs, err := filepath.Abs(f.file)
 		if err != nil {
 			fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
 			return 2
 		}
-		o.KubeconfigPath = abs
+		*f.set = abs
 	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
@@ -95,27 +106,53 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
 		return 1
 	}
-	kc, err := o.Kubeconfig()
-	if err != nil {
-		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
-		return 2
+	type output struct {
+		path string
+		data []byte
+		mode os.FileMode
 	}
 	acFile := filepath.Join(*out, "admission_config."+*format)
+	files := []output{{acFile, ac, 0o644}}
+	if o.URL != "" {
+		kc, err := o.Kubeconfig()
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+			return 2
+		}
+		files = append(files, output{kubeconfigFile, kc, 0o600})
+	}
+	if o.WebhookURL != "" {
+		wkc, err := o.WebhookKubeconfig()
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
+			return 2
+		}
+		files = append(files, output{webhookKubeconfigFile, wkc, 0o600})
+	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
 		return 1
 	}
-	for _, f := range []struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}{{acFile, ac, 0o644}, {kubeconfigFile, kc, 0o600}} {
+	var written []string
+	for _, f := range files {
 		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
 			fmt.Fprintf(stderr, "admitfn admission-config: %v\n", err)
 			return 1
 		}
+		written = append(written, f.path)
 	}
-	fmt.Fprintf(stdout, "wrote %s and %s for %s\nstart kube-apiserver with:\n  --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook\n  --admission-control-config-file=%s\n", acFile, kubeconfigFile, o.URL, acFile)
+	plugins := "NodeRestriction"
+	if o.URL != "" {
+		plugins += ",ImagePolicyWebhook"
+	}
+	fmt.Fprintf(stdout, "wrote %s", strings.Join(written, ", "))
+	if o.URL != "" {
+		fmt.Fprintf(stdout, " for %s", o.URL)
+	}
+	if o.WebhookURL != "" {
+		fmt.Fprintf(stdout, " (webhooks at %s)", o.WebhookURL)
+	}
+	fmt.Fprintf(stdout, "\nstart kube-apiserver with:\n  --enable-admission-plugins=%s\n  --admission-control-config-file=%s\n", plugins, acFile)
 	return 0
 }
 
