@@ -5,6 +5,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -150,6 +151,12 @@ func TestKoApply(t *testing.T) {
 		}
 	})
 
+	// The caller token the Services mount, created as README says.
+	token := randomToken(t)
+	if _, _, err := deployer.kubectl(t, "", "create", "secret", "generic", "admitfn-callers", "-n", "admitfn", "--from-literal=token="+token); err != nil {
+		t.Fatal(err)
+	}
+
 	t.Run("the image's binary answers ImageReviews with the Service's arguments", func(t *testing.T) {
 		args := mountedArgs(t, deployer, dir, services["image-policy"].Spec.Template.Spec.Containers[0].Args)
 		// Process start to first answered review, median of five starts:
@@ -160,7 +167,7 @@ func TestKoApply(t *testing.T) {
 		for range 5 {
 			port := freePort(t)
 			url = fmt.Sprintf("http://127.0.0.1:%d/imagepolicy", port)
-			first, proc := startAndReview(t, dir, bin, url, append(args, fmt.Sprintf("--listen=127.0.0.1:%d", port)))
+			first, proc := startAndReview(t, dir, bin, url, token, append(args, fmt.Sprintf("--listen=127.0.0.1:%d", port)))
 			firsts = append(firsts, first)
 			if len(firsts) < 5 {
 				proc.stop()
@@ -173,13 +180,16 @@ func TestKoApply(t *testing.T) {
 			"nginx:1.17.1": `"allowed":true`,
 			"nginx":        `rule \"no-latest\"`,
 		} {
-			got, err := imageReview(url, image)
+			got, err := imageReview(url, token, image)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !strings.Contains(got, want) {
 				t.Errorf("ImageReview of %s: status %s, want it to contain %s", image, got, want)
 			}
+		}
+		if got, err := imageReview(url, "", "nginx:1.17.1"); err == nil || !strings.Contains(err.Error(), "status 401") {
+			t.Errorf("ImageReview without the caller token: %s, %v; want 401", got, err)
 		}
 	})
 
@@ -275,13 +285,13 @@ func TestKoApply(t *testing.T) {
 
 // startAndReview starts bin and asks url for an ImageReview until one is
 // answered; it returns how long that took from the start of the process.
-func startAndReview(t *testing.T, dir, bin, url string, args []string) (time.Duration, *proc) {
+func startAndReview(t *testing.T, dir, bin, url, token string, args []string) (time.Duration, *proc) {
 	t.Helper()
 	began := time.Now()
 	p := startProc(t, dir, "admitfn-from-image", bin, args...)
 	deadline := began.Add(10 * time.Second)
 	for {
-		_, err := imageReview(url, "nginx:1.17.1")
+		_, err := imageReview(url, token, "nginx:1.17.1")
 		if err == nil {
 			return time.Since(began), p
 		}
@@ -399,20 +409,29 @@ func pullBinary(t *testing.T, dir, ref string) string {
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-// mountedArgs rewrites the Service's arguments to read the ConfigMaps the
-// Service mounts (as the apiserver holds them after ko apply) from files
-// under dir, the way kubelet would project them.
+// mountedArgs rewrites the Service's arguments to read the ConfigMaps and
+// the Secret the Service mounts (as the apiserver holds them after ko
+// apply) from files under dir, the way kubelet would project them.
 func mountedArgs(t *testing.T, id identity, dir string, args []string) []string {
 	t.Helper()
-	mounts := map[string]string{"/etc/admitfn/policy": "admitfn-policy", "/etc/admitfn/logging": "admitfn-logging"}
-	for mount, cm := range mounts {
-		stdout, _, err := id.kubectl(t, "", "get", "configmap", cm, "-n", "admitfn", "-o", "json")
+	mounts := map[string]string{"/etc/admitfn/policy": "configmap/admitfn-policy", "/etc/admitfn/logging": "configmap/admitfn-logging", "/etc/admitfn/callers": "secret/admitfn-callers"}
+	for mount, object := range mounts {
+		stdout, _, err := id.kubectl(t, "", "get", object, "-n", "admitfn", "-o", "json")
 		if err != nil {
 			t.Fatal(err)
 		}
 		var obj struct{ Data map[string]string }
 		if err := json.Unmarshal([]byte(stdout), &obj); err != nil {
 			t.Fatal(err)
+		}
+		if strings.HasPrefix(object, "secret/") {
+			for k, v := range obj.Data {
+				b, err := base64.StdEncoding.DecodeString(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				obj.Data[k] = string(b)
+			}
 		}
 		local := filepath.Join(dir, mount)
 		if err := os.MkdirAll(local, 0o755); err != nil {
@@ -431,10 +450,19 @@ func mountedArgs(t *testing.T, id identity, dir string, args []string) []string 
 	return out
 }
 
-// imageReview posts an ImageReview for image and returns the status it got.
-func imageReview(url, image string) (string, error) {
+// imageReview posts an ImageReview for image with the caller token (none
+// when empty) and returns the status it got.
+func imageReview(url, token, image string) (string, error) {
 	body := fmt.Sprintf(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":%q}],"namespace":"default"}}`, image)
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err
 	}

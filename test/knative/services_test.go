@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -156,6 +157,29 @@ func checkAdmissionService(t *testing.T, svc *servingv1.Service, want serviceWan
 	}
 	if len(c.Args) < len(args) || strings.Join(c.Args[:len(args)], " ") != strings.Join(args, " ") {
 		t.Errorf("args %q, want them to start with %q", c.Args, args)
+	}
+	// Callers must hold a token from a mounted Secret: the Service's URL
+	// is public and TLS ends at the ingress.
+	tokenDir := ""
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--token-dir="); ok {
+			tokenDir = v
+		}
+	}
+	secretMounted := false
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != tokenDir {
+			continue
+		}
+		for _, v := range tmpl.Spec.Volumes {
+			secretMounted = secretMounted || (v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "admitfn-callers")
+		}
+	}
+	if tokenDir == "" || !secretMounted {
+		t.Errorf("--token-dir %q is not the mount of Secret admitfn-callers: anyone reaching the URL could ask", tokenDir)
+	}
+	if !slices.Contains(c.Args, "--metrics-listen=:9090") {
+		t.Errorf("args %q: /metrics must be served on a port the ingress does not route", c.Args)
 	}
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/health/readiness" {
 		t.Errorf("readiness probe %+v, want GET /health/readiness", c.ReadinessProbe)
