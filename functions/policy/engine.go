@@ -492,17 +492,23 @@ func (c *check) tags(t *TagRule) {
 		c.fail(fmt.Sprintf("name a version tag (%s:<version>) or a digest (%s@sha256:<digest>)", base, base),
 			"uses the mutable tag \"latest\"")
 	}
-	if ref.Tag == "" {
+	// The globs judge the tag the runtime will pull: "latest" when none is
+	// written and no digest pins the image. A digest alone names no tag.
+	tag, implied := ref.Tag, ""
+	if tag == "" && !pinned {
+		tag, implied = "latest", " (implied: the reference names no tag)"
+	}
+	if tag == "" {
 		return
 	}
 	for _, g := range t.Deny {
-		if ok, _ := matchGlob(g, ref.Tag); ok {
-			c.fail("use a tag that does not match "+quoteList(t.Deny), "tag %q is denied (pattern %q)", ref.Tag, g)
+		if ok, _ := matchGlob(g, tag); ok {
+			c.fail("use a tag that does not match "+quoteList(t.Deny), "tag %q%s is denied (pattern %q)", tag, implied, g)
 			break
 		}
 	}
-	if len(t.Allow) > 0 && !matchAnyGlob(t.Allow, ref.Tag) {
-		c.fail("use a tag matching "+quoteList(t.Allow), "tag %q is not allowed", ref.Tag)
+	if len(t.Allow) > 0 && !matchAnyGlob(t.Allow, tag) {
+		c.fail("use a tag matching "+quoteList(t.Allow), "tag %q%s is not allowed", tag, implied)
 	}
 }
 
