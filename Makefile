@@ -23,7 +23,7 @@ unit:
 # coordinator can fail a clean run with "context deadline exceeded" when a
 # duration expires mid-execution (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 30000x
-FUZZ_TARGETS := imageref:FuzzParse imageref:FuzzRepoPattern policy:FuzzParse imagepolicy:FuzzImageReview admission:FuzzAdmissionReview
+FUZZ_TARGETS := imageref:FuzzParse imageref:FuzzRepoPattern policy:FuzzParse policy:FuzzImageUser imagepolicy:FuzzImageReview admission:FuzzAdmissionReview
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

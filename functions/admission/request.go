@@ -59,7 +59,7 @@ func Read(req *admissionv1.AdmissionRequest) (Facts, error) {
 				continue
 			}
 			f.Images = append(f.Images, img)
-			f.Request.Images = append(f.Request.Images, policy.Image{Ref: img.Ref, Field: img.Field})
+			f.Request.Images = append(f.Request.Images, policy.Image{Ref: img.Ref, Field: img.Field, Volume: img.Volume, RunAsUser: img.RunAsUser})
 		}
 	case kind == "Node":
 		node := &policy.NodeChange{}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -42,4 +43,91 @@ func TestTagGlobsJudgeThePulledTag(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNonRootAsTheKubelet judges the image's user as containerd and CRI-O
+// report it to the kubelet, and as the kubelet's runAsNonRoot check then
+// decides; the pod's runAsUser, when the request carries it, overrides
+// the image's user; an image volume is mounted, not run.
+func TestNonRootAsTheKubelet(t *testing.T) {
+	p := mustParse(t, `  rules:
+  - name: nonroot
+    nonRoot: true
+`)
+	uid := func(n int64) *int64 { return &n }
+	tests := []struct {
+		name      string
+		user      string
+		runAsUser *int64
+		volume    bool
+		problem   string // empty: allowed
+	}{
+		{"numeric uid", "65532", nil, false, ""},
+		{"uid and gid", "65532:65532", nil, false, ""},
+		{"unset is root", "", nil, false, "config user unset, so root"},
+		{"0", "0", nil, false, `runs as root (config user "0")`},
+		{"00", "00", nil, false, `runs as root (config user "00")`},
+		{"+0", "+0", nil, false, `runs as root (config user "+0")`},
+		{"-0", "-0", nil, false, `runs as root (config user "-0")`},
+		{"0 with a group", "0:1000", nil, false, `runs as root (config user "0:1000")`},
+		{"root by name", "root", nil, false, "a user name"},
+		{"another name may map to 0", "nobody", nil, false, "a user name"},
+		{"hex is a name to the runtime", "0x0", nil, false, "a user name"},
+		{"negative uid", "-5", nil, false, "invalid uid"},
+		{"uid past 2^31-1", "2147483648", nil, false, "invalid uid"},
+		{"pod runs a root image as 1000", "0", uid(1000), false, ""},
+		{"pod runs a named-user image as 1000", "root", uid(1000), false, ""},
+		{"pod asks for uid 0", "65532", uid(0), false, "securityContext.runAsUser is 0"},
+		{"image volume: not run", "0", nil, true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := "registry.corp/app:1"
+			req := Request{Namespace: "default", Images: []Image{{Ref: img, Field: "spec.containers[0].image", RunAsUser: tc.runAsUser, Volume: tc.volume}}}
+			facts := map[string]Facts{img: {Level: LevelConfig, Digest: dA, Configs: []ImageConfig{{User: tc.user, Created: now}}}}
+			d := p.Evaluate(req, facts, now)
+			if tc.problem == "" {
+				if !d.Allowed {
+					t.Errorf("denied: %s", d.Reason())
+				}
+				return
+			}
+			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
+				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
+			}
+		})
+	}
+}
+
+// FuzzImageUser checks imageUser against the runtime's own reading for
+// any string: a uid exactly when strconv.ParseInt reads the part before
+// the first ':'.
+func FuzzImageUser(f *testing.F) {
+	for _, s := range []string{"", "0", "root", "0:0", "+0", "1000:1000", ":", "a:b:c", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		uid, name := imageUser(s)
+		if s == "" {
+			if uid != nil || name != "" {
+				t.Fatalf("imageUser(%q) = %v, %q; want neither", s, uid, name)
+			}
+			return
+		}
+		first := strings.Split(s, ":")[0]
+		n, err := strconv.ParseInt(first, 10, 64)
+		switch {
+		case err == nil && (uid == nil || *uid != n || name != ""):
+			t.Fatalf("imageUser(%q) = %v, %q; the runtime reads uid %d", s, uid, name, n)
+		case err != nil && (uid != nil || name != first):
+			t.Fatalf("imageUser(%q) = %v, %q; the runtime reads user name %q", s, uid, name, first)
+		}
+		problem, _ := nonRoot(nil, s)
+		if root := uid != nil && *uid == 0; root && problem == "" {
+			t.Fatalf("nonRoot(%q) allowed uid 0", s)
+		}
+		if name != "" && problem == "" {
+			t.Fatalf("nonRoot(%q) allowed a user name", s)
+		}
+	})
 }

@@ -3,8 +3,10 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +72,13 @@ type Image struct {
 	// Field is the path of the reference in the object, e.g.
 	// "spec.initContainers[0].image".
 	Field string
+	// Volume is set for an image volume: mounted, not run, so the
+	// image's own user is not checked.
+	Volume bool
+	// RunAsUser is the uid the pod's securityContext runs the container
+	// as, which overrides the image's user; nil when the request does not
+	// say (an ImageReview never does).
+	RunAsUser *int64
 }
 
 // Facts is what the registry said about an image. The zero value means
@@ -373,7 +382,7 @@ func (p *Policy) Evaluate(req Request, facts map[string]Facts, now time.Time) De
 			if !r.applies(req.Namespace, ref) {
 				continue
 			}
-			c := check{rule: r, ref: ref, facts: f, now: now}
+			c := check{rule: r, ref: ref, image: img, facts: f, now: now}
 			c.run()
 			if c.failedOpen != "" {
 				d.FailedOpen = append(d.FailedOpen, fmt.Sprintf("%s: %s: %s", r.Name, img.Ref, c.failedOpen))
@@ -417,6 +426,7 @@ type problem struct{ problem, fix string }
 type check struct {
 	rule       *CompiledRule
 	ref        imageref.Ref
+	image      Image
 	facts      Facts
 	now        time.Time
 	problems   []problem
@@ -582,12 +592,10 @@ func (c *check) config() {
 		if len(f.Configs) > 1 || len(f.Platforms) > 1 {
 			on = " on " + cfg.Platform.String()
 		}
-		if r.NonRoot && runsAsRoot(cfg.User) {
-			user := cfg.User
-			if user == "" {
-				user = "unset, so root"
+		if r.NonRoot && !c.image.Volume {
+			if problem, fix := nonRoot(c.image.RunAsUser, cfg.User); problem != "" {
+				c.fail(fix, "%s%s", problem, on)
 			}
-			c.fail("build the image with USER set to a non-zero numeric uid", "runs as root%s (config user %s)", on, strconvQuote(user))
 		}
 		if r.MaxAge > 0 {
 			switch age := c.now.Sub(cfg.Created); {
@@ -613,11 +621,46 @@ func (c *check) config() {
 	}
 }
 
-// runsAsRoot reads the image config's User the way the runtime does: empty
-// means root; "0", "root", "0:gid" and "root:gid" are root.
-func runsAsRoot(user string) bool {
+// imageUser reads an image config's User as containerd and CRI-O report it
+// to the kubelet: the part before ":" is a uid when strconv.ParseInt reads
+// it ("00", "+0" and "-0" are uid 0), else a user name; empty is neither.
+func imageUser(user string) (uid *int64, name string) {
+	if user == "" {
+		return nil, ""
+	}
 	u, _, _ := strings.Cut(user, ":")
-	return u == "" || u == "0" || u == "root"
+	n, err := strconv.ParseInt(u, 10, 64)
+	if err != nil {
+		return nil, u
+	}
+	return &n, ""
+}
+
+// nonRoot answers as the kubelet's runAsNonRoot check does: the pod's
+// runAsUser, when set, decides; otherwise the image's user must be a uid
+// from 1 to 2^31-1, and a user name is refused because nothing can tell
+// whether /etc/passwd in the image maps it to 0. It returns the problem
+// and its fix, or "" when the container will not run as root.
+func nonRoot(runAsUser *int64, configUser string) (problem, fix string) {
+	const build = "build the image with USER set to a non-zero numeric uid, or set securityContext.runAsUser"
+	if runAsUser != nil {
+		if *runAsUser == 0 {
+			return "runs as root (securityContext.runAsUser is 0)", "set securityContext.runAsUser to a non-zero uid"
+		}
+		return "", ""
+	}
+	uid, name := imageUser(configUser)
+	switch {
+	case name != "":
+		return fmt.Sprintf("has a user name (config user %q), which cannot be verified not to be root", configUser), build
+	case uid == nil:
+		return `runs as root (config user unset, so root)`, build
+	case *uid == 0:
+		return fmt.Sprintf("runs as root (config user %q)", configUser), build
+	case *uid < 1 || *uid > math.MaxInt32:
+		return fmt.Sprintf("has an invalid uid (config user %q; uids run from 1 to %d)", configUser, math.MaxInt32), build
+	}
+	return "", ""
 }
 
 func providesPlatform(have []Platform, want Platform) bool {

@@ -1,6 +1,9 @@
 // Package workload finds the images in Kubernetes objects: pods and
 // everything that holds a pod template, with the field path and JSON
 // pointer of every image so a denial can name it and a patch can pin it.
+// Every image the kubelet pulls counts: containers, init and ephemeral
+// containers, and image volumes (spec.volumes[].image.reference), whose
+// contents any container of the pod can run.
 package workload
 
 import (
@@ -25,11 +28,19 @@ type Image struct {
 	HasPullPolicy bool
 	// PullPolicy is the container's imagePullPolicy as written.
 	PullPolicy string
+	// Volume is set for an image volume: its image is mounted, not run
+	// as a container, so rules about the image's own user do not apply.
+	Volume bool
+	// RunAsUser is the uid the pod asks this container to run as (the
+	// container's securityContext.runAsUser, else the pod's), which
+	// overrides the image's user; nil when neither sets one.
+	RunAsUser *int64
 }
 
 // Object is what admitfn reads from an admitted object.
 type Object struct {
-	// Images in containers, initContainers and ephemeralContainers order.
+	// Images in containers, initContainers, ephemeralContainers and
+	// image volumes order.
 	Images []Image
 	// Annotations of the pod (template) the images run in.
 	Annotations map[string]string
@@ -54,15 +65,29 @@ func HoldsPods(kind string) bool {
 	return ok
 }
 
+type securityContext struct {
+	RunAsUser *int64 `json:"runAsUser"`
+}
+
 type container struct {
-	Image           *string `json:"image"`
-	ImagePullPolicy *string `json:"imagePullPolicy"`
+	Image           *string          `json:"image"`
+	ImagePullPolicy *string          `json:"imagePullPolicy"`
+	SecurityContext *securityContext `json:"securityContext"`
+}
+
+type volume struct {
+	Image *struct {
+		Reference  *string `json:"reference"`
+		PullPolicy *string `json:"pullPolicy"`
+	} `json:"image"`
 }
 
 type podSpec struct {
-	Containers          []container `json:"containers"`
-	InitContainers      []container `json:"initContainers"`
-	EphemeralContainers []container `json:"ephemeralContainers"`
+	SecurityContext     *securityContext `json:"securityContext"`
+	Containers          []container      `json:"containers"`
+	InitContainers      []container      `json:"initContainers"`
+	EphemeralContainers []container      `json:"ephemeralContainers"`
+	Volumes             []volume         `json:"volumes"`
 }
 
 type podTemplate struct {
@@ -125,8 +150,33 @@ func Read(kind string, raw []byte) (Object, error) {
 			if c.ImagePullPolicy != nil {
 				img.HasPullPolicy, img.PullPolicy = true, *c.ImagePullPolicy
 			}
+			switch {
+			case c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil:
+				img.RunAsUser = c.SecurityContext.RunAsUser
+			case tmpl.Spec.SecurityContext != nil:
+				img.RunAsUser = tmpl.Spec.SecurityContext.RunAsUser
+			}
 			obj.Images = append(obj.Images, img)
 		}
+	}
+	for i, v := range tmpl.Spec.Volumes {
+		if v.Image == nil {
+			continue
+		}
+		base := append(append([]string(nil), prefix...), "volumes", fmt.Sprint(i), "image")
+		img := Image{
+			Field:             fmt.Sprintf("%s.volumes[%d].image.reference", dotted(prefix), i),
+			Pointer:           pointer(append(base, "reference")),
+			PullPolicyPointer: pointer(append(base, "pullPolicy")),
+			Volume:            true,
+		}
+		if v.Image.Reference != nil {
+			img.Ref = *v.Image.Reference
+		}
+		if v.Image.PullPolicy != nil {
+			img.HasPullPolicy, img.PullPolicy = true, *v.Image.PullPolicy
+		}
+		obj.Images = append(obj.Images, img)
 	}
 	return obj, nil
 }

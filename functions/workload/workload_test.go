@@ -108,3 +108,47 @@ func TestReadEphemeralAndOddShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestImageVolumesAndRunAsUser reads a Deployment whose pod mounts an
+// image volume and sets runAsUser at the pod level, overridden for one
+// container: every image the kubelet pulls is found, with the uid each
+// container will run as.
+func TestImageVolumesAndRunAsUser(t *testing.T) {
+	podUID, appUID := int64(1000), int64(0)
+	tmpl := corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+		SecurityContext: &corev1.PodSecurityContext{RunAsUser: &podUID},
+		Containers: []corev1.Container{
+			{Name: "app", Image: "registry.corp/app:1", SecurityContext: &corev1.SecurityContext{RunAsUser: &appUID}},
+			{Name: "sidecar", Image: "registry.corp/sidecar:1"},
+		},
+		Volumes: []corev1.Volume{
+			{Name: "cfg", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "registry.corp/tools:2", PullPolicy: corev1.PullAlways}}},
+		},
+	}}
+	raw, err := json.Marshal(appsv1.Deployment{Spec: appsv1.DeploymentSpec{Template: tmpl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := Read("Deployment", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type img struct {
+		Field, Pointer, PullPointer, Ref, Policy string
+		Volume                                   bool
+		RunAsUser                                *int64
+	}
+	var got []img
+	for _, i := range obj.Images {
+		got = append(got, img{i.Field, i.Pointer, i.PullPolicyPointer, i.Ref, i.PullPolicy, i.Volume, i.RunAsUser})
+	}
+	want := []img{
+		{"spec.template.spec.containers[0].image", "/spec/template/spec/containers/0/image", "/spec/template/spec/containers/0/imagePullPolicy", "registry.corp/app:1", "", false, &appUID},
+		{"spec.template.spec.containers[1].image", "/spec/template/spec/containers/1/image", "/spec/template/spec/containers/1/imagePullPolicy", "registry.corp/sidecar:1", "", false, &podUID},
+		{"spec.template.spec.volumes[1].image.reference", "/spec/template/spec/volumes/1/image/reference", "/spec/template/spec/volumes/1/image/pullPolicy", "registry.corp/tools:2", "Always", true, nil},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("images (-want +got):\n%s", diff)
+	}
+}

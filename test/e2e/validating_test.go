@@ -202,6 +202,28 @@ spec:
 		}
 	})
 
+	t.Run("image volumes are judged and pinned", func(t *testing.T) {
+		withVolume := func(name, image string) *corev1.Pod {
+			p := pod(name, []string{"nginx:1.17.1"}, nil, nil)
+			p.Spec.Volumes = []corev1.Volume{{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: image, PullPolicy: corev1.PullIfNotPresent}}}}
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "tools", MountPath: "/tools"}}
+			return p
+		}
+		_, err := dev.CoreV1().Pods("e2e-a").Create(ctx, withVolume("volume-latest", "busybox:latest"), metav1.CreateOptions{})
+		wantDenied(t, err, `image "busybox:latest" (spec.volumes[0].image.reference) violates rule "no-latest"`)
+		img := reg.Ref("app", ":v1")
+		if _, err := dev.CoreV1().Pods("pinned").Create(ctx, withVolume("volume-pinned", img), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := dev.CoreV1().Pods("pinned").Get(ctx, "volume-pinned", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref := got.Spec.Volumes[0].Image.Reference; ref != img+"@"+digest {
+			t.Errorf("image volume reference %q, want it pinned to %s@%s", ref, img, digest)
+		}
+	})
+
 	t.Run("a LoadBalancer Service is refused", func(t *testing.T) {
 		svc := func(name string, ty corev1.ServiceType) *corev1.Service {
 			return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Type: ty, Ports: []corev1.ServicePort{{Port: 80}}}}
