@@ -1,6 +1,10 @@
 package imageref
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/distribution/reference"
+)
 
 // FuzzParse checks that Parse never panics and that what it accepts is
 // stable: the normalized form parses to the same reference.
@@ -13,6 +17,22 @@ func FuzzParse(f *testing.F) {
 		r, err := Parse(s)
 		if err != nil {
 			return
+		}
+		// Differential against the kubelet's parser: whatever admitfn
+		// accepts, the kubelet reads as the same repository, tag and
+		// digest (the registry up to its canonical spelling).
+		named, kerr := reference.ParseNormalizedNamed(s)
+		if kerr != nil {
+			t.Fatalf("Parse(%q) accepted what the kubelet refuses: %v", s, kerr)
+		}
+		if CanonicalHost(reference.Domain(named)) != r.Registry || reference.Path(named) != r.Repository {
+			t.Fatalf("Parse(%q) = %s/%s, the kubelet reads %s", s, r.Registry, r.Repository, named)
+		}
+		if tagged, ok := named.(reference.Tagged); ok != (r.Tag != "") || (ok && tagged.Tag() != r.Tag) {
+			t.Fatalf("Parse(%q) tag %q, the kubelet reads %s", s, r.Tag, named)
+		}
+		if d, ok := named.(reference.Digested); ok != (r.Digest != "") || (ok && d.Digest().String() != r.Digest) {
+			t.Fatalf("Parse(%q) digest %q, the kubelet reads %s", s, r.Digest, named)
 		}
 		again, err := Parse(r.String())
 		if err != nil {

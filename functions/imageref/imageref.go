@@ -8,10 +8,12 @@ package imageref
 
 import (
 	"fmt"
+	"net"
 	"path"
 	"strings"
 	"sync"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
@@ -49,7 +51,7 @@ func Parse(s string) (Ref, error) {
 	}
 	r := Ref{
 		Original:   s,
-		Registry:   parsed.Context().RegistryStr(),
+		Registry:   CanonicalHost(parsed.Context().RegistryStr()),
 		Repository: parsed.Context().RepositoryStr(),
 	}
 	base := s
@@ -69,7 +71,59 @@ func Parse(s string) (Ref, error) {
 	if len(r.Repository) > 255 {
 		return Ref{}, fmt.Errorf("image reference %q is invalid: its repository %q is longer than 255 characters", s, r.Repository)
 	}
+	if err := kubeletAgrees(s, r); err != nil {
+		return Ref{}, err
+	}
 	return r, nil
+}
+
+// kubeletAgrees parses s as the kubelet does (the distribution reference
+// grammar, normalized) and refuses a reference it cannot parse or reads
+// as another image: what is judged must be what the kubelet pulls.
+func kubeletAgrees(s string, r Ref) error {
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return fmt.Errorf("image reference %q is one the kubelet cannot parse: %v", s, err)
+	}
+	tag, digest := "", ""
+	if t, ok := named.(reference.Tagged); ok {
+		tag = t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		digest = d.Digest().String()
+	}
+	if CanonicalHost(reference.Domain(named)) != r.Registry || reference.Path(named) != r.Repository || tag != r.Tag || digest != r.Digest {
+		return fmt.Errorf("image reference %q is read differently by the kubelet (%s)", s, named.String())
+	}
+	return nil
+}
+
+// CanonicalHost is the one spelling of a registry host that matching
+// uses, so that other spellings of the same registry cannot slip past a
+// pattern: lower case (host names are case-insensitive), no trailing dot,
+// no default HTTPS port, and Docker Hub's aliases (docker.io, the name the
+// runtime uses; registry-1.docker.io, where it connects;
+// registry.hub.docker.com) as index.docker.io.
+func CanonicalHost(h string) string {
+	h = strings.ToLower(h)
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		host, port = h, ""
+	}
+	host = strings.TrimSuffix(host, ".")
+	switch host {
+	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+		if port == "" || port == "443" {
+			return DockerHub
+		}
+	}
+	if port == "" || port == "443" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Cache remembers parsed references. A cluster admits the same images over
@@ -152,6 +206,9 @@ func ParseHostPattern(p string) (HostPattern, error) {
 	}
 	if strings.Contains(p, "/") {
 		return HostPattern{}, fmt.Errorf("registry pattern %q contains a '/': registries are hosts; put paths in a repositories rule", p)
+	}
+	if strings.ContainsAny(p, "[]") && !ipv6Literal(p) {
+		return HostPattern{}, fmt.Errorf("registry pattern %q is malformed: brackets only enclose an IPv6 address, as in [::1]:5000", p)
 	}
 	p = normalizeHost(p)
 	if _, err := path.Match(p, ""); err != nil {
@@ -274,10 +331,25 @@ func hasTag(seg string) bool {
 	return false
 }
 
-func normalizeHost(h string) string {
-	h = strings.ToLower(h)
-	if h == "docker.io" {
-		return DockerHub
+// ipv6Literal reports whether h is "[address]" or "[address]:port", the
+// address made of hex digits, colons, dots and "*".
+func ipv6Literal(h string) bool {
+	end := strings.Index(h, "]")
+	if !strings.HasPrefix(h, "[") || end < 2 || strings.Count(h, "[") != 1 || strings.Count(h, "]") != 1 {
+		return false
 	}
-	return h
+	for _, c := range strings.ToLower(h[1:end]) {
+		if !strings.ContainsRune("0123456789abcdef:.*", c) {
+			return false
+		}
+	}
+	rest := h[end+1:]
+	return rest == "" || (strings.HasPrefix(rest, ":") && len(rest) > 1 && strings.Trim(rest[1:], "0123456789*") == "")
+}
+
+// normalizeHost is a host pattern in canonical form, with IPv6 brackets
+// escaped so that path.Match reads them as themselves, not as a class.
+func normalizeHost(h string) string {
+	h = CanonicalHost(h)
+	return strings.NewReplacer("[", `\[`, "]", `\]`).Replace(h)
 }

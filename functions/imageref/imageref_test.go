@@ -2,6 +2,7 @@ package imageref
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -193,6 +194,79 @@ func TestCache(t *testing.T) {
 		}
 		if n := len(c.refs); n > 3 {
 			t.Fatalf("after %d new names the cache holds %d references, want at most 3", i+1, n)
+		}
+	}
+}
+
+// TestOneIdentityPerRegistry: every spelling the runtime or DNS treats as
+// one registry matches the same patterns, and other registries do not.
+func TestOneIdentityPerRegistry(t *testing.T) {
+	tests := []struct {
+		pattern string
+		images  []string // each must match
+		others  []string // none may match
+	}{
+		{"docker.io",
+			[]string{"nginx", "docker.io/library/nginx", "index.docker.io/library/nginx", "registry-1.docker.io/library/nginx",
+				"registry.hub.docker.com/library/nginx", "DOCKER.IO/library/nginx", "Docker.io/library/nginx",
+				"docker.io:443/library/nginx", "index.docker.io:443/library/nginx"},
+			[]string{"docker.io:5000/library/nginx", "docker.io.evil.example/library/nginx", "quay.io/library/nginx"}},
+		{"registry.corp",
+			[]string{"registry.corp/app", "REGISTRY.corp/app", "registry.corp:443/app"},
+			[]string{"registry.corp:5000/app", "registry.corp.evil.io/app", "evil.io/registry.corp/app"}},
+		{"registry.corp:443", []string{"registry.corp/app", "registry.corp:443/app"}, []string{"registry.corp:8443/app"}},
+		{"[::1]:5000", []string{"[::1]:5000/app"}, []string{"[::2]:5000/app", "[::1]:5001/app"}},
+		{"[fd00::*]:5000", []string{"[fd00::7]:5000/app"}, []string{"[fd01::7]:5000/app"}},
+	}
+	for _, tc := range tests {
+		hp, err := ParseHostPattern(tc.pattern)
+		if err != nil {
+			t.Fatalf("ParseHostPattern(%q): %v", tc.pattern, err)
+		}
+		rp, err := ParseRepoPattern(tc.pattern + "/**")
+		if err != nil {
+			t.Fatalf("ParseRepoPattern(%q): %v", tc.pattern+"/**", err)
+		}
+		for _, img := range append(append([]string{}, tc.images...), tc.others...) {
+			want := slices.Contains(tc.images, img)
+			t.Run(tc.pattern+" ~ "+img, func(t *testing.T) {
+				r, err := Parse(img)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := hp.Match(r.Registry); got != want {
+					t.Errorf("host pattern %q matches %q (registry %q): %v, want %v", tc.pattern, img, r.Registry, got, want)
+				}
+				if got := rp.Match(r); got != want {
+					t.Errorf("repository pattern %q matches %q: %v, want %v", tc.pattern+"/**", img, got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestKubeletGrammar refuses what the kubelet cannot parse, and what the
+// runtime cannot pull by digest.
+func TestKubeletGrammar(t *testing.T) {
+	for _, in := range []string{
+		"registry.corp/APP:1",
+		"docker.io./library/nginx",
+		"registry.corp/app@sha1:" + strings.Repeat("a", 40),
+		"registry.corp/app@md5:" + strings.Repeat("a", 32),
+		"registry.corp/app@blake3:" + strings.Repeat("a", 64),
+		"registry.corp/app@sha256:" + strings.Repeat("A", 64),
+		"registry.corp/app:" + strings.Repeat("t", 129),
+		"-registry.corp/app",
+	} {
+		t.Run(in, func(t *testing.T) {
+			if r, err := Parse(in); err == nil {
+				t.Errorf("Parse(%q) = %+v, want it refused", in, r)
+			}
+		})
+	}
+	for _, in := range []string{"registry.corp/app@sha384:" + strings.Repeat("a", 96), "registry.corp/app@sha512:" + strings.Repeat("a", 128), "registry.corp/app:V1.0_rc"} {
+		if _, err := Parse(in); err != nil {
+			t.Errorf("Parse(%q): %v, want it accepted (the runtime pulls it)", in, err)
 		}
 	}
 }
