@@ -117,7 +117,10 @@ func TestStaleAnswerWithinWindow(t *testing.T) {
 // nonRootServer serves ImageReviews judged by one nonRoot rule against the
 // registry at host, with the given registry settings; stop closes the
 // server and the resolver's connections (before a goroutine leak check).
-func nonRootServer(t *testing.T, host, registry, onError string) (url string, stop func()) {
+// nonRootServer serves ImageReviews with a policy whose one rule, non-root,
+// needs image configs; onError is its onRegistryError, and extra more of
+// its fields (YAML lines, indented four spaces).
+func nonRootServer(t *testing.T, host, registry, onError string, extra ...string) (url string, stop func()) {
 	t.Helper()
 	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
 kind: ImagePolicy
@@ -127,7 +130,7 @@ spec:
   - name: non-root
     onRegistryError: %s
     nonRoot: true
-`, host, registry, onError)))
+%s`, host, registry, onError, strings.Join(extra, ""))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,4 +140,45 @@ spec:
 	}
 	srv := httptest.NewServer(New(review.New(p, res), observe.Observers{}))
 	return srv.URL, func() { srv.Close(); res.Close() }
+}
+
+// TestRegistryRefusesAdmitfn: a 401 or 403 is the registry refusing
+// admitfn, not failing; onRegistryError: allow does not let it through
+// (the pod's author could pick a private repository to fail open), only
+// onRegistryUnauthorized: allow does.
+func TestRegistryRefusesAdmitfn(t *testing.T) {
+	for _, fault := range []registrytest.Fault{registrytest.Unauthorized, registrytest.Forbidden} {
+		for _, tc := range []struct {
+			name    string
+			extra   string
+			allowed bool
+		}{
+			{"onRegistryError allow", "", false},
+			{"onRegistryUnauthorized allow", "    onRegistryUnauthorized: allow\n", true},
+		} {
+			t.Run(fmt.Sprintf("%d/%s", 401+2*int(fault-registrytest.Unauthorized), tc.name), func(t *testing.T) {
+				reg := registrytest.New(t)
+				reg.Push("app:v1", registrytest.Image(t, nil))
+				url, stop := nonRootServer(t, reg.Host(), "cacheTTL: 1ms, staleWindow: 0s", "allow", tc.extra)
+				defer stop()
+				reg.SetFault(fault)
+				resp, err := http.Post(url, "application/json", strings.NewReader(reviewJSON("default", reg.Ref("app", ":v1"))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				out := decodeReviewFrom(t, resp)
+				t.Logf("allowed=%v reason: %s; annotations %v", out.Status.Allowed, out.Status.Reason, out.Status.AuditAnnotations)
+				if out.Status.Allowed != tc.allowed {
+					t.Fatalf("allowed=%v, want %v", out.Status.Allowed, tc.allowed)
+				}
+				if !tc.allowed && !strings.Contains(out.Status.Reason, "refused admitfn access") {
+					t.Errorf("reason %q does not say the registry refused admitfn", out.Status.Reason)
+				}
+				if tc.allowed && !strings.Contains(out.Status.AuditAnnotations["failed-open"], "registry refused admitfn") {
+					t.Errorf("failed-open annotation %q", out.Status.AuditAnnotations["failed-open"])
+				}
+			})
+		}
+	}
 }

@@ -94,6 +94,10 @@ type Facts struct {
 	NotFound bool
 	// Err is set when the registry could not answer.
 	Err error
+	// Unauthorized means the registry refused admitfn (401 or 403): an
+	// answer about admitfn's access, not about the image, decided by the
+	// rule's onRegistryUnauthorized rather than onRegistryError.
+	Unauthorized bool
 	// Stale means the facts come from the cache past their TTL because the
 	// registry failed.
 	Stale bool
@@ -544,6 +548,14 @@ func (c *check) registryAnswered() bool {
 			what = "digest " + c.ref.Digest
 		}
 		c.fail("push the image or correct the reference", "%s was not found in %s", what, c.ref.Repo())
+		return false
+	case f.Unauthorized:
+		if r.OnRegistryUnauthorized == FailOpen {
+			c.failedOpen = "registry refused admitfn: " + f.Err.Error()
+			return false
+		}
+		c.fail("give admitfn pull access to the repository (a docker config in its pod), or set onRegistryUnauthorized: allow on the rule",
+			"registry %s refused admitfn access (%v), so the image cannot be verified", c.ref.Registry, f.Err)
 		return false
 	case f.Err != nil:
 		if r.OnRegistryError == FailOpen {

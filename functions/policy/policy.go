@@ -179,6 +179,11 @@ type Rule struct {
 	Mode Mode `json:"mode,omitempty"`
 	// OnRegistryError is deny (default) or allow.
 	OnRegistryError OnError `json:"onRegistryError,omitempty"`
+	// OnRegistryUnauthorized is what a 401 or 403 from the registry means
+	// (admitfn may not read the repository, though the pod's pull secret
+	// may): deny (default) or allow. It is not onRegistryError, so that a
+	// pod's author cannot choose a private repository to fail open.
+	OnRegistryUnauthorized OnError `json:"onRegistryUnauthorized,omitempty"`
 	// Namespaces limits the rule to these namespace globs (default: all).
 	Namespaces []string `json:"namespaces,omitempty"`
 	// ExemptNamespaces are namespace globs the rule skips.
@@ -277,13 +282,15 @@ func (r Registry) IsInternal(host string) bool {
 
 // CompiledRule is the checked form of a Rule.
 type CompiledRule struct {
-	Name             string
-	Mode             Mode
-	OnRegistryError  OnError
-	Namespaces       []string
-	ExemptNamespaces []string
-	Images           []imageref.RepoPattern
-	ExcludeImages    []imageref.RepoPattern
+	Name            string
+	Mode            Mode
+	OnRegistryError OnError
+	// OnRegistryUnauthorized decides a 401 or 403 from the registry.
+	OnRegistryUnauthorized OnError
+	Namespaces             []string
+	ExemptNamespaces       []string
+	Images                 []imageref.RepoPattern
+	ExcludeImages          []imageref.RepoPattern
 
 	Tags              *TagRule
 	AllowRegistries   []imageref.HostPattern
@@ -473,14 +480,15 @@ type failFunc func(field, format string, args ...any)
 
 func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 	c := CompiledRule{
-		Name:            r.Name,
-		Mode:            r.Mode,
-		OnRegistryError: r.OnRegistryError,
-		RequireDigest:   r.RequireDigest,
-		Resolvable:      r.Resolvable,
-		NonRoot:         r.NonRoot,
-		Tags:            r.Tags,
-		NodeRestriction: r.NodeRestriction,
+		Name:                   r.Name,
+		Mode:                   r.Mode,
+		OnRegistryError:        r.OnRegistryError,
+		OnRegistryUnauthorized: r.OnRegistryUnauthorized,
+		RequireDigest:          r.RequireDigest,
+		Resolvable:             r.Resolvable,
+		NonRoot:                r.NonRoot,
+		Tags:                   r.Tags,
+		NodeRestriction:        r.NodeRestriction,
 	}
 	switch c.Mode {
 	case "":
@@ -495,6 +503,13 @@ func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 	case FailClosed, FailOpen:
 	default:
 		fail(field+".onRegistryError", "%q is not one of deny, allow", r.OnRegistryError)
+	}
+	switch c.OnRegistryUnauthorized {
+	case "":
+		c.OnRegistryUnauthorized = FailClosed
+	case FailClosed, FailOpen:
+	default:
+		fail(field+".onRegistryUnauthorized", "%q is not one of deny, allow", r.OnRegistryUnauthorized)
 	}
 	c.Namespaces = checkGlobs(field+".namespaces", r.Namespaces, fail)
 	c.ExemptNamespaces = checkGlobs(field+".exemptNamespaces", r.ExemptNamespaces, fail)

@@ -41,6 +41,12 @@ const (
 	GarbageManifest
 	// Slow serves every request after the delay given to SetDelay.
 	Slow
+	// Unauthorized answers manifest requests 401, as a private repository
+	// does to a client without credentials.
+	Unauthorized
+	// Forbidden answers manifest requests 403, as a repository the
+	// client's credentials may not read.
+	Forbidden
 )
 
 // Registry is a loopback registry.
@@ -78,6 +84,16 @@ func New(t testing.TB) *Registry {
 			if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/manifests/") {
 				w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
 				w.Write([]byte("{this is not a manifest"))
+				return
+			}
+		case Unauthorized:
+			if strings.Contains(req.URL.Path, "/manifests/") {
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
+		case Forbidden:
+			if strings.Contains(req.URL.Path, "/manifests/") {
+				http.Error(w, `{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`, http.StatusForbidden)
 				return
 			}
 		case Slow:

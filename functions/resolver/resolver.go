@@ -328,7 +328,8 @@ func (r *Resolver) failure(level policy.Level, ref imageref.Ref, err error) poli
 		if len(msgs) > 0 {
 			what += " (" + strings.Join(msgs, "; ") + ")"
 		}
-		return policy.Facts{Level: level, Err: fmt.Errorf("looking up %s: the registry answered %s", ref.String(), what)}
+		unauthorized := terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden
+		return policy.Facts{Level: level, Unauthorized: unauthorized, Err: fmt.Errorf("looking up %s: the registry answered %s", ref.String(), what)}
 	}
 	r.onFailure(ref.String(), err)
 	return policy.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: classify(err), detail: err}}
