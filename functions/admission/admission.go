@@ -66,7 +66,7 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // to answer in (v1 when the body does not say a supported one).
 func Decode(body []byte) (*admissionv1.AdmissionReview, string, error) {
 	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil {
+	if err := httpx.DecodeJSON(body, &review); err != nil {
 		return nil, V1, fmt.Errorf("request is not a valid AdmissionReview: %v", err)
 	}
 	version := review.APIVersion

@@ -1,12 +1,12 @@
 package admission
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/admitfn/admitfn/functions/internal/httpx"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/workload"
 )
@@ -79,7 +79,7 @@ func Read(req *admissionv1.AdmissionRequest) (Facts, error) {
 				Type string `json:"type"`
 			} `json:"spec"`
 		}
-		if err := json.Unmarshal(req.Object.Raw, &svc); err != nil {
+		if err := httpx.DecodeJSON(req.Object.Raw, &svc); err != nil {
 			return f, fmt.Errorf("Service object is malformed: %v", err)
 		}
 		f.Request.ServiceType = svc.Spec.Type
@@ -99,7 +99,7 @@ func labels(raw []byte) (map[string]string, error) {
 			Labels map[string]string `json:"labels"`
 		} `json:"metadata"`
 	}
-	if err := json.Unmarshal(raw, &obj); err != nil {
+	if err := httpx.DecodeJSON(raw, &obj); err != nil {
 		return nil, fmt.Errorf("malformed: %v", err)
 	}
 	return obj.Metadata.Labels, nil

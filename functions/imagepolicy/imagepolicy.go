@@ -44,7 +44,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in v1alpha1.ImageReview
-	if err := json.Unmarshal(body, &in); err != nil {
+	if err := httpx.DecodeJSON(body, &in); err != nil {
 		httpx.WriteStatus(w, httpx.Errorf(http.StatusBadRequest, "request is not a valid ImageReview: %v", err))
 		return
 	}

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/admitfn/admitfn/functions/internal/httpx"
 )
 
 // Image is one image reference in an object.
@@ -111,7 +113,7 @@ func Read(kind string, raw []byte) (Object, error) {
 	node := json.RawMessage(raw)
 	for i, key := range path {
 		var m map[string]json.RawMessage
-		if err := json.Unmarshal(node, &m); err != nil {
+		if err := httpx.DecodeJSON(node, &m); err != nil {
 			return Object{}, fmt.Errorf("%s: %s is not an object: %v", kind, dotted(path[:i]), err)
 		}
 		next, ok := m[key]
@@ -121,7 +123,7 @@ func Read(kind string, raw []byte) (Object, error) {
 		node = next
 	}
 	var tmpl podTemplate
-	if err := json.Unmarshal(node, &tmpl); err != nil {
+	if err := httpx.DecodeJSON(node, &tmpl); err != nil {
 		return Object{}, fmt.Errorf("%s: the pod template at %s is malformed: %v", kind, dotted(path), err)
 	}
 	if tmpl.Spec == nil {

@@ -226,3 +226,33 @@ func TestHugeInputs(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodesAsTheApiserver: a case variant of a field is not the field,
+// and a field given twice is refused, as kube-apiserver decodes JSON. With
+// encoding/json's rules the hidden ":latest" below would be read over by
+// the allowed image.
+func TestDecodesAsTheApiserver(t *testing.T) {
+	srv := server(t)
+	caseVariant := []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"default","containers":[{"image":"nginx:latest","Image":"nginx:1.17.1"}]}}`)
+	code, out := send(t, srv, imagepolicy.Path, caseVariant)
+	if ir := checkImageReviewAnswer(t, code, out); ir == nil || ir.Status.Allowed {
+		t.Errorf("case variant: %d %s; want nginx:latest judged and denied", code, out)
+	}
+	duplicate := []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"default","containers":[{"image":"nginx:latest","image":"nginx:1.17.1"}]}}`)
+	if code, out := send(t, srv, imagepolicy.Path, duplicate); code != http.StatusBadRequest || !strings.Contains(string(out), "duplicate field") {
+		t.Errorf("duplicate field: %d %s; want 400 naming the duplicate", code, out)
+	}
+	review := func(object string) []byte {
+		return []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"default","operation":"CREATE","userInfo":{"username":"x"},"object":` + object + `}}`)
+	}
+	body := review(`{"spec":{"containers":[{"name":"a","image":"nginx:latest","Image":"nginx:1.17.1"}]}}`)
+	code, out = send(t, srv, validating.Path, body)
+	if resp := checkAdmissionAnswer(t, code, body, out); resp == nil || resp.Allowed {
+		t.Errorf("case variant in the object: %d %s; want nginx:latest judged and denied", code, out)
+	}
+	body = review(`{"spec":{"containers":[{"name":"a","image":"nginx:latest","image":"nginx:1.17.1"}]}}`)
+	code, out = send(t, srv, validating.Path, body)
+	if resp := checkAdmissionAnswer(t, code, body, out); resp == nil || resp.Allowed || !strings.Contains(resp.Result.Message, "duplicate field") {
+		t.Errorf("duplicate field in the object: %d %s; want a denial naming the duplicate", code, out)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
 )
 
 // MaxBody is the largest request body accepted: kube-apiserver caps
@@ -101,4 +102,20 @@ func reasonFor(code int) metav1.StatusReason {
 	default:
 		return metav1.StatusReasonBadRequest
 	}
+}
+
+// DecodeJSON decodes data as kube-apiserver does: field names match case
+// sensitively ("Image" is not "image"), and a field given twice is an
+// error. encoding/json would read both a case variant and the last of two
+// duplicates, so a direct caller could make admitfn judge another value
+// than the object holds.
+func DecodeJSON(data []byte, v any) error {
+	strict, err := kjson.UnmarshalStrict(data, v, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return err
+	}
+	if len(strict) > 0 {
+		return strict[0]
+	}
+	return nil
 }
