@@ -19,7 +19,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"subResource":"ephemeralcontainers","operation":"UPDATE","object":{"spec":{"ephemeralContainers":[{"image":"x"}]}},"oldObject":{"spec":{}}}}`)
 	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Service"},"operation":"CREATE","object":{"spec":{"type":"LoadBalancer"}}}}`)
 	h := Handler{Admit: func(_ context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-		if _, err := Read(req); err != nil {
+		if _, err := Read(req, nil); err != nil {
 			return Errored(string(req.UID), http.StatusBadRequest, err.Error())
 		}
 		return Allowed()

@@ -20,12 +20,14 @@ type Facts struct {
 	Images []workload.Image
 }
 
-// Read turns an AdmissionRequest into policy facts. On UPDATE only images
+// Read turns an AdmissionRequest into policy facts, kinds adding the pod
+// template kinds the policy declares to the built-in ones. On UPDATE only images
 // that are new or changed are judged: unchanged ones were judged when they
 // were admitted, and need no second registry call. For the
 // pods/ephemeralcontainers subresource only ephemeral containers are.
-func Read(req *admissionv1.AdmissionRequest) (Facts, error) {
+func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error) {
 	kind := req.Kind.Kind
+	key := workload.Key(req.Kind.Group, kind)
 	f := Facts{Request: policy.Request{
 		Namespace: req.Namespace,
 		Kind:      kind,
@@ -37,15 +39,15 @@ func Read(req *admissionv1.AdmissionRequest) (Facts, error) {
 		return f, nil
 	}
 	switch {
-	case workload.HoldsPods(kind):
-		obj, err := workload.Read(kind, req.Object.Raw)
+	case workload.HoldsPods(kinds, key):
+		obj, err := workload.Read(kinds, key, req.Object.Raw)
 		if err != nil {
 			return f, err
 		}
 		f.Request.Annotations = obj.Annotations
 		unchanged := map[string]bool{}
 		if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
-			if old, err := workload.Read(kind, req.OldObject.Raw); err == nil {
+			if old, err := workload.Read(kinds, key, req.OldObject.Raw); err == nil {
 				for _, img := range old.Images {
 					unchanged[img.Pointer+"="+img.Ref] = true
 				}
@@ -61,7 +63,7 @@ func Read(req *admissionv1.AdmissionRequest) (Facts, error) {
 			f.Images = append(f.Images, img)
 			f.Request.Images = append(f.Request.Images, policy.Image{Ref: img.Ref, Field: img.Field, Volume: img.Volume, RunAsUser: img.RunAsUser})
 		}
-	case kind == "Node":
+	case key == "Node":
 		node := &policy.NodeChange{}
 		var err error
 		if node.NewLabels, err = labels(req.Object.Raw); err != nil {
@@ -73,7 +75,7 @@ func Read(req *admissionv1.AdmissionRequest) (Facts, error) {
 			}
 		}
 		f.Request.Node = node
-	case kind == "Service":
+	case key == "Service":
 		var svc struct {
 			Spec struct {
 				Type string `json:"type"`

@@ -68,7 +68,7 @@ func TestRead(t *testing.T) {
 				Namespace: "ns", Name: "x", Object: raw(t, tc.obj), OldObject: raw(t, tc.old),
 				UserInfo: authv1.UserInfo{Username: "alice", Groups: []string{"dev"}},
 			}
-			f, err := Read(req)
+			f, err := Read(req, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +94,7 @@ func TestReadNodeAndService(t *testing.T) {
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node01", Labels: labels}}
 	}
 	f, err := Read(&admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Kind: "Node"}, Operation: admissionv1.Update, Name: "node01",
-		Object: raw(t, node(map[string]string{"a": "2"})), OldObject: raw(t, node(map[string]string{"a": "1"}))})
+		Object: raw(t, node(map[string]string{"a": "2"})), OldObject: raw(t, node(map[string]string{"a": "1"}))}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestReadNodeAndService(t *testing.T) {
 	}
 	for svcType, want := range map[corev1.ServiceType]string{"": "ClusterIP", corev1.ServiceTypeLoadBalancer: "LoadBalancer"} {
 		f, err := Read(&admissionv1.AdmissionRequest{Kind: metav1.GroupVersionKind{Kind: "Service"}, Operation: admissionv1.Create,
-			Object: raw(t, &corev1.Service{Spec: corev1.ServiceSpec{Type: svcType}})})
+			Object: raw(t, &corev1.Service{Spec: corev1.ServiceSpec{Type: svcType}})}, nil)
 		if err != nil || f.Request.ServiceType != want {
 			t.Errorf("Service type %q read as %q, %v; want %q", svcType, f.Request.ServiceType, err, want)
 		}
@@ -113,7 +113,7 @@ func TestReadNodeAndService(t *testing.T) {
 		{Kind: metav1.GroupVersionKind{Kind: "Node"}, Operation: admissionv1.Create},
 		{Kind: metav1.GroupVersionKind{Kind: "Service"}, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: []byte(`{"spec":"x"}`)}},
 	} {
-		if _, err := Read(bad); err == nil || strings.Contains(err.Error(), "\n") {
+		if _, err := Read(bad, nil); err == nil || strings.Contains(err.Error(), "\n") {
 			t.Errorf("Read(%s %s) = %v, want a one-line error", bad.Kind.Kind, bad.Object.Raw, err)
 		}
 	}

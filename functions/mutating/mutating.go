@@ -50,7 +50,7 @@ func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionR
 	if !p.MutatesIn(req.Namespace) {
 		return resp
 	}
-	facts, err := admission.Read(req)
+	facts, err := admission.Read(req, p.Workloads)
 	if err != nil {
 		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/admitfn/admitfn/functions/workload"
 )
 
 // The tests in this file each close a way around a rule: an answer must
@@ -130,4 +132,29 @@ func FuzzImageUser(f *testing.F) {
 			t.Fatalf("nonRoot(%q) allowed a user name", s)
 		}
 	})
+}
+
+func TestWorkloadDeclarations(t *testing.T) {
+	p := mustParse(t, `  workloads:
+  - {apiGroup: argoproj.io, kind: Rollout, podTemplate: spec.template}
+  - {apiGroup: example.dev, kind: Runner, podTemplate: "."}
+  rules:
+  - name: no-latest
+    tags: {denyLatest: true}
+`)
+	if diff := cmp.Diff(workload.Kinds{"argoproj.io/Rollout": {"spec", "template"}, "example.dev/Runner": nil}, p.Workloads); diff != "" {
+		t.Errorf("Workloads (-want +got):\n%s", diff)
+	}
+	for decl, want := range map[string]string{
+		`{apiGroup: apps, kind: Deployment, podTemplate: spec.template}`:             "already known",
+		`{apiGroup: serving.knative.dev, kind: Service, podTemplate: spec.template}`: "already known",
+		`{apiGroup: argoproj.io, kind: Rollout, podTemplate: ""}`:                    "podTemplate: is empty",
+		`{apiGroup: argoproj.io, kind: Rollout, podTemplate: spec..template}`:        "empty path segment",
+		`{apiGroup: argoproj.io, podTemplate: spec.template}`:                        "kind: is empty",
+	} {
+		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  workloads:\n  - " + decl + "\n  rules:\n  - {name: x, tags: {denyLatest: true}}\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("workloads %s: %v, want an error containing %q", decl, err, want)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/workload"
 )
 
 const (
@@ -104,8 +106,24 @@ type Spec struct {
 	Registry RegistrySettings `json:"registry,omitempty"`
 	// Mutation configures the mutating handler; it is off unless set.
 	Mutation *Mutation `json:"mutation,omitempty"`
+	// Workloads declares further kinds that carry a pod template (Argo
+	// Rollouts, OpenKruise, in-house CRDs), judged and pinned like a
+	// Deployment once their resources are in the webhook registrations.
+	Workloads []WorkloadKind `json:"workloads,omitempty"`
 	// Rules are evaluated for every request; all of them apply.
 	Rules []Rule `json:"rules"`
+}
+
+// WorkloadKind says where a kind keeps its pod template.
+type WorkloadKind struct {
+	// APIGroup of the kind, e.g. argoproj.io.
+	APIGroup string `json:"apiGroup"`
+	// Kind, e.g. Rollout.
+	Kind string `json:"kind"`
+	// PodTemplate is the dotted path of the pod template (an object with
+	// metadata and spec) in the object, e.g. spec.template; "." when the
+	// object's own spec is the pod spec.
+	PodTemplate string `json:"podTemplate"`
 }
 
 // MutatesIn reports whether objects in namespace ns are mutated.
@@ -243,7 +261,9 @@ type Policy struct {
 	BreakGlass       *BreakGlass
 	Registry         Registry
 	Mutation         *Mutation
-	Rules            []CompiledRule
+	// Workloads are the declared pod-template kinds, beside the built-in.
+	Workloads workload.Kinds
+	Rules     []CompiledRule
 }
 
 // Registry is the checked form of RegistrySettings.
@@ -454,6 +474,36 @@ func Compile(doc Document) (*Policy, error) {
 		}
 		m.Namespaces = append([]string(nil), m.Namespaces...)
 		p.Mutation = &m
+	}
+
+	for i, w := range spec.Workloads {
+		field := fmt.Sprintf("spec.workloads[%d]", i)
+		if w.Kind == "" {
+			fail(field+".kind", "is empty")
+			continue
+		}
+		key := workload.Key(w.APIGroup, w.Kind)
+		if workload.HoldsPods(p.Workloads, key) {
+			fail(field, "%s is already known (built in or declared before)", key)
+			continue
+		}
+		var path []string
+		switch tp := strings.TrimSpace(w.PodTemplate); tp {
+		case "":
+			fail(field+".podTemplate", `is empty: give the dotted path of the pod template, e.g. spec.template, or "." for the object itself`)
+			continue
+		case ".":
+		default:
+			path = strings.Split(tp, ".")
+			if slices.Contains(path, "") {
+				fail(field+".podTemplate", "%q has an empty path segment", tp)
+				continue
+			}
+		}
+		if p.Workloads == nil {
+			p.Workloads = workload.Kinds{}
+		}
+		p.Workloads[key] = path
 	}
 
 	if len(spec.Rules) == 0 {

@@ -35,7 +35,7 @@ func New(rv *review.Reviewer, obs observe.Observer) http.Handler {
 
 // Admit decides one request: decode, ask the reviewer, encode.
 func Admit(ctx context.Context, rv *review.Reviewer, obs observe.Observer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	facts, err := admission.Read(req)
+	facts, err := admission.Read(req, rv.Policy().Workloads)
 	if err != nil {
 		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
 	}

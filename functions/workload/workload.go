@@ -48,22 +48,63 @@ type Object struct {
 	Annotations map[string]string
 }
 
-// templatePath is where each kind keeps its pod spec and pod metadata.
-var templatePath = map[string][]string{
-	"Pod":                   {},
-	"PodTemplate":           {"template"},
-	"Deployment":            {"spec", "template"},
-	"ReplicaSet":            {"spec", "template"},
-	"StatefulSet":           {"spec", "template"},
-	"DaemonSet":             {"spec", "template"},
-	"Job":                   {"spec", "template"},
-	"ReplicationController": {"spec", "template"},
-	"CronJob":               {"spec", "jobTemplate", "spec", "template"},
+// Kinds maps a kind (see Key) to where its objects keep their pod
+// template: the path of an object with "metadata" and "spec", the pod's;
+// an empty path is the object itself (a Pod, a Knative Revision).
+type Kinds map[string][]string
+
+// Key names a kind in Kinds: "Deployment" for the core and apps groups
+// (kinds are unique there), "group/Kind" otherwise, so that a Knative
+// Service is not a core Service.
+func Key(group, kind string) string {
+	switch group {
+	case "", "apps", "batch":
+		return kind
+	}
+	return group + "/" + kind
 }
 
-// HoldsPods reports whether objects of kind carry a pod spec.
-func HoldsPods(kind string) bool {
-	_, ok := templatePath[kind]
+// Builtin is where the kinds admitfn knows without configuration keep
+// their pod template: the core and apps ones, and Knative Serving's
+// (a Service's and a Configuration's spec.template is a pod template; a
+// Revision's spec is a pod spec, inline).
+func Builtin() Kinds {
+	k := make(Kinds, len(builtin))
+	for key, path := range builtin {
+		k[key] = path
+	}
+	return k
+}
+
+// builtin is Builtin's table, read on every request and never written.
+var builtin = Kinds{
+	"Pod":                               {},
+	"PodTemplate":                       {"template"},
+	"Deployment":                        {"spec", "template"},
+	"ReplicaSet":                        {"spec", "template"},
+	"StatefulSet":                       {"spec", "template"},
+	"DaemonSet":                         {"spec", "template"},
+	"Job":                               {"spec", "template"},
+	"ReplicationController":             {"spec", "template"},
+	"CronJob":                           {"spec", "jobTemplate", "spec", "template"},
+	"serving.knative.dev/Service":       {"spec", "template"},
+	"serving.knative.dev/Configuration": {"spec", "template"},
+	"serving.knative.dev/Revision":      {},
+}
+
+// templatePath finds key among the built-in kinds, then in extra.
+func templatePath(extra Kinds, key string) ([]string, bool) {
+	if p, ok := builtin[key]; ok {
+		return p, true
+	}
+	p, ok := extra[key]
+	return p, ok
+}
+
+// HoldsPods reports whether objects of kind key carry a pod spec, among
+// the built-in kinds and extra.
+func HoldsPods(extra Kinds, key string) bool {
+	_, ok := templatePath(extra, key)
 	return ok
 }
 
@@ -99,11 +140,13 @@ type podTemplate struct {
 	Spec *podSpec `json:"spec"`
 }
 
-// Read extracts the images of an object of the given kind from its JSON.
-// An object of a kind that holds no pods has none. A template that is
-// missing is an error: the object is malformed.
-func Read(kind string, raw []byte) (Object, error) {
-	path, ok := templatePath[kind]
+// Read extracts the images of an object of kind key (see Key) from its
+// JSON, the built-in kinds and extra known. An object of a kind that holds
+// no pods has none. A template that is missing is an error: the object is
+// malformed.
+func Read(extra Kinds, key string, raw []byte) (Object, error) {
+	kind := key
+	path, ok := templatePath(extra, key)
 	if !ok {
 		return Object{}, nil
 	}

@@ -59,7 +59,7 @@ func TestRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := Read(tc.kind, raw)
+			got, err := Read(nil, tc.kind, raw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,17 +80,17 @@ func TestRead(t *testing.T) {
 
 func TestReadEphemeralAndOddShapes(t *testing.T) {
 	pod := `{"spec":{"containers":[{"name":"a","image":"nginx:1"}],"ephemeralContainers":[{"name":"dbg","image":"busybox"}]}}`
-	got, err := Read("Pod", []byte(pod))
+	got, err := Read(nil, "Pod", []byte(pod))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := len(got.Images); n != 2 || got.Images[1].Field != "spec.ephemeralContainers[0].image" {
 		t.Errorf("images = %+v", got.Images)
 	}
-	if got, err := Read("Service", []byte(`{"spec":{"type":"LoadBalancer"}}`)); err != nil || len(got.Images) != 0 {
+	if got, err := Read(nil, "Service", []byte(`{"spec":{"type":"LoadBalancer"}}`)); err != nil || len(got.Images) != 0 {
 		t.Errorf("Service: %+v, %v; want no images", got, err)
 	}
-	if got, err := Read("Pod", []byte(`{"spec":{"containers":[{"name":"a"}]}}`)); err != nil || got.Images[0].Ref != "" {
+	if got, err := Read(nil, "Pod", []byte(`{"spec":{"containers":[{"name":"a"}]}}`)); err != nil || got.Images[0].Ref != "" {
 		t.Errorf("container without image: %+v, %v; want one image with an empty reference", got, err)
 	}
 	for _, bad := range []struct{ kind, raw, want string }{
@@ -103,7 +103,7 @@ func TestReadEphemeralAndOddShapes(t *testing.T) {
 		{"Pod", `{"spec":{"containers":"nginx"}}`, "malformed"},
 		{"CronJob", `{"spec":{"jobTemplate":{"spec":{}}}}`, "CronJob has no spec.jobTemplate.spec.template"},
 	} {
-		if _, err := Read(bad.kind, []byte(bad.raw)); err == nil || !strings.Contains(err.Error(), bad.want) {
+		if _, err := Read(nil, bad.kind, []byte(bad.raw)); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("Read(%s, %s) = %v, want an error containing %q", bad.kind, bad.raw, err, bad.want)
 		}
 	}
@@ -130,7 +130,7 @@ func TestImageVolumesAndRunAsUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj, err := Read("Deployment", raw)
+	obj, err := Read(nil, "Deployment", raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +150,44 @@ func TestImageVolumesAndRunAsUser(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("images (-want +got):\n%s", diff)
+	}
+}
+
+// TestKnativeAndDeclaredKinds: Knative Serving's kinds are built in, keyed
+// by group so a Knative Service is not a core Service; other kinds are
+// read once declared.
+func TestKnativeAndDeclaredKinds(t *testing.T) {
+	container := `{"containers":[{"image":"registry.corp/app:1"}]}`
+	tests := []struct {
+		group, kind string
+		extra       Kinds
+		raw         string
+		field       string // empty: no images
+	}{
+		{"serving.knative.dev", "Service", nil, `{"spec":{"template":{"spec":` + container + `}}}`, "spec.template.spec.containers[0].image"},
+		{"serving.knative.dev", "Configuration", nil, `{"spec":{"template":{"spec":` + container + `}}}`, "spec.template.spec.containers[0].image"},
+		{"serving.knative.dev", "Revision", nil, `{"spec":` + container + `}`, "spec.containers[0].image"},
+		{"", "Service", nil, `{"spec":{"type":"ClusterIP"}}`, ""},
+		{"argoproj.io", "Rollout", nil, `{"spec":{"template":{"spec":` + container + `}}}`, ""},
+		{"argoproj.io", "Rollout", Kinds{"argoproj.io/Rollout": {"spec", "template"}}, `{"spec":{"template":{"spec":` + container + `}}}`, "spec.template.spec.containers[0].image"},
+	}
+	for _, tc := range tests {
+		t.Run(Key(tc.group, tc.kind), func(t *testing.T) {
+			obj, err := Read(tc.extra, Key(tc.group, tc.kind), []byte(tc.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fields []string
+			for _, img := range obj.Images {
+				fields = append(fields, img.Field)
+			}
+			var want []string
+			if tc.field != "" {
+				want = []string{tc.field}
+			}
+			if diff := cmp.Diff(want, fields); diff != "" {
+				t.Errorf("image fields (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

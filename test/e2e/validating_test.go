@@ -97,6 +97,8 @@ metadata: {name: e2e-webhooks}
 spec:
   registry: {insecure: [%[1]q]}
   mutation: {namespaces: [pinned], pinDigests: true}
+  workloads:
+  - {apiGroup: example.admitfn.dev, kind: Runner, podTemplate: spec.template}
   rules:
   - name: no-latest
     tags: {denyLatest: true, denyUntagged: true}
@@ -121,7 +123,13 @@ spec:
 		"--handlers", "validating,mutating", "--policy", policyFile)
 	baseURL := fmt.Sprintf("https://127.0.0.1:%d", env.backendPort)
 	waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
-	registerWebhooks(t, cp, baseURL)
+	// A kind the policy declares needs a rule of its own, as README says.
+	registerWebhooksWith(t, cp, baseURL, func(v *admissionregistrationv1.ValidatingWebhookConfiguration, _ *admissionregistrationv1.MutatingWebhookConfiguration) {
+		v.Webhooks[0].Rules = append(v.Webhooks[0].Rules, admissionregistrationv1.RuleWithOperations{
+			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+			Rule: admissionregistrationv1.Rule{APIGroups: []string{"example.admitfn.dev"}, APIVersions: []string{"v1"}, Resources: []string{"runners"}},
+		})
+	})
 	for _, ns := range []string{"e2e-a", "pinned"} {
 		cp.namespace(t, ns)
 	}
@@ -221,6 +229,49 @@ spec:
 		}
 		if ref := got.Spec.Volumes[0].Image.Reference; ref != img+"@"+digest {
 			t.Errorf("image volume reference %q, want it pinned to %s@%s", ref, img, digest)
+		}
+	})
+
+	t.Run("Knative Services are judged like Deployments", func(t *testing.T) {
+		if _, _, err := developer.kubectl(t, "", "apply", "-f", knativeCRDs(t)); err != nil {
+			t.Fatalf("applying Knative Serving's CRDs: %v", err)
+		}
+		if _, _, err := developer.kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev"); err != nil {
+			t.Fatal(err)
+		}
+		ksvc := func(name, image string) string {
+			return fmt.Sprintf(`{"apiVersion":"serving.knative.dev/v1","kind":"Service","metadata":{"name":%q,"namespace":"e2e-a"},
+"spec":{"template":{"spec":{"containers":[{"image":%q}]}}}}`, name, image)
+		}
+		_, stderr, err := developer.kubectl(t, ksvc("hello", "nginx:latest"), "apply", "-f", "-")
+		if err == nil || !strings.Contains(stderr, `image "nginx:latest" (spec.template.spec.containers[0].image) violates rule "no-latest"`) {
+			t.Errorf("ksvc with nginx:latest: err %v, stderr %q; want a denial naming the field", err, stderr)
+		}
+		if _, _, err := developer.kubectl(t, ksvc("hello", "nginx:1.17.1"), "apply", "-f", "-"); err != nil {
+			t.Errorf("ksvc with nginx:1.17.1: %v, want created", err)
+		}
+	})
+
+	t.Run("a kind declared in the policy is judged", func(t *testing.T) {
+		crd := `{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"runners.example.admitfn.dev"},
+"spec":{"group":"example.admitfn.dev","scope":"Namespaced","names":{"plural":"runners","singular":"runner","kind":"Runner"},
+"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}`
+		if _, _, err := developer.kubectl(t, crd, "apply", "-f", "-"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := developer.kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/runners.example.admitfn.dev"); err != nil {
+			t.Fatal(err)
+		}
+		runner := func(name, image string) string {
+			return fmt.Sprintf(`{"apiVersion":"example.admitfn.dev/v1","kind":"Runner","metadata":{"name":%q,"namespace":"e2e-a"},
+"spec":{"template":{"spec":{"containers":[{"name":"r","image":%q}]}}}}`, name, image)
+		}
+		_, stderr, err := developer.kubectl(t, runner("r1", "busybox"), "apply", "-f", "-")
+		if err == nil || !strings.Contains(stderr, `image "busybox" (spec.template.spec.containers[0].image) violates rule "no-latest"`) {
+			t.Errorf("Runner with busybox: err %v, stderr %q; want a denial naming the field", err, stderr)
+		}
+		if _, _, err := developer.kubectl(t, runner("r1", "busybox:1.36"), "apply", "-f", "-"); err != nil {
+			t.Errorf("Runner with busybox:1.36: %v, want created", err)
 		}
 	})
 
