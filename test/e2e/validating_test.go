@@ -127,7 +127,7 @@ spec:
 	registerWebhooksWith(t, cp, baseURL, func(v *admissionregistrationv1.ValidatingWebhookConfiguration, _ *admissionregistrationv1.MutatingWebhookConfiguration) {
 		v.Webhooks[0].Rules = append(v.Webhooks[0].Rules, admissionregistrationv1.RuleWithOperations{
 			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-			Rule: admissionregistrationv1.Rule{APIGroups: []string{"example.admitfn.dev"}, APIVersions: []string{"v1"}, Resources: []string{"runners"}},
+			Rule:       admissionregistrationv1.Rule{APIGroups: []string{"example.admitfn.dev"}, APIVersions: []string{"v1"}, Resources: []string{"runners"}},
 		})
 	})
 	for _, ns := range []string{"e2e-a", "pinned"} {
