@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
 	"github.com/admitfn/admitfn/functions/policy"
@@ -36,6 +38,10 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 		User:      &policy.User{Name: req.UserInfo.Username, Groups: req.UserInfo.Groups},
 	}}
 	if req.Operation == admissionv1.Delete || req.Operation == admissionv1.Connect {
+		if key == "Node" && req.Operation == admissionv1.Delete {
+			// Which node is deleted, and by whom, is all the rule needs.
+			f.Request.Node = &policy.NodeChange{}
+		}
 		return f, nil
 	}
 	switch {
@@ -64,15 +70,9 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 			f.Request.Images = append(f.Request.Images, policy.Image{Ref: img.Ref, Field: img.Field, Volume: img.Volume, RunAsUser: img.RunAsUser})
 		}
 	case key == "Node":
-		node := &policy.NodeChange{}
-		var err error
-		if node.NewLabels, err = labels(req.Object.Raw); err != nil {
-			return f, fmt.Errorf("Node object: %v", err)
-		}
-		if len(req.OldObject.Raw) > 0 {
-			if node.OldLabels, err = labels(req.OldObject.Raw); err != nil {
-				return f, fmt.Errorf("old Node object: %v", err)
-			}
+		node, err := nodeChange(req.Object.Raw, req.OldObject.Raw)
+		if err != nil {
+			return f, err
 		}
 		f.Request.Node = node
 	case key == "Service":
@@ -92,17 +92,35 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 	return f, nil
 }
 
-func labels(raw []byte) (map[string]string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, fmt.Errorf("the object is missing")
+// nodeChange compares a Node with its old self (none on CREATE) as the
+// NodeRestriction plugin does: semantically, nil and empty alike.
+func nodeChange(raw, oldRaw []byte) (*policy.NodeChange, error) {
+	readNode := func(raw []byte, what string) (*corev1.Node, error) {
+		if len(raw) == 0 || string(raw) == "null" {
+			return nil, fmt.Errorf("%s is missing", what)
+		}
+		var n corev1.Node
+		if err := httpx.DecodeJSON(raw, &n); err != nil {
+			return nil, fmt.Errorf("%s is malformed: %v", what, err)
+		}
+		return &n, nil
 	}
-	var obj struct {
-		Metadata struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
+	n, err := readNode(raw, "the Node object")
+	if err != nil {
+		return nil, err
 	}
-	if err := httpx.DecodeJSON(raw, &obj); err != nil {
-		return nil, fmt.Errorf("malformed: %v", err)
+	c := &policy.NodeChange{NewLabels: n.Labels}
+	if len(oldRaw) == 0 {
+		c.ConfigSourceSet = n.Spec.ConfigSource != nil
+		return c, nil
 	}
-	return obj.Metadata.Labels, nil
+	old, err := readNode(oldRaw, "the old Node object")
+	if err != nil {
+		return nil, err
+	}
+	c.OldLabels = old.Labels
+	c.ConfigSourceSet = n.Spec.ConfigSource != nil && !equality.Semantic.DeepEqual(n.Spec.ConfigSource, old.Spec.ConfigSource)
+	c.TaintsChanged = !equality.Semantic.DeepEqual(n.Spec.Taints, old.Spec.Taints)
+	c.OwnerReferencesChanged = !equality.Semantic.DeepEqual(n.OwnerReferences, old.OwnerReferences)
+	return c, nil
 }

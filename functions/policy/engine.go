@@ -60,9 +60,19 @@ type User struct {
 	Groups []string
 }
 
-// NodeChange holds a Node's labels before (nil on CREATE) and after.
+// NodeChange is what the node restriction rule reads of a request on a
+// Node: its labels before (nil on CREATE) and after, and whether the
+// fields a kubelet may not touch changed (the reading layer compares them
+// as the apiserver does, nil and empty alike).
 type NodeChange struct {
 	OldLabels, NewLabels map[string]string
+	// TaintsChanged: spec.taints differs from the old object's.
+	TaintsChanged bool
+	// OwnerReferencesChanged: metadata.ownerReferences differs.
+	OwnerReferencesChanged bool
+	// ConfigSourceSet: spec.configSource is set (CREATE) or set to a new
+	// value (UPDATE).
+	ConfigSourceSet bool
 }
 
 // Image is one image reference and where it was found.

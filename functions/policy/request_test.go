@@ -35,10 +35,16 @@ func TestNodeRestriction(t *testing.T) {
 		{"subdomain is restricted too", kubelet, "UPDATE", "node01", base, labels("kubernetes.io/hostname", "node01", "node-restriction.kubernetes.io/zone", "a", "x.node-restriction.kubernetes.io/y", "1"), false, `"x.node-restriction.kubernetes.io/y"`},
 		{"kubelet registers with a restricted label", kubelet, "CREATE", "node01", nil, labels("node-restriction.kubernetes.io/one", "1"), false, `"node-restriction.kubernetes.io/one"`},
 		{"kubelet sets an ordinary label on itself", kubelet, "UPDATE", "node01", base, labels("kubernetes.io/hostname", "node01", "node-restriction.kubernetes.io/zone", "a", "killercoda/one", "123"), true, ""},
-		{"lookalike domain is ordinary", kubelet, "UPDATE", "node01", base, labels("kubernetes.io/hostname", "node01", "node-restriction.kubernetes.io/zone", "a", "evil-node-restriction.kubernetes.io/x", "1"), true, ""},
+		// The plugin forbids every kubernetes.io label a kubelet does not set
+		// itself, lookalikes of node-restriction included.
+		{"lookalike domain is still kubernetes.io", kubelet, "UPDATE", "node01", base, labels("kubernetes.io/hostname", "node01", "node-restriction.kubernetes.io/zone", "a", "evil-node-restriction.kubernetes.io/x", "1"), false, `"evil-node-restriction.kubernetes.io/x"`},
+		{"kubelet labels", kubelet, "UPDATE", "node01", base, labels("kubernetes.io/hostname", "node01", "node-restriction.kubernetes.io/zone", "a", "topology.kubernetes.io/zone", "z", "kubelet.kubernetes.io/x", "1", "a.node.kubernetes.io/y", "2", "kubernetes.io/os", "linux"), true, ""},
+		{"other kubernetes.io and k8s.io labels", kubelet, "UPDATE", "node01", base, labels("kubernetes.io/hostname", "node01", "node-restriction.kubernetes.io/zone", "a", "kubernetes.io/custom", "1", "example.k8s.io/x", "1"), false, `"example.k8s.io/x", "kubernetes.io/custom"`},
+		{"create with a forbidden label", kubelet, "CREATE", "node01", nil, labels("node-role.kubernetes.io/control-plane", ""), false, `"node-role.kubernetes.io/control-plane"`},
 		{"administrator labels any node", &User{Name: "admin", Groups: []string{"system:masters"}}, "UPDATE", "controlplane", labels(), labels("node-restriction.kubernetes.io/one", "1"), true, ""},
 		{"node name without the group is not a kubelet", &User{Name: "system:node:node01"}, "UPDATE", "controlplane", labels(), labels("a", "b"), true, ""},
-		{"deletes are not this rule's", kubelet, "DELETE", "controlplane", labels(), nil, true, ""},
+		{"a kubelet deletes another node", kubelet, "DELETE", "controlplane", labels(), nil, false, `may not modify node "controlplane"`},
+		{"a kubelet deletes its own node", kubelet, "DELETE", "node01", labels(), nil, true, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,6 +55,35 @@ func TestNodeRestriction(t *testing.T) {
 			}
 			if !strings.Contains(d.Reason(), tc.problem) || (!tc.allowed && !strings.Contains(d.Reason(), `violates rule "node-restriction"`)) {
 				t.Errorf("Reason() = %q, want it to contain %q and name the rule", d.Reason(), tc.problem)
+			}
+		})
+	}
+}
+
+// TestNodeRestrictionFields: taints, owner references and a config source
+// are the administrator's, as in the NodeRestriction plugin.
+func TestNodeRestrictionFields(t *testing.T) {
+	p := mustParse(t, "  rules:\n  - name: node-restriction\n    nodeRestriction: true\n")
+	kubelet := &User{Name: "system:node:node01", Groups: []string{"system:nodes", "system:authenticated"}}
+	for _, tc := range []struct {
+		op      string
+		change  NodeChange
+		problem string
+	}{
+		{"UPDATE", NodeChange{TaintsChanged: true}, "may not modify its taints"},
+		{"UPDATE", NodeChange{OwnerReferencesChanged: true}, "may not modify its ownerReferences"},
+		{"UPDATE", NodeChange{ConfigSourceSet: true}, "may not set a new configSource"},
+		{"CREATE", NodeChange{ConfigSourceSet: true}, "may not create its Node with a configSource"},
+	} {
+		t.Run(tc.problem, func(t *testing.T) {
+			change := tc.change
+			d := p.Evaluate(Request{Kind: "Node", Name: "node01", Operation: tc.op, User: kubelet, Node: &change}, nil, now)
+			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
+				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
+			}
+			admin := &User{Name: "admin", Groups: []string{"system:masters"}}
+			if d := p.Evaluate(Request{Kind: "Node", Name: "node01", Operation: tc.op, User: admin, Node: &change}, nil, now); !d.Allowed {
+				t.Errorf("an administrator was denied: %s", d.Reason())
 			}
 		})
 	}

@@ -156,7 +156,7 @@ func TestRequestRules(t *testing.T) {
 		{"LoadBalancer in scope", "Service", "team-a", "web", authv1.UserInfo{Username: "dev"}, svc(corev1.ServiceTypeLoadBalancer), nil, false, `Service "web" has type LoadBalancer`},
 		{"LoadBalancer out of scope", "Service", "default", "web", authv1.UserInfo{Username: "dev"}, svc(corev1.ServiceTypeLoadBalancer), nil, true, ""},
 		{"ClusterIP in scope", "Service", "team-a", "web", authv1.UserInfo{Username: "dev"}, svc(""), nil, true, ""},
-		{"malformed Node", "Node", "", "n", kubelet, "not an object", nil, false, "Node object: malformed"},
+		{"malformed Node", "Node", "", "n", kubelet, "not an object", nil, false, "the Node object is malformed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

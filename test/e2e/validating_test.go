@@ -287,9 +287,12 @@ spec:
 	})
 }
 
-// TestNodeRestrictionDifferential makes the seed 002 requests as kubelet
-// node01, once against kube-apiserver's own NodeRestriction plugin and once
-// against admitfn's rule alone, and expects the same answers.
+// TestNodeRestrictionDifferential makes kubelet requests on Nodes — seed
+// 002's, and one for each other rule the plugin has for Nodes that a
+// webhook can see (kubernetes.io and k8s.io labels, kubelet labels, taints,
+// owner references, registering with labels) — once against kube-apiserver's
+// own NodeRestriction plugin and once against admitfn's rule alone, and
+// expects the same answers.
 func TestNodeRestrictionDifferential(t *testing.T) {
 	type outcome struct {
 		Request string
@@ -325,18 +328,45 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 			return err
 		}
 		var out []outcome
+		record := func(what string, err error) {
+			if err != nil && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+				t.Fatalf("%s: unexpected error %v", what, err)
+			}
+			t.Logf("%s: %v", what, err)
+			out = append(out, outcome{what, err == nil})
+		}
 		for _, r := range []struct{ node, key, value string }{
+			// seed 002
 			{"controlplane", "killercoda/one", "123"},
 			{"node01", "node-restriction.kubernetes.io/one", "123"},
 			{"node01", "killercoda/two", "1"},
+			// the plugin's other label rules
+			{"node01", "kubernetes.io/custom", "1"},
+			{"node01", "example.k8s.io/x", "1"},
+			{"node01", "evil-node-restriction.kubernetes.io/x", "1"},
+			{"node01", "topology.kubernetes.io/zone", "z1"},
+			{"node01", "kubelet.kubernetes.io/x", "1"},
+			{"node01", "a.node.kubernetes.io/y", "2"},
 		} {
-			err := label(kubelet, r.node, r.key, r.value)
-			if err != nil && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
-				t.Fatalf("labelling %s as node01: unexpected error %v", r.node, err)
-			}
-			t.Logf("as node01: label node %s %s=%s: %v", r.node, r.key, r.value, err)
-			out = append(out, outcome{fmt.Sprintf("label %s %s", r.node, r.key), err == nil})
+			record(fmt.Sprintf("as node01: label %s %s=%s", r.node, r.key, r.value), label(kubelet, r.node, r.key, r.value))
 		}
+		patch := func(c *kubernetes.Clientset, node, patch string) error {
+			_, err := c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+			return err
+		}
+		record("as node01: taint node01", patch(kubelet, "node01", `{"spec":{"taints":[{"key":"dedicated","value":"x","effect":"NoSchedule"}]}}`))
+		record("as node01: set ownerReferences of node01", patch(kubelet, "node01",
+			`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Namespace","name":"default","uid":"00000000-0000-0000-0000-000000000001"}]}}`))
+		register := func(name string, labels map[string]string) error {
+			c := cp.clientFor(t, "system:node:"+name, "system:nodes").Client
+			_, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+			return err
+		}
+		record("as node03: register with kubernetes.io/custom", register("node03", map[string]string{"kubernetes.io/custom": "1"}))
+		record("as node04: register with topology.kubernetes.io/zone", register("node04", map[string]string{"topology.kubernetes.io/zone": "z1"}))
+		// RBAC refuses this one before admission here (no binding gives
+		// kubelets delete on nodes); the rule's DELETE case is unit-tested.
+		record("as node01: delete node controlplane", kubelet.CoreV1().Nodes().Delete(ctx, "controlplane", metav1.DeleteOptions{}))
 		// An administrator may still set the restricted label.
 		if err := label(cp.Admin, "node01", "node-restriction.kubernetes.io/one", "123"); err != nil {
 			t.Errorf("administrator setting a restricted label: %v", err)
@@ -347,11 +377,11 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 	t.Run("kube-apiserver NodeRestriction", func(t *testing.T) { plugin = run(t, false) })
 	t.Run("admitfn node-restriction rule", func(t *testing.T) { admitfn = run(t, true) })
 	want := []outcome{
-		{"label controlplane killercoda/one", false},
-		{"label node01 node-restriction.kubernetes.io/one", false},
-		{"label node01 killercoda/two", true},
+		{"as node01: label controlplane killercoda/one=123", false},
+		{"as node01: label node01 node-restriction.kubernetes.io/one=123", false},
+		{"as node01: label node01 killercoda/two=1", true},
 	}
-	if d := cmp.Diff(want, plugin); d != "" {
+	if d := cmp.Diff(want, plugin[:len(want)]); d != "" {
 		t.Errorf("NodeRestriction plugin did not behave as seed 002 says (-want +got):\n%s", d)
 	}
 	if d := cmp.Diff(plugin, admitfn); d != "" {
