@@ -39,7 +39,7 @@ type Handler struct {
 // its answer in the review's version. Input it cannot use is answered with
 // a well-formed review whose status carries the HTTP code and a message.
 func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, herr := httpx.ReadJSONPost(w, r)
+	body, herr := httpx.ReadJSONPost(w, r, httpx.MaxAdmissionReview)
 	if herr != nil {
 		write(w, V1, herr.Code, Errored("", herr.Code, herr.Message))
 		return
@@ -99,16 +99,7 @@ func Denied(message string) *admissionv1.AdmissionResponse {
 
 // Errored is a denying response for a request that could not be judged.
 func Errored(uid string, code int, message string) *admissionv1.AdmissionResponse {
-	reason := metav1.StatusReasonBadRequest
-	switch code {
-	case http.StatusMethodNotAllowed:
-		reason = metav1.StatusReasonMethodNotAllowed
-	case http.StatusUnsupportedMediaType:
-		reason = metav1.StatusReasonUnsupportedMediaType
-	case http.StatusRequestEntityTooLarge:
-		reason = metav1.StatusReasonRequestEntityTooLarge
-	}
-	resp := &admissionv1.AdmissionResponse{Result: &metav1.Status{Status: metav1.StatusFailure, Code: int32(code), Reason: reason, Message: message}}
+	resp := &admissionv1.AdmissionResponse{Result: &metav1.Status{Status: metav1.StatusFailure, Code: int32(code), Reason: httpx.Reason(code), Message: message}}
 	resp.UID = types.UID(uid)
 	return resp
 }

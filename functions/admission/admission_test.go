@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/admitfn/admitfn/functions/internal/httpx"
 	admissionv1 "k8s.io/api/admission/v1"
 )
 
@@ -75,7 +77,7 @@ func TestHandler(t *testing.T) {
 			reply{200, V1beta1, "AdmissionReview", "u2", true, 0}, ""},
 		{"GET", "GET", "", "", reply{405, V1, "AdmissionReview", "", false, 405}, "method GET is not allowed"},
 		{"text/plain", "POST", "text/plain", `{}`, reply{415, V1, "AdmissionReview", "", false, 415}, `content type "text/plain"`},
-		{"too large", "POST", "application/json", `{"apiVersion":"` + strings.Repeat("x", 3<<20) + `"}`, reply{413, V1, "AdmissionReview", "", false, 413}, "exceeds"},
+		{"too large", "POST", "application/json", `{"apiVersion":"` + strings.Repeat("x", httpx.MaxAdmissionReview) + `"}`, reply{413, V1, "AdmissionReview", "", false, 413}, "exceeds"},
 		{"malformed", "POST", "application/json", `{"apiVersion":`, reply{400, V1, "AdmissionReview", "", false, 400}, "not a valid AdmissionReview"},
 		{"wrong version", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{"uid":"u3"}}`, reply{400, V1, "AdmissionReview", "u3", false, 400}, `apiVersion "admission.k8s.io/v2" is not supported`},
 		{"wrong kind", "POST", "application/json", `{"apiVersion":"admission.k8s.io/v1","kind":"ImageReview","request":{"uid":"u4"}}`, reply{400, V1, "AdmissionReview", "u4", false, 400}, `kind "ImageReview" is not supported`},

@@ -38,7 +38,7 @@ func New(rv *review.Reviewer, obs observe.Observer) *Handler {
 // Requests it cannot read get a 4xx with a metav1.Status body, which the
 // apiserver's client shows to the user.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, herr := httpx.ReadJSONPost(w, r)
+	body, herr := httpx.ReadJSONPost(w, r, httpx.MaxImageReview)
 	if herr != nil {
 		httpx.WriteStatus(w, herr)
 		return

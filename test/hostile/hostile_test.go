@@ -203,7 +203,12 @@ func TestHugeInputs(t *testing.T) {
 		allowed          bool
 	}{
 		{"ImageReview over 3 MiB", imagepolicy.Path, `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"` + pad + `"}}`, 413, false},
-		{"AdmissionReview over 3 MiB", validating.Path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","x":"` + pad + `"}}`, 413, false},
+		{"AdmissionReview over 7 MiB", validating.Path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","x":"` + strings.Repeat(pad, 3) + `"}}`, 413, false},
+		// An UPDATE of an object near the apiserver's 3 MiB limit carries it
+		// twice: it must be judged, not refused (which failurePolicy: Fail
+		// would turn into a denied update).
+		{"UPDATE of a 2.5 MiB object", validating.Path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"ConfigMap"},"operation":"UPDATE",` +
+			`"object":{"data":{"big":"` + pad[:5<<19] + `"}},"oldObject":{"data":{"big":"` + pad[:5<<19] + `"}}}}`, 200, true},
 		{"ImageReview with 10,000 untagged containers", imagepolicy.Path, `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[` + containers(10000, "nginx") + `]}}`, 200, false},
 		{"Pod with 10,000 tagged containers", validating.Path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":[` + containers(10000, "nginx:1.27") + `]}}}}`, 200, true},
 		{"Pod with 10,000 untagged containers", validating.Path, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":[` + containers(10000, "nginx") + `]}}}}`, 200, false},

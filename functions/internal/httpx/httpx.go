@@ -14,9 +14,15 @@ import (
 	kjson "sigs.k8s.io/json"
 )
 
-// MaxBody is the largest request body accepted: kube-apiserver caps
-// admission payloads near 3 MiB, and so does knative.dev/pkg's webhook.
-const MaxBody = 3 << 20
+// Body limits. kube-apiserver accepts request bodies up to 3 MiB, so an
+// ImageReview (the images of one pod) stays far below that; an
+// AdmissionReview of an UPDATE carries the object and the old object, each
+// up to that size, so it gets room for both and the envelope: refusing it
+// would, under failurePolicy: Fail, deny the update.
+const (
+	MaxImageReview     = 3 << 20
+	MaxAdmissionReview = 2*(3<<20) + 1<<20
+)
 
 // Error is a request problem with the HTTP status that reports it.
 type Error struct {
@@ -32,8 +38,8 @@ func Errorf(code int, format string, args ...any) *Error {
 }
 
 // ReadJSONPost checks that r is a POST of application/json no larger than
-// MaxBody and returns its body.
-func ReadJSONPost(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
+// limit bytes and returns its body.
+func ReadJSONPost(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *Error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, Errorf(http.StatusMethodNotAllowed, "method %s is not allowed: send the review with POST", r.Method)
@@ -45,11 +51,11 @@ func ReadJSONPost(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
 			return nil, Errorf(http.StatusUnsupportedMediaType, "content type %q is not supported: send application/json", ct)
 		}
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxBody), r.ContentLength)
+	body, err := readBody(http.MaxBytesReader(w, r.Body, limit), r.ContentLength, limit)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, Errorf(http.StatusRequestEntityTooLarge, "request body exceeds the %d-byte limit", MaxBody)
+			return nil, Errorf(http.StatusRequestEntityTooLarge, "request body exceeds the %d-byte limit", limit)
 		}
 		return nil, Errorf(http.StatusBadRequest, "reading request body: %v", err)
 	}
@@ -62,8 +68,8 @@ func ReadJSONPost(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
 // readBody reads a body of the announced length in one buffer of that
 // size (io.ReadAll would grow one from 512 bytes), or to the end when the
 // length is unknown or over the limit, where MaxBytesReader stops it.
-func readBody(r io.Reader, length int64) ([]byte, error) {
-	if length <= 0 || length > MaxBody {
+func readBody(r io.Reader, length, limit int64) ([]byte, error) {
+	if length <= 0 || length > limit {
 		return io.ReadAll(r)
 	}
 	body := make([]byte, length)
@@ -80,7 +86,7 @@ func WriteStatus(w http.ResponseWriter, e *Error) {
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Status"},
 		Status:   metav1.StatusFailure,
 		Message:  e.Message,
-		Reason:   reasonFor(e.Code),
+		Reason:   Reason(e.Code),
 		Code:     int32(e.Code),
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -89,8 +95,12 @@ func WriteStatus(w http.ResponseWriter, e *Error) {
 	_ = json.NewEncoder(w).Encode(st)
 }
 
-func reasonFor(code int) metav1.StatusReason {
+// Reason is the metav1.StatusReason for an HTTP status code, for every
+// answer admitfn gives that is not a decision.
+func Reason(code int) metav1.StatusReason {
 	switch code {
+	case http.StatusInternalServerError:
+		return metav1.StatusReasonInternalError
 	case http.StatusMethodNotAllowed:
 		return metav1.StatusReasonMethodNotAllowed
 	case http.StatusUnsupportedMediaType:
