@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
-	admissionv1 "k8s.io/api/admission/v1"
 )
 
 type timeoutKey struct{}
