@@ -57,9 +57,18 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.Bound != nil {
 		ctx = h.Bound(ctx, r.URL.Query().Get("timeout"))
 	}
-	resp := h.Admit(ctx, review.Request)
+	resp := h.admit(ctx, review.Request)
 	resp.UID = review.Request.UID
 	write(w, version, http.StatusOK, resp)
+}
+
+// admit is Admit with a panic answered as an errored review that keeps the
+// request's uid.
+func (h Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse) {
+	defer httpx.Recovered(ctx, func(err error) {
+		resp = Errored(string(req.UID), http.StatusInternalServerError, err.Error())
+	})
+	return h.Admit(ctx, req)
 }
 
 // Decode reads an AdmissionReview of either version. It returns the version

@@ -105,3 +105,25 @@ func TestHandlerHonoursTimeout(t *testing.T) {
 		t.Errorf("Admit's context was bound with timeout %q, want the request's 7s", *timeout)
 	}
 }
+
+// TestPanicAnswersTheReview: a defect in deciding answers that review,
+// with its uid and a 500 status, instead of dropping the connection.
+func TestPanicAnswersTheReview(t *testing.T) {
+	srv := httptest.NewServer(Handler{Admit: func(context.Context, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+		panic("boom")
+	}})
+	defer srv.Close()
+	resp, err := http.Post(srv.URL, "application/json", strings.NewReader(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-panic"}}`))
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	defer resp.Body.Close()
+	var out admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Response == nil || out.Response.UID != "u-panic" || out.Response.Allowed || out.Response.Result.Code != http.StatusInternalServerError ||
+		!strings.Contains(out.Response.Result.Message, "internal error (boom)") {
+		t.Errorf("answer %+v, want an errored review with the uid and a 500", out.Response)
+	}
+}

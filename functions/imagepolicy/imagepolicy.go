@@ -53,11 +53,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind))
 		return
 	}
-	out := h.Review(h.reviewer.Bound(r.Context(), r.URL.Query().Get("timeout")), &in)
+	out, err := h.review(h.reviewer.Bound(r.Context(), r.URL.Query().Get("timeout")), &in)
+	if err != nil {
+		httpx.WriteStatus(w, httpx.Errorf(http.StatusInternalServerError, "%v", err))
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // reasons read "nginx:<version>", not "\u003cversion\u003e"
 	_ = enc.Encode(out)
+}
+
+// review is Review with a panic logged and returned as an error: the
+// plugin gets a 500, retries, and then applies its defaultAllow.
+func (h *Handler) review(ctx context.Context, in *v1alpha1.ImageReview) (out *v1alpha1.ImageReview, err error) {
+	defer httpx.Recovered(ctx, func(e error) { out, err = nil, e })
+	return h.Review(ctx, in), nil
 }
 
 // Review judges one decoded ImageReview and returns the reply.

@@ -2,6 +2,7 @@ package imagepolicy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/api/imagepolicy/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
@@ -297,5 +299,48 @@ func TestConcurrentImageReviews(t *testing.T) {
 	}
 	if got := reg.ManifestRequests(); got != 1 {
 		t.Errorf("registry saw %d manifest requests for 1000 concurrent reviews, want 1", got)
+	}
+}
+
+// panicking fails the way a defect would.
+type panicking struct{}
+
+func (panicking) Resolve(context.Context, imageref.Ref, policy.Level) policy.Facts {
+	panic("resolver defect")
+}
+func (panicking) Decided(context.Context, observe.Record) { panic("observer defect") }
+
+// TestPanicsAnswerTheReview: a defect answers the review — a lookup's as a
+// registry failure the rule decides, the handler's own as a 500 (the
+// plugin then retries and applies defaultAllow) — and the server lives on.
+func TestPanicsAnswerTheReview(t *testing.T) {
+	p, err := policy.Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - {name: resolvable, resolvable: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		h    *Handler
+		code int
+		want string
+	}{
+		{"in a lookup", New(review.New(p, panicking{}), observe.Observers{}), http.StatusOK, "internal error (resolver defect)"},
+		{"in the handler", New(review.New(p, nil), panicking{}), http.StatusInternalServerError, "internal error (observer defect)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.h)
+			defer srv.Close()
+			for range 2 { // the second answer shows the server survived
+				resp, err := http.Post(srv.URL, "application/json", strings.NewReader(reviewJSON("default", "registry.example/app:1")))
+				if err != nil {
+					t.Fatalf("no answer: %v", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+					t.Errorf("%d %s, want %d containing %q", resp.StatusCode, body, tc.code, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/internal/httpx"
 	"github.com/admitfn/admitfn/functions/policy"
 )
 
@@ -119,6 +120,12 @@ func (r *Reviewer) gather(ctx context.Context, st *state, need map[string]policy
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			// A panic here would end the process, not just this review.
+			defer httpx.Recovered(ctx, func(err error) {
+				mu.Lock()
+				facts[raw] = policy.Facts{Level: level, Err: err}
+				mu.Unlock()
+			})
 			f := src.Resolve(ctx, ref, level)
 			mu.Lock()
 			facts[raw] = f

@@ -3,14 +3,17 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"runtime/debug"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"knative.dev/pkg/logging"
 	kjson "sigs.k8s.io/json"
 )
 
@@ -128,4 +131,17 @@ func DecodeJSON(data []byte, v any) error {
 		return strict[0]
 	}
 	return nil
+}
+
+// Recovered turns a panic into an error, logged with its stack: a defect
+// in judging one review must answer that review, not drop the connection
+// (which the apiserver retries, and counts against the backend). Call it
+// deferred, as `defer httpx.Recovered(ctx, func(err error) {...})`.
+func Recovered(ctx context.Context, answer func(err error)) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	logging.FromContext(ctx).Errorw("panic while judging a review; answered as an internal error", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	answer(fmt.Errorf("admitfn could not judge this review: internal error (%v); it is logged", v))
 }
