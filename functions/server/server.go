@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"log"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type Config struct {
 	CertReloadInterval time.Duration
 	// CertEvents are told of each reload and each failed one.
 	CertEvents ReloadEvents
+	// ErrorLog receives the HTTP server's own errors (TLS handshakes,
+	// malformed requests); nil means the standard logger.
+	ErrorLog *log.Logger
 }
 
 // Server is a started server.
@@ -55,12 +59,14 @@ type Server struct {
 	serveErr chan error
 	// stopWatch ends the certificate watch.
 	stopWatch context.CancelFunc
+	// closed is closed when serving has ended.
+	closed chan struct{}
 }
 
 // Start validates cfg, loads certificates and starts listening. It makes no
 // outbound network call, so a cold start is ready in milliseconds.
 func Start(cfg Config) (*Server, error) {
-	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, serveErr: make(chan error, 1), stopWatch: func() {}}
+	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, serveErr: make(chan error, 1), stopWatch: func() {}, closed: make(chan struct{})}
 	if s.grace == 0 {
 		s.grace = 10 * time.Second
 	}
@@ -77,6 +83,7 @@ func Start(cfg Config) (*Server, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	s.srv = &http.Server{
+		ErrorLog:          cfg.ErrorLog,
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		// The apiserver waits at most 30s for a webhook.
@@ -109,7 +116,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	s.ready.Store(true)
-	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	go func() { s.serveErr <- s.srv.Serve(ln); close(s.closed) }()
 	return s, nil
 }
 
@@ -137,16 +144,29 @@ func (s *Server) URL() string {
 	return fmt.Sprintf("%s://%s", s.scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
-// Wait blocks until ctx ends (SIGTERM, say), then stops taking new
-// connections, reports not-ready, and lets in-flight reviews finish within
-// the grace period.
-func (s *Server) Wait(ctx context.Context) error {
+// Wait blocks until ctx ends (SIGTERM, say), then drains for drain(ctx)
+// (see Drain), stops taking new connections and lets in-flight reviews
+// finish within the grace period.
+func (s *Server) Wait(ctx context.Context, drain func(context.Context) time.Duration) error {
 	select {
 	case err := <-s.serveErr:
 		return err
 	case <-ctx.Done():
 	}
+	if drain != nil {
+		s.Drain(drain(ctx))
+	}
 	return s.Shutdown()
+}
+
+// Drain reports not-ready and keeps serving for d, so that probes see the
+// 503 and traffic moves away before Shutdown closes the listeners.
+func (s *Server) Drain(d time.Duration) {
+	s.ready.Store(false)
+	select {
+	case <-time.After(d):
+	case <-s.closed:
+	}
 }
 
 // Shutdown stops the server gracefully.

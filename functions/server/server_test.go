@@ -6,6 +6,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -416,3 +418,61 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestDrainKeepsServingWhileNotReady: during Drain, readiness answers 503
+// while other paths still answer, so probes move traffic away first; then
+// Shutdown closes the listener.
+func TestDrainKeepsServingWhileNotReady(t *testing.T) {
+	t.Parallel()
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
+	s, err := Start(Config{Listen: "127.0.0.1:0", Routes: map[string]http.Handler{"/x": ok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan struct{})
+	go func() { s.Drain(500 * time.Millisecond); close(drained) }()
+	waitUntil(t, 5*time.Second, "readiness 503", func() bool {
+		code, err := get(http.DefaultClient, s.URL()+ReadinessPath)
+		return err == nil && code == http.StatusServiceUnavailable
+	})
+	if code, err := get(http.DefaultClient, s.URL()+"/x"); err != nil || code != http.StatusOK {
+		t.Errorf("during the drain GET /x = %d, %v; want it still served", code, err)
+	}
+	<-drained
+	if err := s.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(http.DefaultClient, s.URL()+"/x"); err == nil {
+		t.Error("still serving after Shutdown")
+	}
+}
+
+// TestErrorLogReceivesServerErrors: the HTTP server's own errors (here a
+// client that does not speak TLS) go to the configured logger.
+func TestErrorLogReceivesServerErrors(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	var buf syncBuffer
+	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ErrorLog: log.New(&buf, "", 0)})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL(), "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	io.Copy(io.Discard, conn)
+	conn.Close()
+	waitUntil(t, 5*time.Second, "the handshake error logged", func() bool { return strings.Contains(buf.String(), "TLS handshake error") })
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }

@@ -383,3 +383,41 @@ current-context: c
 		})
 	}
 }
+
+// TestSIGTERMDrains: on SIGTERM, serve answers readiness with 503 while it
+// keeps judging reviews for --drain, then exits; probes see the 503 before
+// the listener closes.
+func TestSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, "--drain", "1500ms")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	signalled := time.Now()
+	deadline := signalled.Add(5 * time.Second)
+	sawNotReady := false
+	for time.Now().Before(deadline) && !sawNotReady {
+		resp, err := http.Get(p.url + "/health/readiness")
+		if err != nil {
+			t.Fatalf("readiness during the drain: %v (the listener closed before a probe saw 503)", err)
+		}
+		resp.Body.Close()
+		sawNotReady = resp.StatusCode == http.StatusServiceUnavailable
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !sawNotReady {
+		t.Fatal("readiness never answered 503 after SIGTERM")
+	}
+	if out := ask(t, http.DefaultClient, p.url, "nginx:1.17.1"); out["status"] == nil {
+		t.Errorf("a review during the drain got %v, want an answer", out)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+		t.Logf("exited %s after SIGTERM (--drain 1500ms)", time.Since(signalled).Round(10*time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not exit after the drain")
+	}
+}

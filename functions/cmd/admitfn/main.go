@@ -27,9 +27,27 @@ Run "admitfn COMMAND -h" for a command's flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	go func() {
+		// The cause says which signal: SIGTERM (an orchestrator) drains,
+		// an interrupt (a person) stops at once.
+		cancel(stopSignal{<-sigs})
+		signal.Stop(sigs)
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// stopSignal is the cause of main's context ending.
+type stopSignal struct{ os.Signal }
+
+func (s stopSignal) Error() string { return "received " + s.String() }
+
+// terminated reports whether ctx ended on SIGTERM.
+func terminated(ctx context.Context) bool {
+	s, ok := context.Cause(ctx).(stopSignal)
+	return ok && s.Signal == syscall.SIGTERM
 }
 
 // run is main without the process: it returns the exit code.

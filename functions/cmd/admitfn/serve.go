@@ -49,6 +49,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	loggingDir := fs.String("logging-config", "", "mounted logging ConfigMap folder (zap-logger-config, loglevel."+loggerName+"); reloaded when it changes")
 	tokenDir := fs.String("token-dir", "", "folder of caller tokens (a mounted Secret, one token per file): every endpoint but the health probes then requires one as a bearer token; re-read while running")
 	metricsListen := fs.String("metrics-listen", "", "serve /metrics on this address instead (plain HTTP, no token): a port Knative's ingress does not route")
+	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to answer readiness probes with 503 while still serving, so traffic moves away before the listeners close (an interrupt stops at once)")
 	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration (policy, logging, TLS certificate, key and client CA) is checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -94,6 +95,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg.BaseContext = logging.WithLogger(context.Background(), logger)
+	cfg.ErrorLog = zap.NewStdLog(logger.Desugar().Named("http"))
 	cfg.CertReloadInterval = *poll
 	cfg.CertEvents = server.ReloadEvents{
 		Reloaded: func(leaf *x509.Certificate) {
@@ -106,7 +108,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var metricsSrv *server.Server
 	if *metricsListen != "" {
 		delete(cfg.Routes, metrics.Path)
-		metricsSrv, err = server.Start(server.Config{Listen: *metricsListen, Routes: map[string]http.Handler{metrics.Path: a.Metrics.Handler()}})
+		metricsSrv, err = server.Start(server.Config{Listen: *metricsListen, Routes: map[string]http.Handler{metrics.Path: a.Metrics.Handler()}, ErrorLog: cfg.ErrorLog})
 		if err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
@@ -133,7 +135,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	code := 0
-	if err := srv.Wait(ctx); err != nil {
+	drainFor := func(ctx context.Context) time.Duration {
+		if terminated(ctx) {
+			logger.Infow("SIGTERM: draining before the listeners close", "drain", *drain)
+			return *drain
+		}
+		return 0
+	}
+	if err := srv.Wait(ctx, drainFor); err != nil {
 		fmt.Fprintf(stderr, "admitfn serve: %v\n", err)
 		code = 1
 	}
