@@ -5,10 +5,10 @@ package server
 
 import (
 	"context"
-	"log"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"sync/atomic"
