@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -83,6 +84,9 @@ type App struct {
 	cfg    Config
 	sender *events.Sender
 	tokens *callerauth.Tokens
+	// resolver is the one the reviewer asks, kept here so that Close and
+	// a reload reach its connections.
+	resolver atomic.Pointer[resolver.Resolver]
 }
 
 // New loads the policy and assembles the handlers. It makes no network
@@ -106,6 +110,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.resolver.Store(res)
 	a.Reviewer = review.New(p, res)
 	obs := observe.Observers{observe.Log{}, a.Metrics}
 	if sink := cfg.Getenv("K_SINK"); sink != "" {
@@ -192,21 +197,21 @@ func (a *App) Reload(data []byte) {
 		}
 		return
 	}
-	old := a.Reviewer.FactSource()
-	src := old
+	old := a.resolver.Load()
+	res := old
 	if !reflect.DeepEqual(p.Registry, current.Registry) {
 		// New registry settings need a new resolver (and an empty cache).
-		res, err := a.newResolver(p)
-		if err != nil {
+		var err error
+		if res, err = a.newResolver(p); err != nil {
 			a.Metrics.Reload("failure")
 			logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, zap.Error(err))
 			return
 		}
-		src = res
 	}
-	a.Reviewer.Set(p, src)
-	if r, ok := old.(*resolver.Resolver); ok && src != old {
-		r.Close() // reviews still using it keep their connections
+	a.Reviewer.Set(p, res)
+	if res != old {
+		a.resolver.Store(res)
+		old.Close() // drops its idle connections; reviews still using it finish
 	}
 	a.Metrics.Reload("success")
 	logger.Infow("policy reloaded", "file", file, "policy", p.Name, "rules", len(p.Rules))
@@ -218,7 +223,5 @@ func (a *App) Close(grace time.Duration) {
 	if a.sender != nil {
 		a.sender.Close(grace)
 	}
-	if r, ok := a.Reviewer.FactSource().(*resolver.Resolver); ok {
-		r.Close()
-	}
+	a.resolver.Load().Close()
 }

@@ -115,6 +115,14 @@ type roundTripper struct {
 	requests *counterVec
 }
 
+// CloseIdleConnections passes through to the wrapped transport, so that a
+// resolver's Close reaches the connections it holds.
+func (rt roundTripper) CloseIdleConnections() {
+	if c, ok := rt.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := rt.next.RoundTrip(req)
 	code := "error"

@@ -5,6 +5,7 @@ package registrytest
 import (
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -57,6 +58,8 @@ type Registry struct {
 	delay  atomic.Int64
 	mu     sync.Mutex
 	counts map[string]int // "METHOD manifests" and "METHOD blobs"
+	// closed counts client connections the server saw close.
+	closed atomic.Int32
 }
 
 // New starts a registry that stops when the test ends.
@@ -64,7 +67,7 @@ func New(t testing.TB) *Registry {
 	t.Helper()
 	r := &Registry{t: t, counts: map[string]int{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.count(req)
 		switch Fault(r.fault.Load()) {
 		case ServerError:
@@ -105,9 +108,18 @@ func New(t testing.TB) *Registry {
 		}
 		inner.ServeHTTP(w, req)
 	}))
+	r.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			r.closed.Add(1)
+		}
+	}
+	r.srv.Start()
 	t.Cleanup(r.srv.Close)
 	return r
 }
+
+// ClosedConnections is how many client connections have closed.
+func (r *Registry) ClosedConnections() int { return int(r.closed.Load()) }
 
 func (r *Registry) count(req *http.Request) {
 	kind := "other"
