@@ -126,13 +126,13 @@ func TestWebhookConfigurations(t *testing.T) {
 	}
 	for _, w := range all {
 		t.Run(w.name, func(t *testing.T) {
-			// The README's step 5 and the files' comments swap this host
-			// for the Service's URL with sed; any other host would stay.
+			// admitfn webhook-config keeps the path and replaces the rest
+			// with the Service's URL; the example host says what goes there.
 			const placeholder = "https://validating.admitfn.example.com/"
 			if w.url == nil {
 				t.Errorf("no clientConfig.url, want %s<path>", placeholder)
 			} else if !strings.HasPrefix(*w.url, placeholder) {
-				t.Errorf("clientConfig.url %q, want %s<path>, the host the README's sed replaces", *w.url, placeholder)
+				t.Errorf("clientConfig.url %q, want %s<path>", *w.url, placeholder)
 			}
 			if diff := cmp.Diff([]string{"v1"}, w.versions); diff != "" {
 				t.Errorf("admissionReviewVersions (-want +got):\n%s", diff)

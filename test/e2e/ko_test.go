@@ -232,6 +232,35 @@ func TestKoApply(t *testing.T) {
 		}
 	})
 
+	t.Run("webhook-config --service writes registrations the apiserver accepts", func(t *testing.T) {
+		if _, _, err := deployer.kubectl(t, "", "patch", "services.serving.knative.dev", "validating", "-n", "admitfn",
+			"--subresource=status", "--type=merge", "-p", `{"status":{"url":"https://validating.admitfn.example.org"}}`); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(admitfnBin, "webhook-config", "--service", "validating", "--kubeconfig", deployer.Kubeconfig,
+			"--ca-file", p.CAFile, "--mutating").Output()
+		if err != nil {
+			t.Fatalf("admitfn webhook-config: %v", err)
+		}
+		for _, want := range []string{"url: https://validating.admitfn.example.org/validate", "url: https://validating.admitfn.example.org/mutate"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+		// A server-side dry run: the apiserver validates the registrations
+		// whole, and nothing is registered (no backend answers here).
+		stdout, _, err := deployer.kubectl(t, string(out), "apply", "--dry-run=server", "-f", "-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"validatingwebhookconfiguration.admissionregistration.k8s.io/admitfn-validating created (server dry run)",
+			"mutatingwebhookconfiguration.admissionregistration.k8s.io/admitfn-mutating created (server dry run)"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("kubectl apply --dry-run=server printed %q, want %q", stdout, want)
+			}
+		}
+	})
+
 	t.Run("admission-config --service refuses fail-closed for a Service that can scale to zero", func(t *testing.T) {
 		out := filepath.Join(dir, "lockout")
 		run := func(extra ...string) (string, error) {

@@ -21,6 +21,7 @@ Usage:
   admitfn check [flags] IMAGE...   judge images with a policy (exit 0 allowed, 1 denied, 2 bad usage)
   admitfn admission-config [flags] write the apiserver's AdmissionConfiguration and kubeconfig
   admitfn static-pod [flags]       write a static Pod serving ImageReviews on a control-plane node's loopback
+  admitfn webhook-config [flags]   write the webhook registrations pointed at the validating Service
   admitfn version                  print the version
 
 Run "admitfn COMMAND -h" for a command's flags.
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return check(ctx, args[1:], stdout, stderr)
 	case "admission-config":
 		return admissionConfig(ctx, args[1:], stdout, stderr)
+	case "webhook-config":
+		return webhookConfig(ctx, args[1:], stdout, stderr)
 	case "static-pod":
 		return staticPod(args[1:], stdout, stderr)
 	case "version", "--version":

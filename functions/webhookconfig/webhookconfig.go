@@ -1,0 +1,107 @@
+// Package webhookconfig renders admitfn's webhook registrations
+// (config/webhooks/) for one deployment: the webhooks' URL, and the CA
+// that signed its certificate when the apiserver does not already trust
+// it. It replaces editing the files by hand (or with sed).
+package webhookconfig
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Files in the embedded folder.
+const (
+	validatingFile = "webhooks/500-validating.yaml"
+	mutatingFile   = "webhooks/510-mutating.yaml"
+)
+
+// Options say what to render.
+type Options struct {
+	// BaseURL is the validating Service's URL (https, no path), as
+	// `kn service describe validating -o url` prints it.
+	BaseURL string
+	// CABundle is the PEM of the CA that signed the URL's certificate;
+	// empty when the apiserver trusts it already.
+	CABundle []byte
+	// Mutating adds the mutating registration (for a policy with
+	// spec.mutation).
+	Mutating bool
+}
+
+// Render reads the registrations from files (config.Webhooks) and returns
+// them as one multi-document YAML stream for `kubectl apply -f -`.
+func Render(files fs.FS, o Options) ([]byte, error) {
+	base, err := url.Parse(strings.TrimSuffix(o.BaseURL, "/"))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("--url %q is not a URL: %v", o.BaseURL, err)
+	case base.Scheme != "https" || base.Host == "":
+		return nil, fmt.Errorf("--url %q must be an https URL with a host: kube-apiserver calls webhooks over TLS only", o.BaseURL)
+	case base.Path != "" || base.RawQuery != "":
+		return nil, fmt.Errorf("--url %q must be the Service's base URL, without a path", o.BaseURL)
+	}
+	point := func(cc *admissionregistrationv1.WebhookClientConfig) error {
+		if cc.URL == nil {
+			return fmt.Errorf("a registration has no clientConfig.url to replace")
+		}
+		old, err := url.Parse(*cc.URL)
+		if err != nil {
+			return err
+		}
+		u := base.String() + old.Path
+		cc.URL = &u
+		cc.CABundle = o.CABundle
+		return nil
+	}
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := decode(files, validatingFile, &v); err != nil {
+		return nil, err
+	}
+	for i := range v.Webhooks {
+		if err := point(&v.Webhooks[i].ClientConfig); err != nil {
+			return nil, err
+		}
+	}
+	docs := []any{v}
+	if o.Mutating {
+		var m admissionregistrationv1.MutatingWebhookConfiguration
+		if err := decode(files, mutatingFile, &m); err != nil {
+			return nil, err
+		}
+		for i := range m.Webhooks {
+			if err := point(&m.Webhooks[i].ClientConfig); err != nil {
+				return nil, err
+			}
+		}
+		docs = append(docs, m)
+	}
+	var out bytes.Buffer
+	for i, d := range docs {
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			out.WriteString("---\n")
+		}
+		out.Write(b)
+	}
+	return out.Bytes(), nil
+}
+
+func decode(files fs.FS, name string, into any) error {
+	b, err := fs.ReadFile(files, name)
+	if err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalStrict(b, into); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}

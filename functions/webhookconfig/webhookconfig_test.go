@@ -1,0 +1,65 @@
+package webhookconfig
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/admitfn/admitfn/config"
+)
+
+// TestRender renders the shipped registrations and reads them back as the
+// API types kubectl would send.
+func TestRender(t *testing.T) {
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	out, err := Render(config.Webhooks, Options{BaseURL: "https://validating.prod.example.com/", CABundle: ca, Mutating: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := bytes.Split(out, []byte("\n---\n"))
+	if len(docs) != 2 {
+		t.Fatalf("%d documents, want the validating and the mutating registration:\n%s", len(docs), out)
+	}
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	var m admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(docs[0], &v); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(docs[1], &m); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range v.Webhooks {
+		got = append(got, *w.ClientConfig.URL)
+		if !bytes.Equal(w.ClientConfig.CABundle, ca) {
+			t.Errorf("%s caBundle %q", w.Name, w.ClientConfig.CABundle)
+		}
+	}
+	for _, w := range m.Webhooks {
+		got = append(got, *w.ClientConfig.URL)
+	}
+	want := []string{"https://validating.prod.example.com/validate", "https://validating.prod.example.com/validate", "https://validating.prod.example.com/mutate"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("URLs (-want +got):\n%s", diff)
+	}
+	if v.Webhooks[0].NamespaceSelector == nil || len(v.Webhooks[0].MatchConditions) == 0 {
+		t.Error("the shipped namespaceSelector and matchConditions were lost")
+	}
+
+	only, err := Render(config.Webhooks, Options{BaseURL: "https://v.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(only), "MutatingWebhookConfiguration") || strings.Contains(string(only), "caBundle") {
+		t.Errorf("without --mutating and --ca-file:\n%s", only)
+	}
+	for _, bad := range []string{"", "http://v.example.com", "https://v.example.com/validate", "https://"} {
+		if _, err := Render(config.Webhooks, Options{BaseURL: bad}); err == nil {
+			t.Errorf("Render(%q) succeeded, want an error", bad)
+		}
+	}
+}
