@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 )
 
@@ -165,53 +167,10 @@ func (o Options) AdmissionConfiguration(asJSON bool) ([]byte, error) {
 	return yaml.Marshal(ac)
 }
 
-// kubeconfig is the subset of a v1 Config the webhook client reads.
-type kubeconfig struct {
-	APIVersion     string         `json:"apiVersion"`
-	Kind           string         `json:"kind"`
-	Clusters       []namedCluster `json:"clusters"`
-	Users          []namedUser    `json:"users"`
-	Contexts       []namedContext `json:"contexts"`
-	CurrentContext string         `json:"current-context"`
-}
-
-type namedCluster struct {
-	Name    string  `json:"name"`
-	Cluster cluster `json:"cluster"`
-}
-
-type cluster struct {
-	Server                   string `json:"server"`
-	CertificateAuthority     string `json:"certificate-authority,omitempty"`
-	CertificateAuthorityData []byte `json:"certificate-authority-data,omitempty"`
-}
-
-type namedUser struct {
-	Name string `json:"name"`
-	User user   `json:"user"`
-}
-
-type user struct {
-	TokenFile             string `json:"tokenFile,omitempty"`
-	ClientCertificate     string `json:"client-certificate,omitempty"`
-	ClientCertificateData []byte `json:"client-certificate-data,omitempty"`
-	ClientKey             string `json:"client-key,omitempty"`
-	ClientKeyData         []byte `json:"client-key-data,omitempty"`
-}
-
-type namedContext struct {
-	Name    string      `json:"name"`
-	Context contextSpec `json:"context"`
-}
-
-type contextSpec struct {
-	Cluster string `json:"cluster"`
-	User    string `json:"user"`
-}
-
 // Kubeconfig renders the kubeconfig that points the plugin at the backend.
 func (o Options) Kubeconfig() ([]byte, error) {
-	c := cluster{Server: o.URL}
+	c := clientcmdapi.NewCluster()
+	c.Server = o.URL
 	u, err := o.user()
 	if err != nil {
 		return nil, err
@@ -223,21 +182,19 @@ func (o Options) Kubeconfig() ([]byte, error) {
 	} else {
 		c.CertificateAuthority = o.CAFile
 	}
-	kc := kubeconfig{
-		APIVersion:     "v1",
-		Kind:           "Config",
-		Clusters:       []namedCluster{{Name: "admitfn", Cluster: c}},
-		Users:          []namedUser{{Name: "kube-apiserver", User: u}},
-		Contexts:       []namedContext{{Name: "admitfn", Context: contextSpec{Cluster: "admitfn", User: "kube-apiserver"}}},
-		CurrentContext: "admitfn",
-	}
-	return yaml.Marshal(kc)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["admitfn"] = c
+	kc.AuthInfos["kube-apiserver"] = u
+	kc.Contexts["admitfn"] = &clientcmdapi.Context{Cluster: "admitfn", AuthInfo: "kube-apiserver"}
+	kc.CurrentContext = "admitfn"
+	return clientcmd.Write(*kc)
 }
 
 // user is what the apiserver presents: the token file and the client
 // certificate.
-func (o Options) user() (user, error) {
-	u := user{TokenFile: o.TokenFile}
+func (o Options) user() (*clientcmdapi.AuthInfo, error) {
+	u := clientcmdapi.NewAuthInfo()
+	u.TokenFile = o.TokenFile
 	if !o.EmbedCerts {
 		u.ClientCertificate, u.ClientKey = o.ClientCert, o.ClientKey
 		return u, nil
@@ -264,11 +221,9 @@ func (o Options) WebhookKubeconfig() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return yaml.Marshal(struct {
-		APIVersion string      `json:"apiVersion"`
-		Kind       string      `json:"kind"`
-		Users      []namedUser `json:"users"`
-	}{"v1", "Config", []namedUser{{Name: w.Host, User: u}}})
+	kc := clientcmdapi.NewConfig()
+	kc.AuthInfos[w.Host] = u
+	return clientcmd.Write(*kc)
 }
 
 func readOptional(path string) ([]byte, error) {

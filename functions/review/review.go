@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/internal/httpx"
 	"github.com/admitfn/admitfn/functions/policy"
@@ -109,17 +111,14 @@ func (r *Reviewer) gather(ctx context.Context, st *state, need map[string]policy
 		defer cancel()
 	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, r.parallel)
+	var g errgroup.Group
+	g.SetLimit(r.parallel)
 	for raw, level := range need {
 		ref, err := r.refs.Parse(raw)
 		if err != nil {
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			// A panic here would end the process, not just this review.
 			defer httpx.Recovered(ctx, func(err error) {
 				mu.Lock()
@@ -130,9 +129,10 @@ func (r *Reviewer) gather(ctx context.Context, st *state, need map[string]policy
 			mu.Lock()
 			facts[raw] = f
 			mu.Unlock()
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait() // the lookups report through facts, never an error
 	return facts
 }
 

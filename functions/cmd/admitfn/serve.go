@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"knative.dev/pkg/logging"
 
+	"github.com/admitfn/admitfn/functions/admissionconfig"
 	"github.com/admitfn/admitfn/functions/app"
 	"github.com/admitfn/admitfn/functions/devcert"
 	"github.com/admitfn/admitfn/functions/gctune"
@@ -201,49 +202,45 @@ func makeDevCerts(dir string) (caFile, certFile, keyFile string, err error) {
 	}
 	return abs, certFile, keyFile, nil
 }
+
+// printApiserverHints shows how to point kube-apiserver here, rendered by
+// the same code as `admitfn admission-config`.
 func printApiserverHints(w io.Writer, url, caFile string) {
+	o := admissionconfig.Options{
+		URL: url + admissionconfig.ImageReviewPath, CAFile: caFile,
+		KubeconfigPath: "/etc/kubernetes/admitfn/kubeconfig.yaml",
+		AllowTTL:       50, DenyTTL: 50, RetryBackoff: 500,
+	}
+	ac, err := o.AdmissionConfiguration(false)
+	if err != nil {
+		return
+	}
+	kc, err := o.Kubeconfig()
+	if err != nil {
+		return
+	}
+	indent := func(b []byte) string {
+		return "  " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n  ")
+	}
 	fmt.Fprintf(w, `
 To let kube-apiserver ask it, enable the plugin and point its admission kubeconfig here:
   kube-apiserver --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook \
                  --admission-control-config-file=admission_config.yaml
 
-  # admission_config.yaml
-  apiVersion: apiserver.config.k8s.io/v1
-  kind: AdmissionConfiguration
-  plugins:
-  - name: ImagePolicyWebhook
-    configuration:
-      imagePolicy:
-        kubeConfigFile: /etc/kubernetes/admitfn/kubeconfig.yaml
-        allowTTL: 50
-        denyTTL: 50
-        retryBackoff: 500
-        defaultAllow: false   # fail closed: no answer, no pod
+  # admission_config.yaml (defaultAllow: false: no answer, no pod)
+%s
 
-  # /etc/kubernetes/admitfn/kubeconfig.yaml
-  apiVersion: v1
-  kind: Config
-  clusters:
-  - name: admitfn
-    cluster:
-      server: %[1]s/imagepolicy
-      certificate-authority: %[2]s
-  users:
-  - name: kube-apiserver
-  contexts:
-  - name: admitfn
-    context: {cluster: admitfn, user: kube-apiserver}
-  current-context: admitfn
+  # %s
+%s
 
 Or write both files with:
-  admitfn admission-config --url %[1]s/imagepolicy --ca-file %[2]s --out DIR
+  admitfn admission-config --url %[4]s --ca-file %[5]s --out DIR
 
-For ValidatingWebhookConfiguration / MutatingWebhookConfiguration (see config/webhooks/):
-  clientConfig.url: %[1]s/validate   (and %[1]s/mutate)
-  clientConfig.caBundle: base64 of %[2]s
+For ValidatingWebhookConfiguration / MutatingWebhookConfiguration:
+  admitfn webhook-config --url %[6]s --ca-file %[5]s [--mutating] | kubectl apply -f -
 
 Or ask it yourself:
-  curl --cacert %[2]s -H 'Content-Type: application/json' %[1]s/imagepolicy \
+  curl --cacert %[5]s -H 'Content-Type: application/json' %[4]s \
     -d '{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx"}],"namespace":"default"}}'
-`, url, caFile)
+`, indent(ac), o.KubeconfigPath, indent(kc), o.URL, caFile, url)
 }
