@@ -5,7 +5,8 @@
 //
 // Start reads its configuration from the map the runtime passes:
 // ADMITFN_POLICY (a policy file, default the embedded policy),
-// ADMITFN_HANDLERS (comma-separated, default all), ADMITFN_TOKEN_DIR (a
+// ADMITFN_HANDLERS (comma-separated, default imagepolicy: func.yaml
+// describes the image-policy function), ADMITFN_TOKEN_DIR (a
 // folder of caller tokens, as `admitfn serve --token-dir`) and the Knative variables
 // K_SINK, K_CE_OVERRIDES and K_SERVICE.
 package function
@@ -14,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -21,13 +23,14 @@ import (
 	"knative.dev/pkg/logging"
 
 	"github.com/admitfn/admitfn/functions/app"
+	"github.com/admitfn/admitfn/functions/gctune"
 )
 
 // Function is one instance of the admission function.
 type Function struct {
 	mu     sync.RWMutex
 	app    *app.App
-	mux    *http.ServeMux
+	mux    http.Handler
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -37,8 +40,12 @@ func New() *Function { return &Function{} }
 
 // Start assembles the handlers from cfg and watches the policy file.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	// As `admitfn serve` does: the same logger name (loglevel.admitfn)
+	// and garbage collector tuning for a server.
 	logger, _ := logging.NewLogger("", "info")
-	var handlers []string
+	logger = logger.Named("admitfn")
+	gctune.Choose(os.Getenv, os.ReadFile).Apply()
+	handlers := []string{"imagepolicy"}
 	if h := cfg["ADMITFN_HANDLERS"]; h != "" {
 		handlers = strings.Split(h, ",")
 	}
@@ -53,10 +60,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	for path, h := range a.Routes {
-		mux.Handle(path, h)
-	}
+	mux := a.Handler()
 	watchCtx, cancel := context.WithCancel(logging.WithLogger(context.WithoutCancel(ctx), logger))
 	go a.Watch(watchCtx, 2*time.Second)
 	f.mu.Lock()

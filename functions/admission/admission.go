@@ -28,12 +28,17 @@ type Func func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissio
 
 // Handler serves AdmissionReviews with Admit.
 type Handler struct {
+	// Route is the path it is mounted at.
+	Route string
 	// Admit decides.
 	Admit Func
 	// Bound, when set, gives Admit's context from the request's and the
 	// apiserver's ?timeout= parameter (review.Reviewer.Bound).
 	Bound func(ctx context.Context, timeoutParam string) context.Context
 }
+
+// Path is where the handler is mounted.
+func (h Handler) Path() string { return h.Route }
 
 // ServeHTTP checks the request, decodes the review, calls Admit and encodes
 // its answer in the review's version. Input it cannot use is answered with

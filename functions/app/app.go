@@ -30,26 +30,30 @@ import (
 	"github.com/admitfn/admitfn/functions/validating"
 )
 
-// endpoint is a handler that can be mounted by name.
-type endpoint struct {
-	path string
-	make func(*review.Reviewer, observe.Observer) http.Handler
+// Endpoint is what every admission handler is: a path and what serves it.
+type Endpoint interface {
+	http.Handler
+	Path() string
 }
 
-var endpoints = map[string]endpoint{
-	"imagepolicy": {imagepolicy.Path, func(rv *review.Reviewer, obs observe.Observer) http.Handler { return imagepolicy.New(rv, obs) }},
-	"validating":  {validating.Path, validating.New},
-	"mutating":    {mutating.Path, func(rv *review.Reviewer, _ observe.Observer) http.Handler { return mutating.New(rv) }},
+// endpoints builds each handler by name. The mutating handler records no
+// decisions: a patch is not a judgement.
+func endpoints() map[string]func(*review.Reviewer, observe.Observer) Endpoint {
+	return map[string]func(*review.Reviewer, observe.Observer) Endpoint{
+		"imagepolicy": func(rv *review.Reviewer, obs observe.Observer) Endpoint { return imagepolicy.New(rv, obs) },
+		"validating":  func(rv *review.Reviewer, obs observe.Observer) Endpoint { return validating.New(rv, obs) },
+		"mutating":    func(rv *review.Reviewer, _ observe.Observer) Endpoint { return mutating.New(rv) },
+	}
 }
 
-// Handlers lists the handler names, comma-separated.
-func Handlers() string {
+// HandlerNames lists the handler names, sorted.
+func HandlerNames() []string {
 	var names []string
-	for n := range endpoints {
+	for n := range endpoints() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return strings.Join(names, ",")
+	return names
 }
 
 // Config says what to assemble.
@@ -69,6 +73,9 @@ type Config struct {
 	// one token per file): every route but the health probes then answers
 	// only requests that carry one of them as a bearer token.
 	TokenDir string
+	// MetricsApart leaves /metrics out of Routes and Handler: the caller
+	// serves Metrics.Handler() on a listener of its own.
+	MetricsApart bool
 }
 
 // App is an assembled admitfn.
@@ -77,7 +84,9 @@ type App struct {
 	// each requires a caller token.
 	Routes map[string]http.Handler
 	// Paths are the admission paths mounted, in the order asked.
-	Paths    []string
+	Paths []string
+	// handler serves Routes.
+	handler  *http.ServeMux
 	Reviewer *review.Reviewer
 	Metrics  *metrics.Metrics
 
@@ -99,7 +108,7 @@ func New(cfg Config) (*App, error) {
 		cfg.Logger = zap.NewNop().Sugar()
 	}
 	if len(cfg.Handlers) == 0 {
-		cfg.Handlers = strings.Split(Handlers(), ",")
+		cfg.Handlers = HandlerNames()
 	}
 	p, err := policy.Load(cfg.PolicyFile)
 	if err != nil {
@@ -129,15 +138,20 @@ func New(cfg Config) (*App, error) {
 		}
 		obs = append(obs, a.sender)
 	}
-	a.Routes = map[string]http.Handler{metrics.Path: a.Metrics.Handler()}
+	a.Routes = map[string]http.Handler{}
+	if !cfg.MetricsApart {
+		a.Routes[metrics.Path] = a.Metrics.Handler()
+	}
+	build := endpoints()
 	for _, name := range cfg.Handlers {
 		name = strings.TrimSpace(name)
-		ep, ok := endpoints[name]
+		newEndpoint, ok := build[name]
 		if !ok {
-			return nil, fmt.Errorf("unknown handler %q (known: %s)", name, Handlers())
+			return nil, fmt.Errorf("unknown handler %q (known: %s)", name, strings.Join(HandlerNames(), ","))
 		}
-		a.Routes[ep.path] = ep.make(a.Reviewer, obs)
-		a.Paths = append(a.Paths, ep.path)
+		ep := newEndpoint(a.Reviewer, obs)
+		a.Routes[ep.Path()] = ep
+		a.Paths = append(a.Paths, ep.Path())
 	}
 	if cfg.TokenDir != "" {
 		if a.tokens, err = callerauth.Load(cfg.TokenDir); err != nil {
@@ -148,8 +162,16 @@ func New(cfg Config) (*App, error) {
 			a.Routes[path] = a.tokens.Require(h, refused)
 		}
 	}
+	a.handler = http.NewServeMux()
+	for path, h := range a.Routes {
+		a.handler.Handle(path, h)
+	}
 	return a, nil
 }
+
+// Handler serves every route: what `admitfn serve`, the Knative Functions
+// entry point and the tests mount.
+func (a *App) Handler() http.Handler { return a.handler }
 
 func (a *App) newResolver(p *policy.Policy) (*resolver.Resolver, error) {
 	logger := a.cfg.Logger

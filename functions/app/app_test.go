@@ -41,10 +41,10 @@ spec:
 		t.Fatal(err)
 	}
 	defer a.Close(time.Second)
-	srv := httptest.NewServer(a.Routes["/imagepolicy"])
+	srv := httptest.NewServer(a.Handler())
 	defer srv.Close()
 	review := fmt.Sprintf(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"default","containers":[{"image":"%s/app:v1"}]}}`, host)
-	resp, err := http.Post(srv.URL, "application/json", bytes.NewReader([]byte(review)))
+	resp, err := http.Post(srv.URL+"/imagepolicy", "application/json", bytes.NewReader([]byte(review)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,9 @@ type Handler struct {
 	observer observe.Observer
 }
 
+// Path is where the handler is mounted (see Path const).
+func (h *Handler) Path() string { return Path }
+
 // New returns a Handler that judges with rv and tells obs of every
 // decision.
 func New(rv *review.Reviewer, obs observe.Observer) *Handler {

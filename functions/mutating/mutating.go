@@ -23,8 +23,9 @@ import (
 const Path = "/mutate"
 
 // New returns the handler; rv supplies the policy and the resolver.
-func New(rv *review.Reviewer) http.Handler {
+func New(rv *review.Reviewer) admission.Handler {
 	return admission.Handler{
+		Route: Path,
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			return Admit(ctx, rv, req)
 		},

@@ -31,8 +31,9 @@ type Config struct {
 	// ClientCA, when set, is a PEM bundle: every client must present a
 	// certificate it signed, so only the apiserver can ask.
 	ClientCA string
-	// Routes maps paths to handlers.
-	Routes map[string]http.Handler
+	// Handler serves every path but the health probes, which the server
+	// answers itself (readiness follows its shutdown).
+	Handler http.Handler
 	// ShutdownGrace bounds how long in-flight reviews may finish on stop.
 	ShutdownGrace time.Duration
 	// BaseContext is the parent of every request's context (it carries the
@@ -71,8 +72,8 @@ func Start(cfg Config) (*Server, error) {
 		s.grace = 10 * time.Second
 	}
 	mux := http.NewServeMux()
-	for path, h := range cfg.Routes {
-		mux.Handle(path, h)
+	if cfg.Handler != nil {
+		mux.Handle("/", cfg.Handler)
 	}
 	mux.HandleFunc(LivenessPath, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc(ReadinessPath, func(w http.ResponseWriter, _ *http.Request) {

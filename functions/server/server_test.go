@@ -109,8 +109,8 @@ func TestClientCertificates(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
-	tlsOnly := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, Routes: map[string]http.Handler{"/x": ok}})
-	mtls := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ClientCA: p.caFile, Routes: map[string]http.Handler{"/x": ok}})
+	tlsOnly := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, Handler: ok})
+	mtls := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ClientCA: p.caFile, Handler: ok})
 	client := func(certs ...tls.Certificate) *http.Client {
 		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: certs}}}
 	}
@@ -175,7 +175,7 @@ func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
 		<-release
 		io.WriteString(w, "done")
 	})
-	s, err := Start(Config{Listen: "127.0.0.1:0", Routes: map[string]http.Handler{"/slow": slow}})
+	s, err := Start(Config{Listen: "127.0.0.1:0", Handler: slow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	var reloads, failures atomic.Int32
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
 	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ClientCA: p.caFile,
-		Routes:             map[string]http.Handler{"/x": ok},
+		Handler:            ok,
 		CertReloadInterval: 10 * time.Millisecond,
 		CertEvents: ReloadEvents{
 			Reloaded: func(*x509.Certificate) { reloads.Add(1) },
@@ -342,7 +342,7 @@ func TestClientCARotation(t *testing.T) {
 	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
 	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile, ClientCA: p.caFile,
-		Routes: map[string]http.Handler{"/x": ok}, CertReloadInterval: 10 * time.Millisecond})
+		Handler: ok, CertReloadInterval: 10 * time.Millisecond})
 	accepted := func(cert tls.Certificate) func() bool {
 		return func() bool {
 			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: []tls.Certificate{cert}}}
@@ -378,7 +378,7 @@ func TestCertificateReloadKeepsServingOnBadFiles(t *testing.T) {
 	failed := make(chan error, 100)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
 	s := start(t, Config{TLSCert: p.certFile, TLSKey: p.keyFile,
-		Routes: map[string]http.Handler{"/x": ok}, CertReloadInterval: 10 * time.Millisecond,
+		Handler: ok, CertReloadInterval: 10 * time.Millisecond,
 		CertEvents: ReloadEvents{Failed: func(err error) { failed <- err }}})
 	writeAtomically(t, p.certFile, []byte("not a certificate"))
 	select {
@@ -425,7 +425,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 func TestDrainKeepsServingWhileNotReady(t *testing.T) {
 	t.Parallel()
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})
-	s, err := Start(Config{Listen: "127.0.0.1:0", Routes: map[string]http.Handler{"/x": ok}})
+	s, err := Start(Config{Listen: "127.0.0.1:0", Handler: ok})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,9 @@ const maxWarning = 240
 
 // New returns the handler, judging with rv and telling obs of every
 // decision.
-func New(rv *review.Reviewer, obs observe.Observer) http.Handler {
+func New(rv *review.Reviewer, obs observe.Observer) admission.Handler {
 	return admission.Handler{
+		Route: Path,
 		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			return Admit(ctx, rv, obs, req)
 		},

@@ -46,11 +46,7 @@ func TestCorpusWithoutCallerToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close(time.Second) })
-	mux := http.NewServeMux()
-	for path, h := range a.Routes {
-		mux.Handle(path, h)
-	}
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 
 	post := func(path string, body []byte, token string) int {

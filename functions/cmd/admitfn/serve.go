@@ -45,7 +45,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serving certificate (PEM); with --tls-key, serve HTTPS")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "serving key (PEM)")
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle (PEM) that must have signed every client's certificate")
-	handlers := fs.String("handlers", app.Handlers(), "comma-separated endpoints to mount: "+app.Handlers())
+	handlers := fs.String("handlers", strings.Join(app.HandlerNames(), ","), "comma-separated endpoints to mount")
 	devCerts := fs.String("dev-certs", "", "make a throwaway CA and a localhost serving certificate in this folder and serve HTTPS with them (for trying admitfn out)")
 	loggingDir := fs.String("logging-config", "", "mounted logging ConfigMap folder (zap-logger-config, loglevel."+loggerName+"); reloaded when it changes")
 	tokenDir := fs.String("token-dir", "", "folder of caller tokens (a mounted Secret, one token per file): every endpoint but the health probes then requires one as a bearer token; re-read while running")
@@ -77,12 +77,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Handlers:   strings.Split(*handlers, ","),
 		Logger:     logger,
 		UserAgent:  "admitfn/" + version,
-		TokenDir:   *tokenDir,
+		TokenDir:     *tokenDir,
+		MetricsApart: *metricsListen != "",
 	})
 	if err != nil {
 		return fail("%v", err)
 	}
-	cfg.Routes = a.Routes
+	cfg.Handler = a.Handler()
 	if *tokenDir == "" && cfg.ClientCA == "" {
 		logger.Warnw("no --token-dir and no --client-ca: anyone who can reach this address may ask for reviews, registry lookups included")
 	}
@@ -108,8 +109,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var metricsSrv *server.Server
 	if *metricsListen != "" {
-		delete(cfg.Routes, metrics.Path)
-		metricsSrv, err = server.Start(server.Config{Listen: *metricsListen, Routes: map[string]http.Handler{metrics.Path: a.Metrics.Handler()}, ErrorLog: cfg.ErrorLog})
+		mux := http.NewServeMux()
+		mux.Handle(metrics.Path, a.Metrics.Handler())
+		metricsSrv, err = server.Start(server.Config{Listen: *metricsListen, Handler: mux, ErrorLog: cfg.ErrorLog})
 		if err != nil {
 			return fail("--metrics-listen: %v", err)
 		}
