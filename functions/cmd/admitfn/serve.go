@@ -73,10 +73,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	gc.Apply()
 	logger.Infow("garbage collector tuned for a server", "gc", gc.Why)
 	a, err := app.New(app.Config{
-		PolicyFile: *policyFile,
-		Handlers:   strings.Split(*handlers, ","),
-		Logger:     logger,
-		UserAgent:  "admitfn/" + version,
+		PolicyFile:   *policyFile,
+		Handlers:     strings.Split(*handlers, ","),
+		Logger:       logger,
+		UserAgent:    "admitfn/" + version,
 		TokenDir:     *tokenDir,
 		MetricsApart: *metricsListen != "",
 	})
