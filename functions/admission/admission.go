@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
+	reviewpkg "github.com/admitfn/admitfn/functions/review"
 )
 
 // Versions this package answers.
@@ -23,8 +24,8 @@ const (
 	V1beta1 = "admission.k8s.io/v1beta1"
 )
 
-// Func decides one request. It never returns nil.
-type Func func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
+// Func decides one request within b. It never returns nil.
+type Func func(ctx context.Context, b reviewpkg.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
 
 // Handler serves AdmissionReviews with Admit.
 type Handler struct {
@@ -32,9 +33,9 @@ type Handler struct {
 	Route string
 	// Admit decides.
 	Admit Func
-	// Bound, when set, gives Admit's context from the request's and the
-	// apiserver's ?timeout= parameter (review.Reviewer.Bound).
-	Bound func(ctx context.Context, timeoutParam string) context.Context
+	// Budget starts a request's budget from the apiserver's ?timeout=
+	// parameter (review.Reviewer.BudgetFor); nil gives the zero Budget.
+	Budget func(timeoutParam string) reviewpkg.Budget
 }
 
 // Path is where the handler is mounted.
@@ -58,22 +59,22 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		write(w, version, http.StatusBadRequest, Errored(uid, http.StatusBadRequest, err.Error()))
 		return
 	}
-	ctx := r.Context()
-	if h.Bound != nil {
-		ctx = h.Bound(ctx, r.URL.Query().Get("timeout"))
+	var b reviewpkg.Budget
+	if h.Budget != nil {
+		b = h.Budget(r.URL.Query().Get("timeout"))
 	}
-	resp := h.admit(ctx, review.Request)
+	resp := h.admit(r.Context(), b, review.Request)
 	resp.UID = review.Request.UID
 	write(w, version, http.StatusOK, resp)
 }
 
 // admit is Admit with a panic answered as an errored review that keeps the
 // request's uid.
-func (h Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse) {
+func (h Handler) admit(ctx context.Context, b reviewpkg.Budget, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse) {
 	defer httpx.Recovered(ctx, func(err error) {
 		resp = Errored(string(req.UID), http.StatusInternalServerError, err.Error())
 	})
-	return h.Admit(ctx, req)
+	return h.Admit(ctx, b, req)
 }
 
 // Decode reads an AdmissionReview of either version. It returns the version

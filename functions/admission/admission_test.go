@@ -12,21 +12,20 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
+	"github.com/admitfn/admitfn/functions/review"
 )
 
-type timeoutKey struct{}
-
-// echo allows everything and records the timeout parameter that reached
-// Admit through Bound.
+// echo allows everything and records the timeout parameter the handler
+// started the review's budget from.
 func echo(t *testing.T) (Handler, *string) {
 	var timeout string
 	return Handler{
-		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			timeout, _ = ctx.Value(timeoutKey{}).(string)
+		Admit: func(context.Context, review.Budget, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 			return Allowed()
 		},
-		Bound: func(ctx context.Context, timeoutParam string) context.Context {
-			return context.WithValue(ctx, timeoutKey{}, timeoutParam)
+		Budget: func(timeoutParam string) review.Budget {
+			timeout = timeoutParam
+			return review.Budget{}
 		},
 	}, &timeout
 }
@@ -109,7 +108,7 @@ func TestHandlerHonoursTimeout(t *testing.T) {
 // TestPanicAnswersTheReview: a defect in deciding answers that review,
 // with its uid and a 500 status, instead of dropping the connection.
 func TestPanicAnswersTheReview(t *testing.T) {
-	srv := httptest.NewServer(Handler{Admit: func(context.Context, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	srv := httptest.NewServer(Handler{Admit: func(context.Context, review.Budget, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 		panic("boom")
 	}})
 	defer srv.Close()

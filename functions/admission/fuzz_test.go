@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/admitfn/admitfn/functions/review"
 )
 
 // FuzzAdmissionReview decodes arbitrary bodies and reads the facts of what
@@ -18,7 +20,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Node"},"operation":"UPDATE","object":{"metadata":{"labels":{"a":"b"}}},"oldObject":{}}}`)
 	f.Add(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"subResource":"ephemeralcontainers","operation":"UPDATE","object":{"spec":{"ephemeralContainers":[{"image":"x"}]}},"oldObject":{"spec":{}}}}`)
 	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Service"},"operation":"CREATE","object":{"spec":{"type":"LoadBalancer"}}}}`)
-	h := Handler{Admit: func(_ context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	h := Handler{Admit: func(_ context.Context, _ review.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 		if _, err := Read(req, nil); err != nil {
 			return Errored(string(req.UID), http.StatusBadRequest, err.Error())
 		}

@@ -56,7 +56,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind))
 		return
 	}
-	out, err := h.review(h.reviewer.Bound(r.Context(), r.URL.Query().Get("timeout")), &in)
+	out, err := h.review(r.Context(), h.reviewer.BudgetFor(r.URL.Query().Get("timeout")), &in)
 	if err != nil {
 		httpx.WriteStatus(w, httpx.Errorf(http.StatusInternalServerError, "%v", err))
 		return
@@ -69,13 +69,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // review is Review with a panic logged and returned as an error: the
 // plugin gets a 500, retries, and then applies its defaultAllow.
-func (h *Handler) review(ctx context.Context, in *v1alpha1.ImageReview) (out *v1alpha1.ImageReview, err error) {
+func (h *Handler) review(ctx context.Context, b review.Budget, in *v1alpha1.ImageReview) (out *v1alpha1.ImageReview, err error) {
 	defer httpx.Recovered(ctx, func(e error) { out, err = nil, e })
-	return h.Review(ctx, in), nil
+	return h.Review(ctx, b, in), nil
 }
 
-// Review judges one decoded ImageReview and returns the reply.
-func (h *Handler) Review(ctx context.Context, in *v1alpha1.ImageReview) *v1alpha1.ImageReview {
+// Review judges one decoded ImageReview within b and returns the reply.
+func (h *Handler) Review(ctx context.Context, b review.Budget, in *v1alpha1.ImageReview) *v1alpha1.ImageReview {
 	req := policy.Request{Namespace: in.Spec.Namespace, Annotations: in.Spec.Annotations}
 	rec := observe.Record{Handler: "imagepolicy", Kind: "Pod", Namespace: in.Spec.Namespace}
 	for _, c := range in.Spec.Containers {
@@ -87,7 +87,7 @@ func (h *Handler) Review(ctx context.Context, in *v1alpha1.ImageReview) *v1alpha
 		req.Images = append(req.Images, policy.Image{Ref: c.Image})
 	}
 	start := time.Now()
-	d := h.reviewer.Review(ctx, req)
+	d := h.reviewer.Review(ctx, b, req)
 	rec.Decision, rec.Duration = d, time.Since(start)
 	h.observer.Decided(ctx, rec)
 	return &v1alpha1.ImageReview{

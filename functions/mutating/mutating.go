@@ -26,10 +26,10 @@ const Path = "/mutate"
 func New(rv *review.Reviewer) admission.Handler {
 	return admission.Handler{
 		Route: Path,
-		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			return Admit(ctx, rv, req)
+		Admit: func(ctx context.Context, b review.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+			return Admit(ctx, b, rv, req)
 		},
-		Bound: rv.Bound,
+		Budget: rv.BudgetFor,
 	}
 }
 
@@ -45,7 +45,7 @@ type patchOp struct {
 // one on the pinned references, so the digest pinned is the digest judged.
 // An image whose digest cannot be resolved is left as written, with a
 // warning.
-func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	p := rv.Policy()
 	resp := admission.Allowed()
 	if !p.MutatesIn(req.Namespace) {
@@ -66,7 +66,7 @@ func Admit(ctx context.Context, rv *review.Reviewer, req *admissionv1.AdmissionR
 				need[img.Ref] = policy.LevelDigest
 			}
 		}
-		resolved := rv.Facts(ctx, need)
+		resolved := rv.Facts(ctx, b, need)
 		pinned := map[string]string{}
 		for _, img := range facts.Images {
 			f, ok := resolved[img.Ref]

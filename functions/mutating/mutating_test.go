@@ -54,7 +54,7 @@ func mutate(t *testing.T, rv *review.Reviewer, ns string, containers ...corev1.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp := Admit(context.Background(), rv, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+	resp := Admit(context.Background(), review.Budget{}, rv, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
 		Operation: admissionv1.Create, Namespace: ns, Name: "web", Object: runtime.RawExtension{Raw: raw}})
 	if !resp.Allowed {
 		t.Fatalf("mutating handler denied: %+v", resp.Result)

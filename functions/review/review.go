@@ -67,11 +67,25 @@ func (r *Reviewer) Policy() *policy.Policy { return r.state.Load().policy }
 // FactSource returns the fact source the reviewer asks.
 func (r *Reviewer) FactSource() FactSource { return r.state.Load().facts }
 
+// Budget is how long a review may wait for registries: from when the
+// review began, at most the apiserver's ?timeout= less a margin, and at
+// most the policy's registry timeout (Allowance). The zero Budget allows
+// the policy's registry timeout from when the lookups start.
+type Budget struct {
+	start        time.Time
+	timeoutParam string
+}
+
+// BudgetFor starts a review's budget now, on the reviewer's clock, with the
+// apiserver's ?timeout= parameter ("" when there is none).
+func (r *Reviewer) BudgetFor(timeoutParam string) Budget {
+	return Budget{start: r.now(), timeoutParam: timeoutParam}
+}
+
 // Review gathers the facts the request needs, each distinct image once and
-// a few at a time, and evaluates the policy. ctx bounds the registry
-// lookups: a lookup still running at its deadline counts as a registry
-// failure.
-func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decision {
+// a few at a time, within b, and evaluates the policy. A lookup still
+// running when b runs out counts as a registry failure.
+func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) policy.Decision {
 	st := r.state.Load()
 	need := map[string]policy.Level{}
 	if req.Refs == nil {
@@ -90,24 +104,28 @@ func (r *Reviewer) Review(ctx context.Context, req policy.Request) policy.Decisi
 			need[img.Ref] = level
 		}
 	}
-	return st.policy.Evaluate(req, r.gather(ctx, st, need), r.now())
+	return st.policy.Evaluate(req, r.gather(ctx, st, b, need), r.now())
 }
 
 // Facts asks the registry about each image (as written) to the level given,
 // a few at a time. Images that do not parse are left out.
-func (r *Reviewer) Facts(ctx context.Context, need map[string]policy.Level) map[string]policy.Facts {
-	return r.gather(ctx, r.state.Load(), need)
+func (r *Reviewer) Facts(ctx context.Context, b Budget, need map[string]policy.Level) map[string]policy.Facts {
+	return r.gather(ctx, r.state.Load(), b, need)
 }
 
-func (r *Reviewer) gather(ctx context.Context, st *state, need map[string]policy.Level) map[string]policy.Facts {
+func (r *Reviewer) gather(ctx context.Context, st *state, b Budget, need map[string]policy.Level) map[string]policy.Facts {
 	facts := make(map[string]policy.Facts, len(need))
 	src := st.facts
 	if len(need) == 0 || src == nil {
 		return facts
 	}
-	if b, ok := ctx.Value(boundKey{}).(bound); ok {
+	// The timer is set only here, for a review that looks something up:
+	// most need no registry, and a timer per request cost more than their
+	// whole policy evaluation.
+	if !b.start.IsZero() {
+		left := Allowance(b.timeoutParam, st.policy.Registry.Timeout) - r.now().Sub(b.start)
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, b.start.Add(Budget(b.timeoutParam, st.policy.Registry.Timeout)))
+		ctx, cancel = context.WithTimeout(ctx, left)
 		defer cancel()
 	}
 	var mu sync.Mutex
@@ -136,28 +154,11 @@ func (r *Reviewer) gather(ctx context.Context, st *state, need map[string]policy
 	return facts
 }
 
-type boundKey struct{}
-
-// bound is when a review began and the apiserver's ?timeout= parameter.
-type bound struct {
-	start        time.Time
-	timeoutParam string
-}
-
-// Bound returns ctx marked with the time the review begins and the
-// apiserver's ?timeout= parameter: the review's registry lookups then end
-// by that time plus Budget (with the registry timeout of the policy it
-// uses). The deadline timer is only set when a review looks something up:
-// most need no registry, and a timer per request cost more than their
-// whole policy evaluation.
-func (r *Reviewer) Bound(ctx context.Context, timeoutParam string) context.Context {
-	return context.WithValue(ctx, boundKey{}, bound{start: time.Now(), timeoutParam: timeoutParam})
-}
-
-// Budget is how long a review may spend on registry lookups: the timeout
-// the apiserver appends to the webhook URL ("?timeout=10s") less a margin
-// for the reply to travel back, capped by the policy's registry timeout.
-func Budget(timeoutParam string, policyCap time.Duration) time.Duration {
+// Allowance is how long a review may spend on registry lookups: the
+// timeout the apiserver appends to the webhook URL ("?timeout=10s") less a
+// margin for the reply to travel back, capped by the policy's registry
+// timeout.
+func Allowance(timeoutParam string, policyCap time.Duration) time.Duration {
 	budget := policyCap
 	if d, err := time.ParseDuration(timeoutParam); err == nil && d > 0 {
 		d -= min(time.Second, d/5)

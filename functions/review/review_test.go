@@ -31,8 +31,8 @@ func TestBudget(t *testing.T) {
 		{"-3s", 5 * time.Second, 5 * time.Second},
 	}
 	for _, tc := range tests {
-		if got := Budget(tc.param, tc.cap); got != tc.want {
-			t.Errorf("Budget(%q, %v) = %v, want %v", tc.param, tc.cap, got, tc.want)
+		if got := Allowance(tc.param, tc.cap); got != tc.want {
+			t.Errorf("Allowance(%q, %v) = %v, want %v", tc.param, tc.cap, got, tc.want)
 		}
 	}
 }
@@ -69,7 +69,7 @@ func TestReviewResolvesEachImageOnce(t *testing.T) {
 	rv := New(p, res)
 	reg.ResetCounts()
 	img := reg.Ref("app", ":v1")
-	d := rv.Review(context.Background(), policy.Request{Namespace: "default", Images: []policy.Image{
+	d := rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{
 		{Ref: img, Field: "spec.containers[0].image"},
 		{Ref: img, Field: "spec.containers[1].image"},
 		{Ref: "nginx:1.17.1", Field: "spec.containers[2].image"},
@@ -81,7 +81,7 @@ func TestReviewResolvesEachImageOnce(t *testing.T) {
 		t.Errorf("manifest requests = %d, want 1", got)
 	}
 
-	d = rv.Review(context.Background(), policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", ":gone")}}})
+	d = rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", ":gone")}}})
 	if d.Allowed || !strings.Contains(d.Reason(), `tag "gone" was not found`) {
 		t.Errorf("missing tag: Allowed=%v Reason=%q, want a denial saying it was not found", d.Allowed, d.Reason())
 	}
@@ -111,7 +111,7 @@ func TestConcurrentReviewsShareOneLookup(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			if d := rv.Review(context.Background(), req); !d.Allowed {
+			if d := rv.Review(context.Background(), Budget{}, req); !d.Allowed {
 				mu.Lock()
 				denied++
 				mu.Unlock()
@@ -168,11 +168,11 @@ func TestBoundReachesLookups(t *testing.T) {
 			t.Parallel()
 			src := &deadlines{}
 			rv := New(p, src)
-			ctx := context.Background()
+			var b Budget
 			if tt.bound {
-				ctx = rv.Bound(ctx, tt.timeoutParam)
+				b = rv.BudgetFor(tt.timeoutParam)
 			}
-			rv.Review(ctx, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: "registry.example/app:v1"}}})
+			rv.Review(context.Background(), b, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: "registry.example/app:v1"}}})
 			if len(src.seen) != 1 {
 				t.Fatalf("%d lookups, want 1", len(src.seen))
 			}
@@ -227,7 +227,7 @@ spec:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			reg.ResetCounts()
-			d := rv.Review(context.Background(), policy.Request{Namespace: "default", Annotations: tc.annotations,
+			d := rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Annotations: tc.annotations,
 				Images: []policy.Image{{Ref: tc.image, Field: "spec.containers[0].image"}}})
 			if d.Allowed != tc.allowed {
 				t.Errorf("Allowed = %v (%s), want %v", d.Allowed, d.Reason(), tc.allowed)
@@ -236,5 +236,24 @@ spec:
 				t.Errorf("manifest requests = %d, want %d", got, tc.requests)
 			}
 		})
+	}
+}
+
+// TestBudgetRunsOnTheReviewersClock: the time a review has already spent
+// is read from the injected clock, not the wall clock.
+func TestBudgetRunsOnTheReviewersClock(t *testing.T) {
+	t.Parallel()
+	p := resolvablePolicy(t, "registry.example")
+	now := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	src := &deadlines{}
+	rv := New(p, src, WithClock(func() time.Time { return now }))
+	b := rv.BudgetFor("10s") // 9s after the margin
+	now = now.Add(5 * time.Second)
+	rv.Review(context.Background(), b, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: "registry.example/app:v1"}}})
+	if len(src.seen) != 1 {
+		t.Fatalf("%d lookups, want 1", len(src.seen))
+	}
+	if left := src.seen[0]; left < 3900*time.Millisecond || left > 4*time.Second {
+		t.Errorf("lookup had %v left, want 4s: 9s less the 5s the clock says have passed", left)
 	}
 }

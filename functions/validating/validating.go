@@ -27,21 +27,21 @@ const maxWarning = 240
 func New(rv *review.Reviewer, obs observe.Observer) admission.Handler {
 	return admission.Handler{
 		Route: Path,
-		Admit: func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			return Admit(ctx, rv, obs, req)
+		Admit: func(ctx context.Context, b review.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+			return Admit(ctx, b, rv, obs, req)
 		},
-		Bound: rv.Bound,
+		Budget: rv.BudgetFor,
 	}
 }
 
 // Admit decides one request: decode, ask the reviewer, encode.
-func Admit(ctx context.Context, rv *review.Reviewer, obs observe.Observer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, obs observe.Observer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	facts, err := admission.Read(req, rv.Policy().Workloads)
 	if err != nil {
 		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
 	}
 	start := time.Now()
-	d := rv.Review(ctx, facts.Request)
+	d := rv.Review(ctx, b, facts.Request)
 	rec := observe.Record{
 		Handler: "validating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
 		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Decision: d, Duration: time.Since(start),

@@ -109,7 +109,7 @@ func TestObjectKinds(t *testing.T) {
 				for _, dryRun := range []bool{false, true} {
 					req := &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Kind: kind}, Operation: admissionv1.Create,
 						Namespace: "default", Name: "x", Object: raw(t, make(tc.img)), DryRun: &dryRun}
-					resp := Admit(context.Background(), rv, observe.Observers{}, req)
+					resp := Admit(context.Background(), review.Budget{}, rv, observe.Observers{}, req)
 					got := result{Allowed: resp.Allowed, Warnings: len(resp.Warnings)}
 					msg := strings.Join(resp.Warnings, "\n")
 					if resp.Result != nil {
@@ -164,7 +164,7 @@ func TestRequestRules(t *testing.T) {
 			if tc.old != nil {
 				op = admissionv1.Update
 			}
-			resp := Admit(context.Background(), rv, observe.Observers{}, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Kind: tc.kind},
+			resp := Admit(context.Background(), review.Budget{}, rv, observe.Observers{}, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Kind: tc.kind},
 				Operation: op, Namespace: tc.ns, Name: tc.obj, UserInfo: tc.user, Object: raw(t, tc.object), OldObject: raw(t, tc.old)})
 			if resp.Allowed != tc.allowed {
 				t.Fatalf("allowed = %v, want %v (%+v)", resp.Allowed, tc.allowed, resp.Result)

@@ -47,7 +47,7 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	code := 0
 	for _, img := range fs.Args() {
-		d := rv.Review(ctx, policy.Request{Namespace: *namespace, Images: []policy.Image{{Ref: img}}})
+		d := rv.Review(ctx, review.Budget{}, policy.Request{Namespace: *namespace, Images: []policy.Image{{Ref: img}}})
 		fmt.Fprintln(stdout, checkLine(img, d))
 		if !d.Allowed {
 			code = 1
