@@ -87,7 +87,7 @@ func (r *Reviewer) BudgetFor(timeoutParam string) Budget {
 // running when b runs out counts as a registry failure.
 func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) policy.Decision {
 	st := r.state.Load()
-	need := map[string]policy.Level{}
+	need := map[string]lookup{}
 	if req.Refs == nil {
 		req.Refs = make(map[string]imageref.Ref, len(req.Images))
 	}
@@ -101,7 +101,7 @@ func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) pol
 		}
 		req.Refs[img.Ref] = ref
 		if level := st.policy.Need(req, ref); level > policy.LevelName {
-			need[img.Ref] = level
+			need[img.Ref] = lookup{ref, level}
 		}
 	}
 	return st.policy.Evaluate(req, r.gather(ctx, st, b, need), r.now())
@@ -110,10 +110,24 @@ func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) pol
 // Facts asks the registry about each image (as written) to the level given,
 // a few at a time. Images that do not parse are left out.
 func (r *Reviewer) Facts(ctx context.Context, b Budget, need map[string]policy.Level) map[string]policy.Facts {
-	return r.gather(ctx, r.state.Load(), b, need)
+	lookups := make(map[string]lookup, len(need))
+	for raw, level := range need {
+		if ref, err := r.refs.Parse(raw); err == nil {
+			lookups[raw] = lookup{ref, level}
+		}
+	}
+	return r.gather(ctx, r.state.Load(), b, lookups)
 }
 
-func (r *Reviewer) gather(ctx context.Context, st *state, b Budget, need map[string]policy.Level) map[string]policy.Facts {
+// lookup is one image to ask about, parsed once, and how much to ask.
+type lookup struct {
+	ref   imageref.Ref
+	level policy.Level
+}
+
+// gather asks about each image of need (keyed by the reference as
+// written), a few at a time.
+func (r *Reviewer) gather(ctx context.Context, st *state, b Budget, need map[string]lookup) map[string]policy.Facts {
 	facts := make(map[string]policy.Facts, len(need))
 	src := st.facts
 	if len(need) == 0 || src == nil {
@@ -131,11 +145,8 @@ func (r *Reviewer) gather(ctx context.Context, st *state, b Budget, need map[str
 	var mu sync.Mutex
 	var g errgroup.Group
 	g.SetLimit(r.parallel)
-	for raw, level := range need {
-		ref, err := r.refs.Parse(raw)
-		if err != nil {
-			continue
-		}
+	for raw, l := range need {
+		ref, level := l.ref, l.level
 		g.Go(func() error {
 			// A panic here would end the process, not just this review.
 			defer httpx.Recovered(ctx, func(err error) {
