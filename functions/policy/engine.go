@@ -3,10 +3,8 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -295,20 +293,16 @@ func (r *CompiledRule) applies(ns string, ref imageref.Ref) bool {
 }
 
 // imageRule reports whether the rule checks images at all.
-func (r *CompiledRule) imageRule() bool {
-	return r.Tags != nil || len(r.AllowRegistries)+len(r.DenyRegistries)+len(r.AllowRepositories)+len(r.DenyRepositories) > 0 ||
-		r.RequireDigest || r.Digests != nil || r.level(imageref.Ref{}) > LevelName
-}
+func (r *CompiledRule) imageRule() bool { return len(r.checks) > 0 }
 
-// level is what the rule must know about ref.
+// level is what the rule must know about ref: the most any of its checks
+// needs.
 func (r *CompiledRule) level(ref imageref.Ref) Level {
-	switch {
-	case r.NonRoot || r.MaxAge > 0 || len(r.RequiredLabels) > 0 || len(r.Platforms) > 0:
-		return LevelConfig
-	case r.Resolvable || (r.Digests != nil && ref.Digest == ""):
-		return LevelDigest
+	level := LevelName
+	for _, k := range r.checks {
+		level = max(level, k.level(ref))
 	}
-	return LevelName
+	return level
 }
 
 // Need is how much the registry must be asked about ref for req: the
@@ -347,7 +341,7 @@ func (p *Policy) DeniedByName(req Request, ref imageref.Ref) bool {
 			continue
 		}
 		c := check{rule: r, ref: ref}
-		c.names()
+		c.evaluate(LevelName)
 		if len(c.problems) > 0 {
 			return true
 		}
@@ -445,6 +439,8 @@ type check struct {
 	now        time.Time
 	problems   []problem
 	failedOpen string
+	// noConfigs is set once the missing image configs were recorded.
+	noConfigs bool
 }
 
 func (c *check) fail(fix, format string, args ...any) {
@@ -452,98 +448,19 @@ func (c *check) fail(fix, format string, args ...any) {
 }
 
 func (c *check) run() {
-	c.names()
-	r, ref := c.rule, c.ref
-	level := r.level(ref)
-	if level == LevelName {
+	c.evaluate(LevelName)
+	if c.rule.level(c.ref) == LevelName || !c.registryAnswered() {
 		return
 	}
-	if !c.registryAnswered() {
-		return
-	}
-	c.digests(c.facts.Digest)
-	if level < LevelConfig {
-		return
-	}
-	c.config()
+	c.evaluate(LevelDigest)
 }
 
-// names runs the checks that need nothing but the reference.
-func (c *check) names() {
-	r, ref := c.rule, c.ref
-	if t := r.Tags; t != nil {
-		c.tags(t)
-	}
-	if len(r.AllowRegistries) > 0 && !matchAnyHost(r.AllowRegistries, ref.Registry) {
-		c.fail("use an image from "+hostList(r.AllowRegistries), "registry %q is not allowed", ref.Registry)
-	}
-	for _, hp := range r.DenyRegistries {
-		if hp.Match(ref.Registry) {
-			c.fail("use an image from another registry", "registry %q is denied (pattern %q)", ref.Registry, hp.String())
-			break
+// evaluate runs the rule's checks at level (LevelName), or above it.
+func (c *check) evaluate(level Level) {
+	for _, k := range c.rule.checks {
+		if l := k.level(c.ref); (level == LevelName) == (l == LevelName) {
+			k.evaluate(c)
 		}
-	}
-	if len(r.AllowRepositories) > 0 && !matchAnyRepo(r.AllowRepositories, ref) {
-		c.fail("use an image from a repository matching "+repoList(r.AllowRepositories), "repository %q is not allowed", ref.Repo())
-	}
-	for _, rp := range r.DenyRepositories {
-		if rp.Match(ref) {
-			c.fail("use an image from another repository", "repository %q is denied (pattern %q)", ref.Repo(), rp.String())
-			break
-		}
-	}
-	if r.RequireDigest && ref.Digest == "" {
-		fix := "pin the image by digest: " + ref.Repo() + "@sha256:<digest>"
-		if c.facts.Digest != "" {
-			fix = "pin the image by digest: " + ref.Repo() + "@" + c.facts.Digest
-		}
-		c.fail(fix, "is not pinned to a digest")
-	}
-	if r.level(ref) == LevelName {
-		c.digests(ref.Digest)
-	}
-}
-
-func (c *check) tags(t *TagRule) {
-	ref := c.ref
-	pinned := ref.Digest != ""
-	if t.DenyUntagged && ref.Tag == "" && !pinned {
-		c.fail(fmt.Sprintf("name a version tag (%s:<version>) or a digest (%s@sha256:<digest>)", ref.Original, ref.Original),
-			"names no tag, so the runtime pulls the mutable tag \"latest\"")
-	}
-	if t.DenyLatest && ref.Tag == "latest" && !pinned {
-		base := strings.TrimSuffix(ref.Original, ":latest")
-		c.fail(fmt.Sprintf("name a version tag (%s:<version>) or a digest (%s@sha256:<digest>)", base, base),
-			"uses the mutable tag \"latest\"")
-	}
-	// The globs judge the tag the runtime will pull: "latest" when none is
-	// written and no digest pins the image. A digest alone names no tag.
-	tag, implied := ref.Tag, ""
-	if tag == "" && !pinned {
-		tag, implied = "latest", " (implied: the reference names no tag)"
-	}
-	if tag == "" {
-		return
-	}
-	for _, g := range t.Deny {
-		if ok, _ := matchGlob(g, tag); ok {
-			c.fail("use a tag that does not match "+quoteList(t.Deny), "tag %q%s is denied (pattern %q)", tag, implied, g)
-			break
-		}
-	}
-	if len(t.Allow) > 0 && !matchAnyGlob(t.Allow, tag) {
-		c.fail("use a tag matching "+quoteList(t.Allow), "tag %q%s is not allowed", tag, implied)
-	}
-}
-
-func (c *check) digests(digest string) {
-	r := c.rule
-	if r.Digests == nil || digest == "" {
-		return
-	}
-	if !r.Digests[digest] {
-		c.fail("use an image whose digest is on the allow-list of rule "+strconvQuote(r.Name)+", or add "+digest+" to it",
-			"digest %s is not on the allow-list", digest)
 	}
 }
 
@@ -593,96 +510,6 @@ func (c *check) tagOrLatest() string {
 		return "latest"
 	}
 	return c.ref.Tag
-}
-
-func (c *check) config() {
-	r, f := c.rule, c.facts
-	for _, want := range r.Platforms {
-		if !providesPlatform(f.Platforms, want) {
-			c.fail("use an image built for "+platformList(r.Platforms), "does not provide platform %s (it provides %s)", want, platformList(f.Platforms))
-		}
-	}
-	if !(r.NonRoot || r.MaxAge > 0 || len(r.RequiredLabels) > 0) {
-		return
-	}
-	if len(f.Configs) == 0 {
-		c.fail("use an image built for one of the inspected platforms", "has no image config for the inspected platforms (it provides %s)", platformList(f.Platforms))
-		return
-	}
-	for _, cfg := range f.Configs {
-		on := ""
-		if len(f.Configs) > 1 || len(f.Platforms) > 1 {
-			on = " on " + cfg.Platform.String()
-		}
-		if r.NonRoot && !c.image.Volume {
-			if problem, fix := nonRoot(c.image.RunAsUser, cfg.User); problem != "" {
-				c.fail(fix, "%s%s", problem, on)
-			}
-		}
-		if r.MaxAge > 0 {
-			switch age := c.now.Sub(cfg.Created); {
-			case cfg.Created.IsZero():
-				c.fail("rebuild the image with a creation time", "has no creation time%s", on)
-			case age > r.MaxAge:
-				c.fail(fmt.Sprintf("rebuild the image (at most %s old)", r.MaxAge),
-					"was created %s%s, %s ago, more than %s", cfg.Created.UTC().Format(time.RFC3339), on, age.Round(time.Second), r.MaxAge)
-			}
-		}
-		for _, l := range r.RequiredLabels {
-			v, ok := cfg.Labels[l.Key]
-			if !ok {
-				c.fail("add the label "+l.String()+" to the image", "lacks label %q%s", l.Key, on)
-				continue
-			}
-			if l.HasPattern {
-				if ok, _ := matchGlob(l.Pattern, v); !ok {
-					c.fail("set the label "+l.String(), "label %q is %q%s, not %q", l.Key, v, on, l.Pattern)
-				}
-			}
-		}
-	}
-}
-
-// imageUser reads an image config's User as containerd and CRI-O report it
-// to the kubelet: the part before ":" is a uid when strconv.ParseInt reads
-// it ("00", "+0" and "-0" are uid 0), else a user name; empty is neither.
-func imageUser(user string) (uid *int64, name string) {
-	if user == "" {
-		return nil, ""
-	}
-	u, _, _ := strings.Cut(user, ":")
-	n, err := strconv.ParseInt(u, 10, 64)
-	if err != nil {
-		return nil, u
-	}
-	return &n, ""
-}
-
-// nonRoot answers as the kubelet's runAsNonRoot check does: the pod's
-// runAsUser, when set, decides; otherwise the image's user must be a uid
-// from 1 to 2^31-1, and a user name is refused because nothing can tell
-// whether /etc/passwd in the image maps it to 0. It returns the problem
-// and its fix, or "" when the container will not run as root.
-func nonRoot(runAsUser *int64, configUser string) (problem, fix string) {
-	const build = "build the image with USER set to a non-zero numeric uid, or set securityContext.runAsUser"
-	if runAsUser != nil {
-		if *runAsUser == 0 {
-			return "runs as root (securityContext.runAsUser is 0)", "set securityContext.runAsUser to a non-zero uid"
-		}
-		return "", ""
-	}
-	uid, name := imageUser(configUser)
-	switch {
-	case name != "":
-		return fmt.Sprintf("has a user name (config user %q), which cannot be verified not to be root", configUser), build
-	case uid == nil:
-		return `runs as root (config user unset, so root)`, build
-	case *uid == 0:
-		return fmt.Sprintf("runs as root (config user %q)", configUser), build
-	case *uid < 1 || *uid > math.MaxInt32:
-		return fmt.Sprintf("has an invalid uid (config user %q; uids run from 1 to %d)", configUser, math.MaxInt32), build
-	}
-	return "", ""
 }
 
 func providesPlatform(have []Platform, want Platform) bool {

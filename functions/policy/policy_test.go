@@ -109,8 +109,8 @@ spec:
 	if !p.Registry.IsInsecure("127.0.0.1:5000") || p.Registry.IsInsecure("registry.corp") {
 		t.Errorf("insecure matching wrong: %+v", p.Registry.Insecure)
 	}
-	if got := p.Rules[1].MaxAge; got != 30*24*time.Hour {
-		t.Errorf("maxAge = %v, want 720h", got)
+	if diff := cmp.Diff([]imageCheck{maxAgeCheck{30 * 24 * time.Hour}}, p.Rules[1].checks, cmp.AllowUnexported(maxAgeCheck{})); diff != "" {
+		t.Errorf("maxAge 30d (-want +got):\n%s", diff)
 	}
 	if p.Rules[0].Mode != Enforce || p.Rules[0].OnRegistryError != FailClosed {
 		t.Errorf("defaults not applied: %+v", p.Rules[0])
