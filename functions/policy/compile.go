@@ -188,20 +188,8 @@ func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 	default:
 		fail(field+".mode", "%q is not one of enforce, warn, audit", r.Mode)
 	}
-	switch c.OnRegistryError {
-	case "":
-		c.OnRegistryError = FailClosed
-	case FailClosed, FailOpen:
-	default:
-		fail(field+".onRegistryError", "%q is not one of deny, allow", r.OnRegistryError)
-	}
-	switch c.OnRegistryUnauthorized {
-	case "":
-		c.OnRegistryUnauthorized = FailClosed
-	case FailClosed, FailOpen:
-	default:
-		fail(field+".onRegistryUnauthorized", "%q is not one of deny, allow", r.OnRegistryUnauthorized)
-	}
+	c.OnRegistryError = onError(field+".onRegistryError", r.OnRegistryError, fail)
+	c.OnRegistryUnauthorized = onError(field+".onRegistryUnauthorized", r.OnRegistryUnauthorized, fail)
 	c.Namespaces = checkGlobs(field+".namespaces", r.Namespaces, fail)
 	c.ExemptNamespaces = checkGlobs(field+".exemptNamespaces", r.ExemptNamespaces, fail)
 	c.Images = repoPatterns(field+".images", r.Images, fail)
@@ -234,6 +222,18 @@ func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 		fail(field, "rule %q checks nothing: set one of tags, registries, repositories, requireDigest, digests, resolvable, nonRoot, maxAge, requiredLabels, platforms, nodeRestriction, serviceTypes", r.Name)
 	}
 	return c
+}
+
+// onError reads a deny/allow choice; unset is deny.
+func onError(field string, v OnError, fail failFunc) OnError {
+	switch v {
+	case "":
+		return FailClosed
+	case FailClosed, FailOpen:
+	default:
+		fail(field, "%q is not one of deny, allow", v)
+	}
+	return v
 }
 
 func checkGlobs(field string, globs []string, fail failFunc) []string {
