@@ -74,6 +74,14 @@ func Parse(s string) (Ref, error) {
 	if err := kubeletAgrees(s, r); err != nil {
 		return Ref{}, err
 	}
+	// Another spelling of Docker Hub's host (registry-1.docker.io,
+	// DOCKER.IO) with a one-segment repository: the runtime does not add
+	// "library/" there, so it names no image that "docker.io/library/<name>"
+	// names, and its canonical form would read as one. Refused rather than
+	// judged as something else.
+	if r.Registry == DockerHub && !strings.Contains(r.Repository, "/") {
+		return Ref{}, fmt.Errorf("image reference %q names a Docker Hub repository without a namespace on another spelling of its host, which the runtime does not resolve to library/: write docker.io/library/%s", s, r.Repository)
+	}
 	return r, nil
 }
 

@@ -257,6 +257,8 @@ func TestKubeletGrammar(t *testing.T) {
 		"registry.corp/app@sha256:" + strings.Repeat("A", 64),
 		"registry.corp/app:" + strings.Repeat("t", 129),
 		"-registry.corp/app",
+		"registry-1.docker.io/nginx",
+		"doCker.io/0",
 	} {
 		t.Run(in, func(t *testing.T) {
 			if r, err := Parse(in); err == nil {
