@@ -85,9 +85,6 @@ func read(dir string) ([][]byte, error) {
 	return set, nil
 }
 
-// Count is how many tokens are accepted.
-func (t *Tokens) Count() int { return len(*t.set.Load()) }
-
 // Valid reports whether presented is one of the tokens. Every token is
 // compared in constant time, so the answer's timing does not tell which
 // one, or how much of one, matched.

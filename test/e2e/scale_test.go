@@ -98,15 +98,15 @@ func TestScaleFromZeroLockout(t *testing.T) {
 			AdmissionPlugins: []string{"ImagePolicyWebhook"},
 			AdmissionConfig:  writeAdmissionConfig(t, dir, p, s.URL()+"/imagepolicy", "--default-allow=false", "--allow-ttl", "1"),
 		})
-		cp.namespace(t, ingressPod.Namespace)
+		cp.namespace(t, ingressPod().Namespace)
 		s.attach(cp)
-		if err := s.restart(ingressPod, 1); err != nil {
+		if err := s.restart(ingressPod(), 1); err != nil {
 			t.Fatalf("with the ingress running, an ingress pod: %v; want admitted", err)
 		}
-		s.takeDown(ingressPod)
+		s.takeDown(ingressPod())
 		time.Sleep(1100 * time.Millisecond) // past allowTTL
 		for attempt := 2; attempt <= 3; attempt++ {
-			if err := s.restart(ingressPod, attempt); err == nil || !strings.Contains(err.Error(), "forbidden") {
+			if err := s.restart(ingressPod(), attempt); err == nil || !strings.Contains(err.Error(), "forbidden") {
 				t.Fatalf("ingress pod while no ingress runs: %v; want it forbidden", err)
 			}
 		}
@@ -136,11 +136,11 @@ func TestScaleFromZeroLockout(t *testing.T) {
 				m.Webhooks[i].NamespaceSelector = old
 			}
 		})
-		cp.namespace(t, activatorPod.Namespace)
+		cp.namespace(t, activatorPod().Namespace)
 		cp.namespace(t, "team-a")
-		s.takeDown(activatorPod)
+		s.takeDown(activatorPod())
 		for attempt := 1; attempt <= 2; attempt++ {
-			err := s.restart(activatorPod, attempt)
+			err := s.restart(activatorPod(), attempt)
 			if err == nil || !strings.Contains(err.Error(), `failed calling webhook "`) || !strings.Contains(err.Error(), `.admitfn.dev"`) {
 				t.Fatalf("activator pod while validating is at zero: %v; want it refused for want of admitfn's webhook", err)
 			}
@@ -300,9 +300,9 @@ func TestScaleFromZeroShipped(t *testing.T) {
 			}
 			return nil
 		})
-		s.takeDown(ingressPod)
-		s.takeDown(activatorPod)
-		for _, c := range []dataPathPod{activatorPod, ingressPod} {
+		s.takeDown(ingressPod())
+		s.takeDown(activatorPod())
+		for _, c := range []dataPathPod{activatorPod(), ingressPod()} {
 			if err := s.restart(c, 1); err != nil {
 				t.Fatalf("%s pod while it is gone and validating is at zero: %v; want admitted", c.Component, err)
 			}

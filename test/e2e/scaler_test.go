@@ -95,7 +95,7 @@ func newScaler(t testing.TB, dir string, p *pki, o scalerOptions) *scaler {
 		t.Fatal(err)
 	}
 	s.url = "https://" + ln.Addr().String()
-	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	stop := make(chan struct{})
 	go s.autoscale(stop)
@@ -363,15 +363,18 @@ type dataPathPod struct {
 	Component, Namespace, Image string
 }
 
-// The components of Knative's data path the scaler models, as Knative
-// Serving with Kourier deploys them.
-var (
-	activatorPod = dataPathPod{"activator", "knative-serving", "gcr.io/knative-releases/knative.dev/serving/cmd/activator:v1.20.0"}
-	ingressPod   = dataPathPod{"ingress", "kourier-system", "docker.io/envoyproxy/envoy:v1.34.1"}
-)
+// activatorPod and ingressPod are the components of Knative's data path
+// the scaler models, as Knative Serving with Kourier deploys them.
+func activatorPod() dataPathPod {
+	return dataPathPod{"activator", "knative-serving", "gcr.io/knative-releases/knative.dev/serving/cmd/activator:v1.20.0"}
+}
+
+func ingressPod() dataPathPod {
+	return dataPathPod{"ingress", "kourier-system", "docker.io/envoyproxy/envoy:v1.34.1"}
+}
 
 func (s *scaler) downComponent() string {
-	for _, c := range []string{activatorPod.Component, ingressPod.Component} {
+	for _, c := range []string{activatorPod().Component, ingressPod().Component} {
 		if s.down[c] {
 			return c
 		}
