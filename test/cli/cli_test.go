@@ -421,3 +421,98 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Fatal("serve did not exit after the drain")
 	}
 }
+
+// TestCertificateRenewalDuringReviews renews serve's certificate and key
+// on disk while clients keep sending ImageReviews over new connections,
+// as the apiserver would: every review is answered, and new connections
+// get the renewed certificate without a restart.
+func TestCertificateRenewalDuringReviews(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := devcert.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := ca.Server("127.0.0.1")
+	certFile, keyFile, err := first.Write(dir, "tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	os.WriteFile(caFile, ca.PEM, 0o644)
+	p := startServe(t, "--tls-cert", certFile, "--tls-key", keyFile, "--reload-interval", "20ms")
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM)
+
+	var mu sync.Mutex
+	serials := map[string]int{}
+	var failures []string
+	review := func() {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: tr}).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failures = append(failures, err.Error())
+			return
+		}
+		defer resp.Body.Close()
+		var out struct{ Status struct{ Allowed bool } }
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil || !out.Status.Allowed {
+			failures = append(failures, fmt.Sprintf("status %d", resp.StatusCode))
+			return
+		}
+		serials[resp.TLS.PeerCertificates[0].SerialNumber.String()]++
+	}
+	renewed, _ := ca.Server("127.0.0.1")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2000 { // bounded
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				review()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	// A renewal tool replaces each file by renaming a new one over it.
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{certFile, renewed.Cert}, {keyFile, renewed.Key}} {
+		os.WriteFile(f.path+".new", f.data, 0o600)
+		os.Rename(f.path+".new", f.path)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(serials)
+		mu.Unlock()
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	total := 0
+	for _, n := range serials {
+		total += n
+	}
+	t.Logf("%d reviews answered, by serving certificate serial: %v; %d failed", total, serials, len(failures))
+	if len(failures) > 0 {
+		t.Errorf("%d reviews failed during the renewal; first: %s", len(failures), failures[0])
+	}
+	if len(serials) != 2 {
+		t.Errorf("reviews saw %d certificates, want the first and the renewed one", len(serials))
+	}
+}
