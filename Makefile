@@ -36,7 +36,7 @@ fuzz:
 # The pod-create benchmarks run once each too, so their own checks (which
 # creates reached which backend) keep working; make bench times them.
 e2e: tools
-	KO=$(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) $(GO) test -tags e2e -count=1 -v -timeout 30m \
+	KO=$(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) COSIGN=$(abspath $(TOOLS_BIN)/cosign-$(COSIGN_VERSION)) $(GO) test -tags e2e -count=1 -v -timeout 30m \
 		-bench '^BenchmarkPodCreate' -benchtime 1x ./test/e2e/
 
 # kube-apiserver, kubectl and etcd, rebuilt only when their pins change. A
@@ -44,7 +44,8 @@ e2e: tools
 # cache makes the next ones quick.
 TOOLS_BIN := test/tools/bin
 KO_VERSION := v0.19.1
-tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd $(TOOLS_BIN)/ko-$(KO_VERSION)
+COSIGN_VERSION := v2.6.5
+tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd $(TOOLS_BIN)/ko-$(KO_VERSION) $(TOOLS_BIN)/cosign-$(COSIGN_VERSION)
 
 $(TOOLS_BIN)/kube-apiserver: test/tools/go.mod test/tools/go.sum
 	cd test/tools && $(GO) build -o bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
@@ -61,6 +62,14 @@ $(TOOLS_BIN)/ko-$(KO_VERSION):
 	mkdir -p $(TOOLS_BIN)
 	GOBIN=$(abspath $(TOOLS_BIN)) $(GO) install github.com/google/ko@$(KO_VERSION)
 	mv $(TOOLS_BIN)/ko $@
+
+# The real cosign CLI, pinned, for the signature tests: they sign images
+# in a loopback registry with it and check that cosign verify and admitfn
+# agree. About 2 minutes cold.
+$(TOOLS_BIN)/cosign-$(COSIGN_VERSION):
+	mkdir -p $(TOOLS_BIN)
+	GOBIN=$(abspath $(TOOLS_BIN)) $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	mv $(TOOLS_BIN)/cosign $@
 
 vet:
 	@test -z "$$(gofmt -l functions test *.go)" || { echo "gofmt needed:"; gofmt -l functions test *.go; exit 1; }

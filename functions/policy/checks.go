@@ -26,6 +26,7 @@ func imageCheckCompilers() []compiler {
 	return []compiler{
 		compileTags, compileRegistries, compileRepositories, compileRequireDigest, compileDigests,
 		compileResolvable, compilePlatforms, compileNonRoot, compileMaxAge, compileRequiredLabels,
+		compileSignatures,
 	}
 }
 

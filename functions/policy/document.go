@@ -133,6 +133,9 @@ type Rule struct {
 	MaxAge         string    `json:"maxAge,omitempty"`
 	RequiredLabels []string  `json:"requiredLabels,omitempty"`
 	Platforms      []string  `json:"platforms,omitempty"`
+	// Signatures requires the image to be signed (cosign's key-based
+	// signatures).
+	Signatures *SignatureRule `json:"signatures,omitempty"`
 
 	// NodeRestriction applies the NodeRestriction plugin's label rules to
 	// kubelets (user system:node:<name> in group system:nodes): a kubelet
@@ -158,6 +161,21 @@ type TagRule struct {
 	Deny []string `json:"deny,omitempty"`
 	// Allow, when set, lists the only tag globs accepted.
 	Allow []string `json:"allow,omitempty"`
+}
+
+// SignatureRule names who must have signed an image.
+type SignatureRule struct {
+	// Require is any (default: one authority suffices) or all.
+	Require string `json:"require,omitempty"`
+	// Authorities are the signers accepted.
+	Authorities []SignatureAuthority `json:"authorities"`
+}
+
+// SignatureAuthority is one signer: a public key (PEM: ECDSA, RSA or
+// Ed25519), in the policy itself.
+type SignatureAuthority struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
 }
 
 // ListRule is an allow list and a deny list of patterns.

@@ -21,6 +21,9 @@ const (
 	LevelDigest
 	// LevelConfig needs the manifest and the image config.
 	LevelConfig
+	// LevelSignatures needs, besides, the signatures stored beside the
+	// image (cosign's sha256-<hex>.sig tag).
+	LevelSignatures
 )
 
 // Request is what the engine knows about an admission request.
@@ -114,6 +117,16 @@ type Facts struct {
 	// Configs of the inspected platforms (every one for a single image, the
 	// policy's platforms for an index).
 	Configs []ImageConfig
+	// Signatures stored for Digest (fetched at LevelSignatures; none when
+	// the image has no signature tag).
+	Signatures []Signature
+}
+
+// Signature is one signature cosign stored for an image: the signed
+// payload (a simple-signing JSON document naming the image digest) and the
+// signature over it.
+type Signature struct {
+	Payload, Signature []byte
 }
 
 // ImageConfig holds the facts read from one image config.

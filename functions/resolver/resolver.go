@@ -7,6 +7,7 @@ package resolver
 
 import (
 	"context"
+	"encoding/base64"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -171,7 +172,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.L
 // fresh returns a cached answer within its TTL, at the level asked or more.
 func (r *Resolver) fresh(ref imageref.Ref, level policy.Level) (policy.Facts, bool) {
 	now := r.now()
-	for l := level; l <= policy.LevelConfig; l++ {
+	for l := level; l <= policy.LevelSignatures; l++ {
 		if e, ok := r.cache.get(cacheKey(ref, l)); ok && now.Before(e.expires) {
 			return e.facts, true
 		}
@@ -189,6 +190,11 @@ func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, lev
 		return r.staleOr(key, f)
 	case f.NotFound:
 		r.cache.put(entry{key: key, facts: f, expires: now.Add(r.settings.NegativeCacheTTL), staleBy: now.Add(r.settings.NegativeCacheTTL)})
+	case level >= policy.LevelSignatures && len(f.Signatures) == 0:
+		// "Not signed" is a negative answer too: an image signed a moment
+		// after it was first asked about must not wait out the positive TTL.
+		exp := now.Add(r.settings.NegativeCacheTTL)
+		r.cache.put(entry{key: key, facts: f, expires: exp, staleBy: exp.Add(r.settings.StaleWindow)})
 	default:
 		exp := now.Add(r.settings.CacheTTL)
 		r.cache.put(entry{key: key, facts: f, expires: exp, staleBy: exp.Add(r.settings.StaleWindow)})
@@ -278,7 +284,81 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 	default:
 		return policy.Facts{Level: level, Err: fmt.Errorf("%s is a %s, not an image or an image index", ref.String(), desc.MediaType)}
 	}
+	if level >= policy.LevelSignatures {
+		sigs, failed := r.signatures(ctx, ref, f.Digest, nopts)
+		if failed != nil {
+			return *failed
+		}
+		f.Signatures = sigs
+	}
 	return f
+}
+
+// Limits on what one image's signature tag may hold: more is not a
+// signature store but a way to make admitfn read.
+const (
+	maxSignatures       = 64
+	maxSignaturePayload = 64 << 10
+)
+
+// signatures reads the signatures cosign stored for digest in ref's
+// repository: the tag sha256-<hex>.sig, one layer per signature, its
+// payload the layer and its signature the layer's
+// dev.cosignproject.cosign/signature annotation. No tag means no
+// signature; a registry that cannot say is a failure, as for any lookup.
+func (r *Resolver) signatures(ctx context.Context, ref imageref.Ref, digest string, nopts []name.Option) ([]policy.Signature, *policy.Facts) {
+	fail := func(err error) ([]policy.Signature, *policy.Facts) {
+		f := r.failure(policy.LevelSignatures, ref, fmt.Errorf("reading its signatures: %w", err))
+		if f.NotFound {
+			return nil, nil
+		}
+		return nil, &f
+	}
+	tag, err := name.NewTag(ref.Repo()+":"+strings.Replace(digest, ":", "-", 1)+".sig", nopts...)
+	if err != nil {
+		return fail(err)
+	}
+	desc, err := r.puller.Get(ctx, tag)
+	if err != nil {
+		return fail(err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return fail(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return fail(err)
+	}
+	if len(m.Layers) > maxSignatures {
+		return fail(fmt.Errorf("%d signatures, more than the %d admitfn reads", len(m.Layers), maxSignatures))
+	}
+	var sigs []policy.Signature
+	for _, l := range m.Layers {
+		b64, ok := l.Annotations["dev.cosignproject.cosign/signature"]
+		if !ok || l.Size > maxSignaturePayload {
+			continue
+		}
+		sig, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			continue
+		}
+		layer, err := img.LayerByDigest(l.Digest)
+		if err != nil {
+			return fail(err)
+		}
+		rc, err := layer.Compressed() // stored as is: the payload's own bytes
+		if err != nil {
+			return fail(err)
+		}
+		payload, err := io.ReadAll(io.LimitReader(rc, maxSignaturePayload+1))
+		rc.Close()
+		if err != nil {
+			return fail(err)
+		}
+		sigs = append(sigs, policy.Signature{Payload: payload, Signature: sig})
+	}
+	return sigs, nil
 }
 
 func (r *Resolver) inspects(p policy.Platform) bool {

@@ -46,6 +46,9 @@ func newWebhookEnv(t testing.TB, format string) *webhookEnv {
 	out, err := exec.Command(admitfnBin, "admission-config", "--url", env.backendURL,
 		"--ca-file", env.pki.CAFile, "--client-cert", env.apiserverCert, "--client-key", env.apiserverKey,
 		"--allow-ttl", "100", "--deny-ttl", "50", "--retry-backoff", "100", "--default-allow=false",
+		// The webhook plugins present the same client certificate to the
+		// same backend, should a test register config/webhooks too.
+		"--webhook-url", fmt.Sprintf("https://127.0.0.1:%d", env.backendPort),
 		"--format", format, "--out", acDir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("admitfn admission-config: %v\n%s", err, out)

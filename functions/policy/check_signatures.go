@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"strings"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+)
+
+// cosignSignatureType is the critical.type of a cosign simple-signing
+// payload.
+const cosignSignatureType = "cosign container image signature"
+
+// signaturesCheck wants the image signed, over the digest the runtime
+// pulls, by one (any) or every (all) authority: cosign's key-based
+// signatures, stored in the sha256-<hex>.sig tag beside the image.
+type signaturesCheck struct {
+	all         bool
+	authorities []signer
+}
+
+// signer is an authority with its parsed key.
+type signer struct {
+	name string
+	key  crypto.PublicKey
+}
+
+func compileSignatures(field string, r Rule, fail failFunc) imageCheck {
+	sr := r.Signatures
+	if sr == nil {
+		return nil
+	}
+	k := signaturesCheck{}
+	switch sr.Require {
+	case "", "any":
+	case "all":
+		k.all = true
+	default:
+		fail(field+".signatures.require", "%q is not one of any, all", sr.Require)
+	}
+	if len(sr.Authorities) == 0 {
+		fail(field+".signatures.authorities", "is empty: list the keys whose signatures are accepted")
+	}
+	for i, a := range sr.Authorities {
+		f := fmt.Sprintf("%s.signatures.authorities[%d]", field, i)
+		if a.Name == "" {
+			fail(f+".name", "is empty: name the authority, reasons name it")
+		}
+		key, err := loadPublicKey(a)
+		if err != nil {
+			fail(f, "%v", err)
+			continue
+		}
+		k.authorities = append(k.authorities, signer{a.Name, key})
+	}
+	return k
+}
+
+// loadPublicKey reads an authority's PEM public key.
+func loadPublicKey(a SignatureAuthority) (crypto.PublicKey, error) {
+	if a.Key == "" {
+		return nil, fmt.Errorf("key is empty: give the PEM public key")
+	}
+	block, _ := pem.Decode([]byte(a.Key))
+	if block == nil {
+		return nil, fmt.Errorf("holds no PEM block")
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("is not a PKIX public key: %v", err)
+	}
+	switch key.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+		return key, nil
+	}
+	return nil, fmt.Errorf("is a %T key; use ECDSA, RSA or Ed25519", key)
+}
+
+func (signaturesCheck) level(imageref.Ref) Level { return LevelSignatures }
+
+func (k signaturesCheck) evaluate(c *check) {
+	digest := c.facts.Digest
+	fix := "sign the image by digest (cosign sign --key KEY " + c.ref.Repo() + "@" + digest + ")"
+	if len(c.facts.Signatures) == 0 {
+		c.fail(fix, "has no signature (cosign's %s.sig)", strings.Replace(digest, ":", "-", 1))
+		return
+	}
+	var missing, otherDigest []string
+	for _, a := range k.authorities {
+		signed, forOther := false, false
+		for _, s := range c.facts.Signatures {
+			if !verifySignature(a.key, s.Payload, s.Signature) {
+				continue
+			}
+			switch payloadDigest(s.Payload) {
+			case digest:
+				signed = true
+			default:
+				forOther = true
+			}
+		}
+		switch {
+		case signed:
+			if !k.all {
+				return
+			}
+		case forOther:
+			otherDigest = append(otherDigest, a.name)
+		default:
+			missing = append(missing, a.name)
+		}
+	}
+	if len(missing)+len(otherDigest) == 0 {
+		return
+	}
+	var parts []string
+	if len(missing) > 0 {
+		parts = append(parts, "signed, but not by "+authorityList(missing))
+	}
+	if len(otherDigest) > 0 {
+		parts = append(parts, "signed by "+authorityList(otherDigest)+" for another digest, not "+digest)
+	}
+	if k.all {
+		fix = "have every authority sign " + c.ref.Repo() + "@" + digest
+	}
+	c.fail(fix, "is %s", strings.Join(parts, "; "))
+}
+
+func authorityList(names []string) string {
+	if len(names) == 1 {
+		return "key " + strconvQuote(names[0])
+	}
+	return "keys " + quoteList(names)
+}
+
+// verifySignature checks sig over payload with key, as cosign signs:
+// ECDSA (ASN.1) and RSA (PKCS #1 v1.5 or PSS) over SHA-256, Ed25519 over
+// the payload itself.
+func verifySignature(key crypto.PublicKey, payload, sig []byte) bool {
+	sum := sha256.Sum256(payload)
+	switch k := key.(type) {
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(k, sum[:], sig)
+	case *rsa.PublicKey:
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, sum[:], sig) == nil || rsa.VerifyPSS(k, crypto.SHA256, sum[:], sig, nil) == nil
+	case ed25519.PublicKey:
+		return ed25519.Verify(k, payload, sig)
+	}
+	return false
+}
+
+// payloadDigest is the image digest a cosign simple-signing payload signs,
+// or "" when the payload is not one.
+func payloadDigest(payload []byte) string {
+	var p struct {
+		Critical struct {
+			Type  string `json:"type"`
+			Image struct {
+				Digest string `json:"docker-manifest-digest"`
+			} `json:"image"`
+		} `json:"critical"`
+	}
+	if json.Unmarshal(payload, &p) != nil || p.Critical.Type != cosignSignatureType {
+		return ""
+	}
+	return p.Critical.Image.Digest
+}

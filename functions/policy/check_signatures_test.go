@@ -1,0 +1,128 @@
+package policy
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// testSigner is a key pair that signs as cosign does.
+type testSigner struct {
+	pem  string
+	sign func(payload []byte) []byte
+}
+
+func newSigner(t *testing.T, kind string) testSigner {
+	t.Helper()
+	var pub crypto.PublicKey
+	var sign func([]byte) []byte
+	switch kind {
+	case "ecdsa":
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		pub = &k.PublicKey
+		sign = func(p []byte) []byte { h := sha256.Sum256(p); s, _ := ecdsa.SignASN1(rand.Reader, k, h[:]); return s }
+	case "rsa":
+		k, _ := rsa.GenerateKey(rand.Reader, 2048)
+		pub = &k.PublicKey
+		sign = func(p []byte) []byte {
+			h := sha256.Sum256(p)
+			s, _ := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, h[:])
+			return s
+		}
+	case "ed25519":
+		pk, k, _ := ed25519.GenerateKey(rand.Reader)
+		pub = pk
+		sign = func(p []byte) []byte { return ed25519.Sign(k, p) }
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testSigner{pem: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), sign: sign}
+}
+
+func payloadFor(digest string) []byte {
+	return []byte(fmt.Sprintf(`{"critical":{"identity":{"docker-reference":"registry.corp/app"},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, digest))
+}
+
+func indent(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n          ") }
+
+// TestSignatures judges cosign-style signatures with real keys of every
+// kind cosign uses.
+func TestSignatures(t *testing.T) {
+	release, ci, stranger := newSigner(t, "ecdsa"), newSigner(t, "ed25519"), newSigner(t, "rsa")
+	rsaKey := newSigner(t, "rsa")
+	policyFor := func(require string) *Policy {
+		return mustParse(t, fmt.Sprintf(`  rules:
+  - name: signed
+    signatures:
+      require: %s
+      authorities:
+      - name: release
+        key: |
+          %s
+      - name: ci
+        key: |
+          %s
+      - name: rsa
+        key: |
+          %s
+`, require, indent(release.pem), indent(ci.pem), indent(rsaKey.pem)))
+	}
+	good := payloadFor(dA)
+	tampered := []byte(strings.Replace(string(good), "registry.corp/app", "registry.corp/evil", 1))
+	tests := []struct {
+		name    string
+		require string
+		sigs    []Signature
+		problem string // empty: allowed
+	}{
+		{"ECDSA by release", "any", []Signature{{good, release.sign(good)}}, ""},
+		{"Ed25519 by ci", "any", []Signature{{good, ci.sign(good)}}, ""},
+		{"RSA", "any", []Signature{{good, rsaKey.sign(good)}}, ""},
+		{"unsigned", "any", nil, "has no signature (cosign's sha256-"},
+		{"signed by a stranger", "any", []Signature{{good, stranger.sign(good)}}, `signed, but not by keys "release", "ci", "rsa"`},
+		{"signature for another digest", "any", []Signature{{payloadFor(dB), release.sign(payloadFor(dB))}}, `signed by key "release" for another digest, not ` + dA},
+		{"tampered payload", "any", []Signature{{tampered, release.sign(good)}}, "signed, but not by"},
+		{"tampered signature", "any", []Signature{{good, append(release.sign(good)[:8], make([]byte, 64)...)}}, "signed, but not by"},
+		{"all: every key signed", "all", []Signature{{good, release.sign(good)}, {good, ci.sign(good)}, {good, rsaKey.sign(good)}}, ""},
+		{"all: one key missing", "all", []Signature{{good, release.sign(good)}, {good, ci.sign(good)}}, `signed, but not by key "rsa"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := policyFor(tc.require)
+			img := "registry.corp/app:v1"
+			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
+				map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Signatures: tc.sigs}}, now)
+			if tc.problem == "" {
+				if !d.Allowed {
+					t.Errorf("denied: %s", d.Reason())
+				}
+				return
+			}
+			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) || !strings.Contains(d.Reason(), `violates rule "signed"`) {
+				t.Errorf("Allowed=%v Reason=%q, want a denial by the rule saying %q", d.Allowed, d.Reason(), tc.problem)
+			}
+		})
+	}
+	for decl, want := range map[string]string{
+		"require: some\n      authorities: [{name: a, key: x}]": `require: "some" is not one of any, all`,
+		"authorities: []":                       "is empty",
+		"authorities: [{name: a}]":              "key is empty",
+		"authorities: [{name: a, key: notpem}]": "holds no PEM block",
+	} {
+		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    signatures:\n      " + decl + "\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("signatures %q: %v, want an error containing %q", decl, err, want)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/admitfn/admitfn/functions/registrytest"
+)
+
+// cosign runs the pinned cosign CLI (make tools builds it; COSIGN names
+// it) in dir, offline: no transparency log, no password.
+func cosign(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	bin := os.Getenv("COSIGN")
+	if bin == "" {
+		t.Fatal("COSIGN names no cosign binary: run `make e2e`, which builds the pinned one")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=", "COSIGN_YES=true", "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	t.Logf("$ cosign %s\n%s", strings.Join(args, " "), out)
+	return string(out), err
+}
+
+// TestCosignSignatures signs images in a loopback registry with the real
+// cosign CLI (key-based, no transparency log) and checks, image by image,
+// that admitfn's signatures rule and `cosign verify` agree.
+func TestCosignSignatures(t *testing.T) {
+	dir := t.TempDir()
+	reg := registrytest.New(t)
+	signed := reg.Push("app:v1", registrytest.Image(t, nil))
+	reg.Push("app:v2", registrytest.Image(t, nil)) // never signed
+	byOther := reg.Push("app:v3", registrytest.Image(t, nil))
+	tamperedDigest := reg.Push("app:v4", registrytest.Image(t, nil))
+	moved := reg.Push("app:v5", registrytest.Image(t, nil))
+
+	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
+	for _, d := range []string{dir, filepath.Join(dir, "other")} {
+		if _, err := cosign(t, d, "generate-key-pair"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sign := func(keyDir, digest string) {
+		t.Helper()
+		if _, err := cosign(t, dir, "sign", "--key", filepath.Join(keyDir, "cosign.key"), "--tlog-upload=false", reg.Ref("app", "@"+digest)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sign(dir, signed)
+	sign(filepath.Join(dir, "other"), byOther)
+	sign(dir, tamperedDigest)
+	sign(dir, moved)
+	// The moved tag now names an image nobody signed.
+	reg.Push("app:v5", registrytest.Image(t, nil))
+	// Tamper with the stored signature: flip bytes of its annotation.
+	tamperSignature(t, reg.Ref("app", ":"+strings.Replace(tamperedDigest, ":", "-", 1)+".sig"))
+
+	trustedRoot := filepath.Join(dir, "trusted_root.json")
+	os.WriteFile(trustedRoot, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
+	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: signed}
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    images: ["%s/**"]
+    signatures:
+      authorities:
+      - name: release
+        key: |
+          %s
+`, reg.Host(), reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          "))), 0o644)
+
+	t.Run("through kube-apiserver: ImagePolicyWebhook and the validating webhook", func(t *testing.T) {
+		env := newWebhookEnv(t, "yaml")
+		env.startBackend(t, policyFile)
+		registerWebhooks(t, env.cp, fmt.Sprintf("https://127.0.0.1:%d", env.backendPort))
+		ctx := t.Context()
+		if _, err := env.cp.Admin.CoreV1().Pods(ns).Create(ctx, pod("signed", []string{reg.Ref("app", "@"+signed)}, nil, nil), metav1.CreateOptions{}); err != nil {
+			t.Errorf("signed image: %v, want created", err)
+		}
+		_, err := env.cp.Admin.CoreV1().Pods(ns).Create(ctx, pod("unsigned", []string{reg.Ref("app", ":v2")}, nil, nil), metav1.CreateOptions{})
+		wantForbidden(t, err, "image policy webhook backend denied one or more images", `violates rule "signed"`, "has no signature")
+		_, err = env.cp.Admin.AppsV1().Deployments(ns).Create(ctx, deploymentOf("unsigned", reg.Ref("app", ":v3")), metav1.CreateOptions{})
+		wantDenied(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`, `signed, but not by key "release"`)
+		if _, err := env.cp.Admin.AppsV1().Deployments(ns).Create(ctx, deploymentOf("signed", reg.Ref("app", ":v1")), metav1.CreateOptions{}); err != nil {
+			t.Errorf("Deployment of the signed image: %v, want created", err)
+		}
+	})
+
+	for _, tc := range []struct {
+		name, image string
+		admitted    bool
+		reason      string
+	}{
+		{"signed, by digest", reg.Ref("app", "@"+signed), true, ""},
+		{"signed, by the tag resolving to it", reg.Ref("app", ":v1"), true, ""},
+		{"unsigned", reg.Ref("app", ":v2"), false, "has no signature"},
+		{"signed by another key", reg.Ref("app", ":v3"), false, `signed, but not by key "release"`},
+		{"signature tampered with", reg.Ref("app", ":v4"), false, `signed, but not by key "release"`},
+		{"tag moved after signing", reg.Ref("app", ":v5"), false, "has no signature"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, tc.image).CombinedOutput()
+			t.Logf("$ admitfn check %s\n%s", tc.image, out)
+			var exit *exec.ExitError
+			admitted := err == nil
+			if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 1) {
+				t.Fatalf("admitfn check: %v", err)
+			}
+			if admitted != tc.admitted || !strings.Contains(string(out), tc.reason) {
+				t.Errorf("admitfn admitted=%v, want %v with %q", admitted, tc.admitted, tc.reason)
+			}
+			// A trusted root that holds nothing: key-based verification needs
+			// none, and without one cosign would fetch the public one.
+			_, verr := cosign(t, dir, "verify", "--key", filepath.Join(dir, "cosign.pub"), "--insecure-ignore-tlog=true",
+				"--trusted-root", trustedRoot, tc.image)
+			if (verr == nil) != admitted {
+				t.Errorf("cosign verify says %v, admitfn admitted=%v: they disagree", verr, admitted)
+			}
+		})
+	}
+}
+
+// tamperSignature rewrites the signature annotation of the first layer of
+// a cosign signature manifest in place, keeping the payload.
+func tamperSignature(t *testing.T, sigRef string) {
+	t.Helper()
+	ref, err := name.ParseReference(sigRef, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "dev.cosignproject.cosign/signature"
+	sig, err := base64.StdEncoding.DecodeString(m.Layers[0].Annotations[key])
+	if err != nil || len(sig) < 16 {
+		t.Fatalf("signature annotation: %v", err)
+	}
+	sig[10] ^= 0xff
+	m.Layers[0].Annotations[key] = base64.StdEncoding.EncodeToString(sig)
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Put(ref, rawManifest{raw, desc.MediaType}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawManifest is a manifest written as given.
+type rawManifest struct {
+	raw       []byte
+	mediaType types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mediaType, nil }
