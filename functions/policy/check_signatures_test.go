@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"strings"
@@ -124,5 +125,66 @@ func TestSignatures(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("signatures %q: %v, want an error containing %q", decl, err, want)
 		}
+	}
+}
+
+// dsse wraps an in-toto statement about digest in a DSSE envelope signed
+// by s, as cosign attest does.
+func dsse(t *testing.T, s testSigner, digest, predicateType, predicate string) []byte {
+	t.Helper()
+	hex := strings.TrimPrefix(digest, "sha256:")
+	body := fmt.Sprintf(`{"_type":"https://in-toto.io/Statement/v0.1","predicateType":%q,"subject":[{"name":"registry.corp/app","digest":{"sha256":%q}}],"predicate":%s}`, predicateType, hex, predicate)
+	const payloadType = "application/vnd.in-toto+json"
+	pae := fmt.Sprintf("DSSEv1 %d %s %d %s", len(payloadType), payloadType, len(body), body)
+	return []byte(fmt.Sprintf(`{"payloadType":%q,"payload":%q,"signatures":[{"keyid":"","sig":%q}]}`,
+		payloadType, base64.StdEncoding.EncodeToString([]byte(body)), base64.StdEncoding.EncodeToString(s.sign([]byte(pae)))))
+}
+
+func TestAttestations(t *testing.T) {
+	release, stranger := newSigner(t, "ecdsa"), newSigner(t, "ed25519")
+	const slsa = "https://slsa.dev/provenance/v0.2"
+	p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: provenance
+    attestations:
+      predicateType: %s
+      authorities:
+      - name: release
+        key: |
+          %s
+      conditions:
+      - {path: predicate.builder.id, matches: "https://ci.corp/*"}
+      - {path: predicate.buildType, equals: "https://ci.corp/build@v1"}
+`, slsa, indent(release.pem)))
+	good := `{"builder":{"id":"https://ci.corp/runner-7"},"buildType":"https://ci.corp/build@v1"}`
+	tests := []struct {
+		name    string
+		atts    [][]byte
+		problem string // empty: allowed
+	}{
+		{"attested", [][]byte{dsse(t, release, dA, slsa, good)}, ""},
+		{"none", nil, `has no attestation of type "https://slsa.dev/provenance/v0.2"`},
+		{"another predicate type", [][]byte{dsse(t, release, dA, "https://cyclonedx.org/bom", `{}`)}, "has no attestation"},
+		{"about another digest", [][]byte{dsse(t, release, dB, slsa, good)}, "has no attestation"},
+		{"signed by a stranger", [][]byte{dsse(t, stranger, dA, slsa, good)}, `but not signed by key "release"`},
+		{"builder off the glob", [][]byte{dsse(t, release, dA, slsa, `{"builder":{"id":"https://evil/x"},"buildType":"https://ci.corp/build@v1"}`)},
+			`predicate.builder.id is "https://evil/x", which does not match "https://ci.corp/*"`},
+		{"buildType differs", [][]byte{dsse(t, release, dA, slsa, `{"builder":{"id":"https://ci.corp/r"},"buildType":"other"}`)}, `predicate.buildType is "other"`},
+		{"one good among bad", [][]byte{dsse(t, stranger, dA, slsa, good), dsse(t, release, dA, slsa, good)}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := "registry.corp/app:v1"
+			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
+				map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Attestations: tc.atts}}, now)
+			if tc.problem == "" {
+				if !d.Allowed {
+					t.Errorf("denied: %s", d.Reason())
+				}
+				return
+			}
+			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
+				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
+			}
+		})
 	}
 }

@@ -26,7 +26,7 @@ func imageCheckCompilers() []compiler {
 	return []compiler{
 		compileTags, compileRegistries, compileRepositories, compileRequireDigest, compileDigests,
 		compileResolvable, compilePlatforms, compileNonRoot, compileMaxAge, compileRequiredLabels,
-		compileSignatures,
+		compileSignatures, compileAttestations,
 	}
 }
 

@@ -219,7 +219,7 @@ func compileRule(field string, r Rule, fail failFunc) CompiledRule {
 		checks++
 	}
 	if checks == 0 {
-		fail(field, "rule %q checks nothing: set one of tags, registries, repositories, requireDigest, digests, resolvable, nonRoot, maxAge, requiredLabels, platforms, signatures, nodeRestriction, serviceTypes", r.Name)
+		fail(field, "rule %q checks nothing: set one of tags, registries, repositories, requireDigest, digests, resolvable, nonRoot, maxAge, requiredLabels, platforms, signatures, attestations, nodeRestriction, serviceTypes", r.Name)
 	}
 	return c
 }

@@ -136,6 +136,9 @@ type Rule struct {
 	// Signatures requires the image to be signed (cosign's key-based
 	// signatures).
 	Signatures *SignatureRule `json:"signatures,omitempty"`
+	// Attestations requires a signed in-toto attestation of a predicate
+	// type (cosign attest), optionally with conditions on its fields.
+	Attestations *AttestationRule `json:"attestations,omitempty"`
 
 	// NodeRestriction applies the NodeRestriction plugin's label rules to
 	// kubelets (user system:node:<name> in group system:nodes): a kubelet
@@ -176,6 +179,25 @@ type SignatureRule struct {
 type SignatureAuthority struct {
 	Name string `json:"name"`
 	Key  string `json:"key"`
+}
+
+// AttestationRule names the attestation an image must carry.
+type AttestationRule struct {
+	// PredicateType is the in-toto predicate type, e.g.
+	// https://slsa.dev/provenance/v0.2.
+	PredicateType string `json:"predicateType"`
+	// Authorities are the signers accepted (any one suffices).
+	Authorities []SignatureAuthority `json:"authorities"`
+	// Conditions must all hold on the attested statement.
+	Conditions []AttestationCondition `json:"conditions,omitempty"`
+}
+
+// AttestationCondition is a field of the in-toto statement, by dotted path
+// (e.g. predicate.builder.id), that must equal a string or match a glob.
+type AttestationCondition struct {
+	Path    string `json:"path"`
+	Equals  string `json:"equals,omitempty"`
+	Matches string `json:"matches,omitempty"`
 }
 
 // ListRule is an allow list and a deny list of patterns.

@@ -21,8 +21,8 @@ const (
 	LevelDigest
 	// LevelConfig needs the manifest and the image config.
 	LevelConfig
-	// LevelSignatures needs, besides, the signatures stored beside the
-	// image (cosign's sha256-<hex>.sig tag).
+	// LevelSignatures needs, besides, the signatures and attestations
+	// stored beside the image (cosign's sha256-<hex>.sig and .att tags).
 	LevelSignatures
 )
 
@@ -120,6 +120,9 @@ type Facts struct {
 	// Signatures stored for Digest (fetched at LevelSignatures; none when
 	// the image has no signature tag).
 	Signatures []Signature
+	// Attestations stored for Digest: DSSE envelopes, as read (fetched at
+	// LevelSignatures; none when the image has no attestation tag).
+	Attestations [][]byte
 }
 
 // Signature is one signature cosign stored for an image: the signed

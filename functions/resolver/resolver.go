@@ -190,9 +190,10 @@ func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, lev
 		return r.staleOr(key, f)
 	case f.NotFound:
 		r.cache.put(entry{key: key, facts: f, expires: now.Add(r.settings.NegativeCacheTTL), staleBy: now.Add(r.settings.NegativeCacheTTL)})
-	case level >= policy.LevelSignatures && len(f.Signatures) == 0:
-		// "Not signed" is a negative answer too: an image signed a moment
-		// after it was first asked about must not wait out the positive TTL.
+	case level >= policy.LevelSignatures && (len(f.Signatures) == 0 || len(f.Attestations) == 0):
+		// "Not signed" or "not attested" is a negative answer too: an image
+		// signed a moment after it was first asked about must not wait out
+		// the positive TTL.
 		exp := now.Add(r.settings.NegativeCacheTTL)
 		r.cache.put(entry{key: key, facts: f, expires: exp, staleBy: exp.Add(r.settings.StaleWindow)})
 	default:
@@ -285,36 +286,57 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 		return policy.Facts{Level: level, Err: fmt.Errorf("%s is a %s, not an image or an image index", ref.String(), desc.MediaType)}
 	}
 	if level >= policy.LevelSignatures {
-		sigs, failed := r.signatures(ctx, ref, f.Digest, nopts)
+		sigs, failed := r.stored(ctx, ref, f.Digest, ".sig", nopts)
 		if failed != nil {
 			return *failed
 		}
-		f.Signatures = sigs
+		for _, l := range sigs {
+			b64, ok := l.annotations["dev.cosignproject.cosign/signature"]
+			if !ok {
+				continue
+			}
+			if sig, err := base64.StdEncoding.DecodeString(b64); err == nil {
+				f.Signatures = append(f.Signatures, policy.Signature{Payload: l.blob, Signature: sig})
+			}
+		}
+		atts, failed := r.stored(ctx, ref, f.Digest, ".att", nopts)
+		if failed != nil {
+			return *failed
+		}
+		for _, l := range atts {
+			f.Attestations = append(f.Attestations, l.blob)
+		}
 	}
 	return f
 }
 
-// Limits on what one image's signature tag may hold: more is not a
-// signature store but a way to make admitfn read.
+// Limits on what one image's signature or attestation tag may hold: more
+// is not a signature store but a way to make admitfn read.
 const (
 	maxSignatures       = 64
 	maxSignaturePayload = 64 << 10
 )
 
-// signatures reads the signatures cosign stored for digest in ref's
-// repository: the tag sha256-<hex>.sig, one layer per signature, its
-// payload the layer and its signature the layer's
-// dev.cosignproject.cosign/signature annotation. No tag means no
-// signature; a registry that cannot say is a failure, as for any lookup.
-func (r *Resolver) signatures(ctx context.Context, ref imageref.Ref, digest string, nopts []name.Option) ([]policy.Signature, *policy.Facts) {
-	fail := func(err error) ([]policy.Signature, *policy.Facts) {
-		f := r.failure(policy.LevelSignatures, ref, fmt.Errorf("reading its signatures: %w", err))
+// storedLayer is one layer of an artifact cosign stored beside an image.
+type storedLayer struct {
+	annotations map[string]string
+	blob        []byte
+}
+
+// stored reads the layers of the artifact cosign stored for digest in
+// ref's repository under the tag sha256-<hex><suffix>: ".sig" (one
+// simple-signing payload per layer, its signature in an annotation) or
+// ".att" (one DSSE envelope per layer). No tag means none; a registry that
+// cannot say is a failure, as for any lookup.
+func (r *Resolver) stored(ctx context.Context, ref imageref.Ref, digest, suffix string, nopts []name.Option) ([]storedLayer, *policy.Facts) {
+	fail := func(err error) ([]storedLayer, *policy.Facts) {
+		f := r.failure(policy.LevelSignatures, ref, fmt.Errorf("reading its %s artifacts: %w", suffix, err))
 		if f.NotFound {
 			return nil, nil
 		}
 		return nil, &f
 	}
-	tag, err := name.NewTag(ref.Repo()+":"+strings.Replace(digest, ":", "-", 1)+".sig", nopts...)
+	tag, err := name.NewTag(ref.Repo()+":"+strings.Replace(digest, ":", "-", 1)+suffix, nopts...)
 	if err != nil {
 		return fail(err)
 	}
@@ -331,16 +353,11 @@ func (r *Resolver) signatures(ctx context.Context, ref imageref.Ref, digest stri
 		return fail(err)
 	}
 	if len(m.Layers) > maxSignatures {
-		return fail(fmt.Errorf("%d signatures, more than the %d admitfn reads", len(m.Layers), maxSignatures))
+		return fail(fmt.Errorf("%d layers, more than the %d admitfn reads", len(m.Layers), maxSignatures))
 	}
-	var sigs []policy.Signature
+	var out []storedLayer
 	for _, l := range m.Layers {
-		b64, ok := l.Annotations["dev.cosignproject.cosign/signature"]
-		if !ok || l.Size > maxSignaturePayload {
-			continue
-		}
-		sig, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil {
+		if l.Size > maxSignaturePayload {
 			continue
 		}
 		layer, err := img.LayerByDigest(l.Digest)
@@ -351,14 +368,14 @@ func (r *Resolver) signatures(ctx context.Context, ref imageref.Ref, digest stri
 		if err != nil {
 			return fail(err)
 		}
-		payload, err := io.ReadAll(io.LimitReader(rc, maxSignaturePayload+1))
+		blob, err := io.ReadAll(io.LimitReader(rc, maxSignaturePayload+1))
 		rc.Close()
 		if err != nil {
 			return fail(err)
 		}
-		sigs = append(sigs, policy.Signature{Payload: payload, Signature: sig})
+		out = append(out, storedLayer{annotations: l.Annotations, blob: blob})
 	}
-	return sigs, nil
+	return out, nil
 }
 
 func (r *Resolver) inspects(p policy.Platform) bool {

@@ -185,3 +185,88 @@ type rawManifest struct {
 
 func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
 func (m rawManifest) MediaType() (types.MediaType, error) { return m.mediaType, nil }
+
+// TestCosignAttestations attests images with the real cosign CLI (SLSA
+// provenance, key-based, offline) and checks admitfn's attestations rule
+// against `cosign verify-attestation` where they can agree (cosign checks
+// no conditions), and the conditions on their own.
+func TestCosignAttestations(t *testing.T) {
+	dir := t.TempDir()
+	reg := registrytest.New(t)
+	attested := reg.Push("app:v1", registrytest.Image(t, nil))
+	reg.Push("app:v2", registrytest.Image(t, nil)) // never attested
+	wrongBuilder := reg.Push("app:v3", registrytest.Image(t, nil))
+	byOther := reg.Push("app:v4", registrytest.Image(t, nil))
+	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
+	for _, d := range []string{dir, filepath.Join(dir, "other")} {
+		if _, err := cosign(t, d, "generate-key-pair"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attest := func(keyDir, digest, builder string) {
+		t.Helper()
+		pred := filepath.Join(dir, "predicate.json")
+		os.WriteFile(pred, []byte(fmt.Sprintf(`{"builder":{"id":%q},"buildType":"https://ci.corp.example/build@v1"}`, builder)), 0o644)
+		if _, err := cosign(t, dir, "attest", "--key", filepath.Join(keyDir, "cosign.key"), "--type", "slsaprovenance",
+			"--predicate", pred, "--tlog-upload=false", reg.Ref("app", "@"+digest)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attest(dir, attested, "https://ci.corp.example/runner-1")
+	attest(dir, wrongBuilder, "https://laptop.example/me")
+	attest(filepath.Join(dir, "other"), byOther, "https://ci.corp.example/runner-1")
+
+	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trustedRoot := filepath.Join(dir, "trusted_root.json")
+	os.WriteFile(trustedRoot, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: attested}
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: provenance
+    images: ["%s/**"]
+    attestations:
+      predicateType: https://slsa.dev/provenance/v0.2
+      authorities:
+      - name: release
+        key: |
+          %s
+      conditions:
+      - {path: predicate.builder.id, matches: "https://ci.corp.example/*"}
+`, reg.Host(), reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          "))), 0o644)
+
+	for _, tc := range []struct {
+		name, image    string
+		admitted       bool
+		cosignVerifies bool
+		reason         string
+	}{
+		{"attested by the release key from CI", reg.Ref("app", "@"+attested), true, true, ""},
+		{"not attested", reg.Ref("app", ":v2"), false, false, "has no attestation of type"},
+		{"attested from a laptop", reg.Ref("app", ":v3"), false, true, `predicate.builder.id is "https://laptop.example/me"`},
+		{"attested by another key", reg.Ref("app", ":v4"), false, false, `not signed by key "release"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, tc.image).CombinedOutput()
+			t.Logf("$ admitfn check %s\n%s", tc.image, out)
+			var exit *exec.ExitError
+			if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 1) {
+				t.Fatalf("admitfn check: %v", err)
+			}
+			if admitted := err == nil; admitted != tc.admitted || !strings.Contains(string(out), tc.reason) {
+				t.Errorf("admitfn admitted=%v, want %v with %q", admitted, tc.admitted, tc.reason)
+			}
+			_, verr := cosign(t, dir, "verify-attestation", "--key", filepath.Join(dir, "cosign.pub"), "--type", "slsaprovenance",
+				"--insecure-ignore-tlog=true", "--trusted-root", trustedRoot, tc.image)
+			if (verr == nil) != tc.cosignVerifies {
+				t.Errorf("cosign verify-attestation: %v, want it to verify: %v", verr, tc.cosignVerifies)
+			}
+		})
+	}
+}

@@ -1,0 +1,172 @@
+package policy
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+)
+
+// attestationsCheck wants an in-toto attestation of a predicate type about
+// the digest the runtime pulls, in a DSSE envelope signed by an authority
+// (cosign attest --key), and its conditions to hold.
+type attestationsCheck struct {
+	predicateType string
+	authorities   []signer
+	conditions    []AttestationCondition
+}
+
+func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
+	ar := r.Attestations
+	if ar == nil {
+		return nil
+	}
+	f := field + ".attestations"
+	if ar.PredicateType == "" {
+		fail(f+".predicateType", "is empty: name the in-toto predicate type, e.g. https://slsa.dev/provenance/v0.2")
+	}
+	if len(ar.Authorities) == 0 {
+		fail(f+".authorities", "is empty: list the keys whose attestations are accepted")
+	}
+	k := attestationsCheck{predicateType: ar.PredicateType}
+	for i, a := range ar.Authorities {
+		key, err := loadPublicKey(a)
+		if err != nil {
+			fail(fmt.Sprintf("%s.authorities[%d]", f, i), "%v", err)
+			continue
+		}
+		k.authorities = append(k.authorities, signer{a.Name, key})
+	}
+	for i, c := range ar.Conditions {
+		cf := fmt.Sprintf("%s.conditions[%d]", f, i)
+		switch {
+		case c.Path == "" || strings.Contains(c.Path, ".."):
+			fail(cf+".path", "%q is not a dotted path such as predicate.builder.id", c.Path)
+		case (c.Equals == "") == (c.Matches == ""):
+			fail(cf, "give one of equals and matches")
+		case c.Matches != "":
+			checkGlobs(cf+".matches", []string{c.Matches}, fail)
+		}
+		k.conditions = append(k.conditions, c)
+	}
+	return k
+}
+
+func (attestationsCheck) level(imageref.Ref) Level { return LevelSignatures }
+
+// envelope is a DSSE envelope.
+type envelope struct {
+	PayloadType string `json:"payloadType"`
+	Payload     string `json:"payload"`
+	Signatures  []struct {
+		Sig string `json:"sig"`
+	} `json:"signatures"`
+}
+
+func (k attestationsCheck) evaluate(c *check) {
+	digest := c.facts.Digest
+	fix := "attest the image by digest (cosign attest --key KEY --type … " + c.ref.Repo() + "@" + digest + ")"
+	var signedByOthers bool
+	var unmet string
+	for _, raw := range c.facts.Attestations {
+		var env envelope
+		if json.Unmarshal(raw, &env) != nil {
+			continue
+		}
+		body, err := base64.StdEncoding.DecodeString(env.Payload)
+		if err != nil {
+			continue
+		}
+		statement, ok := statementAbout(body, digest)
+		if !ok || statement["predicateType"] != k.predicateType {
+			continue
+		}
+		if !k.signedByAuthority(env, body) {
+			signedByOthers = true
+			continue
+		}
+		if problem := k.unmet(statement); problem != "" {
+			unmet = problem
+			continue
+		}
+		return
+	}
+	switch {
+	case unmet != "":
+		c.fail("attest the image with a predicate that meets the rule's conditions", "has an attestation of type %q, but %s", k.predicateType, unmet)
+	case signedByOthers:
+		c.fail(fix, "has an attestation of type %q, but not signed by %s", k.predicateType, authorityList(k.names()))
+	default:
+		c.fail(fix, "has no attestation of type %q (cosign's %s.att)", k.predicateType, strings.Replace(digest, ":", "-", 1))
+	}
+}
+
+func (k attestationsCheck) names() []string {
+	var out []string
+	for _, a := range k.authorities {
+		out = append(out, a.name)
+	}
+	return out
+}
+
+// signedByAuthority verifies the envelope's signatures over its
+// pre-authentication encoding (DSSE's PAE), as cosign signs attestations.
+func (k attestationsCheck) signedByAuthority(env envelope, body []byte) bool {
+	pae := []byte(fmt.Sprintf("DSSEv1 %d %s %d %s", len(env.PayloadType), env.PayloadType, len(body), body))
+	for _, s := range env.Signatures {
+		sig, err := base64.StdEncoding.DecodeString(s.Sig)
+		if err != nil {
+			continue
+		}
+		for _, a := range k.authorities {
+			if verifySignature(a.key, pae, sig) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// statementAbout parses an in-toto statement and reports whether one of
+// its subjects is digest.
+func statementAbout(body []byte, digest string) (map[string]any, bool) {
+	var st map[string]any
+	if json.Unmarshal(body, &st) != nil {
+		return nil, false
+	}
+	algo, hex, _ := strings.Cut(digest, ":")
+	subjects, _ := st["subject"].([]any)
+	for _, s := range subjects {
+		m, _ := s.(map[string]any)
+		d, _ := m["digest"].(map[string]any)
+		if v, _ := d[algo].(string); v != "" && v == hex {
+			return st, true
+		}
+	}
+	return st, false
+}
+
+// unmet names the first condition the statement does not meet, or "".
+func (k attestationsCheck) unmet(statement map[string]any) string {
+	for _, cond := range k.conditions {
+		var v any = statement
+		for _, seg := range strings.Split(cond.Path, ".") {
+			m, _ := v.(map[string]any)
+			v = m[seg]
+		}
+		s, isString := v.(string)
+		switch {
+		case !isString:
+			return fmt.Sprintf("%s is not a string there", cond.Path)
+		case cond.Equals != "" && s != cond.Equals:
+			return fmt.Sprintf("%s is %q, not %q", cond.Path, s, cond.Equals)
+		case cond.Matches != "":
+			if ok, _ := matchGlob(cond.Matches, s); !ok {
+				return fmt.Sprintf("%s is %q, which does not match %q", cond.Path, s, cond.Matches)
+			}
+		}
+	}
+	return ""
+}
