@@ -37,7 +37,7 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 			fail(fmt.Sprintf("%s.authorities[%d]", f, i), "%v", err)
 			continue
 		}
-		k.authorities = append(k.authorities, signer{a.Name, key})
+		k.authorities = append(k.authorities, signer{a.Name, key, newVerifyMemo()})
 	}
 	for i, c := range ar.Conditions {
 		cf := fmt.Sprintf("%s.conditions[%d]", f, i)
@@ -121,7 +121,7 @@ func (k attestationsCheck) signedByAuthority(env envelope, body []byte) bool {
 			continue
 		}
 		for _, a := range k.authorities {
-			if verifySignature(a.key, pae, sig) {
+			if a.verifies(pae, sig) {
 				return true
 			}
 		}

@@ -3,6 +3,8 @@
 package registrytest
 
 import (
+	"encoding/base64"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -21,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -256,4 +259,24 @@ func (r *Registry) Delete(repoTag string) {
 	if err := remote.Delete(ref); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// Sign stores a signature for digest in repo the way `cosign sign --key`
+// does: the tag sha256-<hex>.sig, one layer holding the simple-signing
+// payload, the signature (by sign, over the payload) base64 in the layer's
+// dev.cosignproject.cosign/signature annotation. The real cosign CLI is
+// used by the e2e suite; this is for unit tests and benchmarks.
+func (r *Registry) Sign(repo, digest string, sign func(payload []byte) []byte) {
+	r.t.Helper()
+	payload := []byte(fmt.Sprintf(`{"critical":{"identity":{"docker-reference":%q},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`,
+		r.Host()+"/"+repo, digest))
+	layer := static.NewLayer(payload, "application/vnd.dev.cosign.simplesigning.v1+json")
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
+		Layer:       layer,
+		Annotations: map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(sign(payload))},
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.Push(repo+":"+strings.Replace(digest, ":", "-", 1)+".sig", img)
 }

@@ -1,0 +1,119 @@
+package review
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/functions/resolver"
+)
+
+// signedSetup is a registry holding app:v1, signed cosign's way, and
+// app:v2, unsigned, and a reviewer whose policy requires the signature.
+func signedSetup(t testing.TB) (*registrytest.Registry, *Reviewer, func() *Reviewer) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pub := strings.ReplaceAll(strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))), "\n", "\n          ")
+	reg := registrytest.New(t)
+	digest := reg.Push("app:v1", registrytest.Image(t, nil))
+	reg.Push("app:v2", registrytest.Image(t, nil))
+	reg.Sign("app", digest, func(payload []byte) []byte {
+		h := sha256.Sum256(payload)
+		sig, _ := ecdsa.SignASN1(rand.Reader, key, h[:])
+		return sig
+	})
+	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: release
+        key: |
+          %s
+`, reg.Host(), pub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := func() *Reviewer {
+		res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return New(p, res)
+	}
+	return reg, fresh(), fresh
+}
+
+// TestSignedImagesThroughTheResolver reads cosign-format signatures from a
+// registry: a signed tag is admitted, an unsigned one is not, and what a
+// verification costs the registry is counted.
+func TestSignedImagesThroughTheResolver(t *testing.T) {
+	t.Parallel()
+	reg, rv, _ := signedSetup(t)
+	review := func(tag string) policy.Decision {
+		return rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", tag)}}})
+	}
+	reg.ResetCounts()
+	if d := review(":v1"); !d.Allowed {
+		t.Errorf("signed image denied: %s", d.Reason())
+	}
+	cold := reg.Requests()
+	t.Logf("registry requests for one cold verification: %v", cold)
+	if d := review(":v2"); d.Allowed || !strings.Contains(d.Reason(), "has no signature") {
+		t.Errorf("unsigned image: allowed=%v %s", d.Allowed, d.Reason())
+	}
+	reg.ResetCounts()
+	if d := review(":v1"); !d.Allowed {
+		t.Errorf("signed image denied when cached: %s", d.Reason())
+	}
+	if n := reg.ManifestRequests(); n != 0 {
+		t.Errorf("a warm verification made %d manifest requests, want 0 (cached)", n)
+	}
+}
+
+// BenchmarkReviewSigned is a review that verifies a signature, cold (a new
+// resolver, so every lookup goes to the registry) and warm (cached); it
+// reports the registry requests a verification makes.
+func BenchmarkReviewSigned(b *testing.B) {
+	reg, warm, fresh := signedSetup(b)
+	req := policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", ":v1")}}}
+	b.Run("cold", func(b *testing.B) {
+		reg.ResetCounts()
+		for b.Loop() {
+			if d := fresh().Review(context.Background(), Budget{}, req); !d.Allowed {
+				b.Fatal(d.Reason())
+			}
+		}
+		total := 0
+		for _, n := range reg.Requests() {
+			total += n
+		}
+		b.ReportMetric(float64(total)/float64(b.N), "registry-requests/op")
+	})
+	b.Run("warm", func(b *testing.B) {
+		warm.Review(context.Background(), Budget{}, req)
+		for b.Loop() {
+			if d := warm.Review(context.Background(), Budget{}, req); !d.Allowed {
+				b.Fatal(d.Reason())
+			}
+		}
+	})
+}
