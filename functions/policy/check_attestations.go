@@ -71,15 +71,7 @@ func (k attestationsCheck) evaluate(c *check) {
 	var signedByOthers bool
 	var unmet string
 	for _, raw := range c.facts.Attestations {
-		var env envelope
-		if json.Unmarshal(raw, &env) != nil {
-			continue
-		}
-		body, err := base64.StdEncoding.DecodeString(env.Payload)
-		if err != nil {
-			continue
-		}
-		statement, ok := statementAbout(body, digest)
+		env, body, statement, ok := readEnvelope(raw, digest)
 		if !ok || statement["predicateType"] != k.predicateType {
 			continue
 		}
@@ -114,19 +106,40 @@ func (k attestationsCheck) names() []string {
 // signedByAuthority verifies the envelope's signatures over its
 // pre-authentication encoding (DSSE's PAE), as cosign signs attestations.
 func (k attestationsCheck) signedByAuthority(env envelope, body []byte) bool {
+	return signedBy(k.authorities, env, body) != ""
+}
+
+// readEnvelope decodes a DSSE envelope and its in-toto statement, and
+// reports whether the statement is about digest.
+func readEnvelope(raw []byte, digest string) (envelope, []byte, map[string]any, bool) {
+	var env envelope
+	if json.Unmarshal(raw, &env) != nil {
+		return env, nil, nil, false
+	}
+	body, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return env, nil, nil, false
+	}
+	statement, ok := statementAbout(body, digest)
+	return env, body, statement, ok
+}
+
+// signedBy returns the name of the first authority whose key signed the
+// envelope, or "".
+func signedBy(authorities []signer, env envelope, body []byte) string {
 	pae := []byte(fmt.Sprintf("DSSEv1 %d %s %d %s", len(env.PayloadType), env.PayloadType, len(body), body))
 	for _, s := range env.Signatures {
 		sig, err := base64.StdEncoding.DecodeString(s.Sig)
 		if err != nil {
 			continue
 		}
-		for _, a := range k.authorities {
+		for _, a := range authorities {
 			if a.verifies(pae, sig) {
-				return true
+				return a.name
 			}
 		}
 	}
-	return false
+	return ""
 }
 
 // statementAbout parses an in-toto statement and reports whether one of

@@ -132,11 +132,27 @@ func loadPublicKey(a SignatureAuthority) (crypto.PublicKey, error) {
 
 func (signaturesCheck) level(imageref.Ref) Level { return LevelSignatures }
 
+// cosignSignPredicate is the predicate type of the statement newer cosign
+// signs in a sigstore bundle (cosign sign --new-bundle-format).
+const cosignSignPredicate = "https://sigstore.dev/cosign/sign/v1"
+
 func (k signaturesCheck) evaluate(c *check) {
 	digest := c.facts.Digest
 	fix := "sign the image by digest (cosign sign --key KEY " + c.ref.Repo() + "@" + digest + ")"
-	if len(c.facts.Signatures) == 0 {
-		c.fail(fix, "has no signature (cosign's %s.sig)", strings.Replace(digest, ":", "-", 1))
+	// Signature bundles attached through the referrers API: DSSE
+	// envelopes of a cosign/sign statement about the digest.
+	type bundle struct {
+		env  envelope
+		body []byte
+	}
+	var bundles []bundle
+	for _, raw := range c.facts.Attestations {
+		if env, body, st, ok := readEnvelope(raw, digest); ok && st["predicateType"] == cosignSignPredicate {
+			bundles = append(bundles, bundle{env, body})
+		}
+	}
+	if len(c.facts.Signatures) == 0 && len(bundles) == 0 {
+		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle among its referrers)", strings.Replace(digest, ":", "-", 1))
 		return
 	}
 	var missing, otherDigest []string
@@ -146,12 +162,14 @@ func (k signaturesCheck) evaluate(c *check) {
 			if !a.verifies(s.Payload, s.Signature) {
 				continue
 			}
-			switch payloadDigest(s.Payload) {
-			case digest:
+			if payloadDigest(s.Payload) == digest {
 				signed = true
-			default:
+			} else {
 				forOther = true
 			}
+		}
+		for _, b := range bundles {
+			signed = signed || signedBy([]signer{a}, b.env, b.body) != ""
 		}
 		switch {
 		case signed:

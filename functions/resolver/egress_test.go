@@ -110,3 +110,23 @@ func TestRedirectInwardIsRefused(t *testing.T) {
 		t.Errorf("%d connections reached the redirect's target", n)
 	}
 }
+
+// panickingTransport fails the way a defect in a lookup would.
+type panickingTransport struct{}
+
+func (panickingTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("transport defect") }
+
+// TestPanicInALookupIsAFailure: a panic inside the shared lookup (where
+// singleflight would re-raise it in a goroutine nothing can recover) is a
+// failed lookup, not the end of the process.
+func TestPanicInALookupIsAFailure(t *testing.T) {
+	t.Parallel()
+	r, err := New(settings("registry.example"), WithKeychain(authn.NewMultiKeychain()), WithTransport(panickingTransport{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := r.Resolve(context.Background(), ref(t, "registry.example/app:v1"), policy.LevelDigest)
+	if f.Err == nil || !strings.Contains(f.Err.Error(), "internal error (transport defect)") {
+		t.Errorf("Resolve = %+v, want a failure naming the internal error", f)
+	}
+}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/admitfn/admitfn/functions/egress"
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/internal/httpx"
 	"github.com/admitfn/admitfn/functions/policy"
 )
 
@@ -150,7 +151,11 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.L
 		return f
 	}
 	r.onCache("miss")
-	ch := r.group.DoChan(key, func() (any, error) {
+	ch := r.group.DoChan(key, func() (facts any, _ error) {
+		// singleflight re-raises a panic of DoChan's function in a
+		// goroutine of its own, where nothing can recover it: a defect in
+		// one lookup would end the process. It is a failed lookup instead.
+		defer httpx.Recovered(ctx, func(err error) { facts = policy.Facts{Level: level, Err: err} })
 		// A flight for key may have ended, its answer cached, between the
 		// miss above and this one starting.
 		if f, ok := r.fresh(ref, level); ok {
@@ -306,8 +311,92 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 		for _, l := range atts {
 			f.Attestations = append(f.Attestations, l.blob)
 		}
+		envs, failed := r.bundles(ctx, ref, f.Digest, nopts)
+		if failed != nil {
+			return *failed
+		}
+		f.Attestations = append(f.Attestations, envs...)
 	}
 	return f
+}
+
+// bundleMediaType prefixes the media type of a sigstore bundle layer.
+const bundleMediaType = "application/vnd.dev.sigstore.bundle"
+
+// bundles reads the sigstore bundles attached to digest through the OCI
+// referrers API, or its tag fallback (sha256-<hex>), as newer cosign
+// writes signatures and attestations, and returns their DSSE envelopes.
+// Referrers are recognised by their layer's media type: the index's
+// artifactType differs between cosign versions.
+func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string, nopts []name.Option) ([][]byte, *policy.Facts) {
+	fail := func(err error) ([][]byte, *policy.Facts) {
+		f := r.failure(policy.LevelSignatures, ref, fmt.Errorf("reading its referrers: %w", err))
+		if f.NotFound {
+			return nil, nil
+		}
+		return nil, &f
+	}
+	d, err := name.NewDigest(ref.Repo()+"@"+digest, nopts...)
+	if err != nil {
+		return fail(err)
+	}
+	idx, err := remote.Referrers(d, remote.WithContext(ctx), remote.Reuse(r.puller))
+	if err != nil {
+		return fail(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return fail(err)
+	}
+	if len(im.Manifests) > maxSignatures {
+		return fail(fmt.Errorf("%d referrers, more than the %d admitfn reads", len(im.Manifests), maxSignatures))
+	}
+	var envs [][]byte
+	for _, desc := range im.Manifests {
+		// Fetched by digest from the repository: the index the referrers
+		// call returns cannot resolve its children itself.
+		child, err := name.NewDigest(ref.Repo()+"@"+desc.Digest.String(), nopts...)
+		if err != nil {
+			return fail(err)
+		}
+		got, err := r.puller.Get(ctx, child)
+		if err != nil {
+			return fail(err)
+		}
+		img, err := got.Image()
+		if err != nil {
+			return fail(err)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			return fail(err)
+		}
+		for _, l := range m.Layers {
+			if !strings.HasPrefix(string(l.MediaType), bundleMediaType) || l.Size > maxSignaturePayload {
+				continue
+			}
+			layer, err := img.LayerByDigest(l.Digest)
+			if err != nil {
+				return fail(err)
+			}
+			rc, err := layer.Compressed()
+			if err != nil {
+				return fail(err)
+			}
+			blob, err := io.ReadAll(io.LimitReader(rc, maxSignaturePayload+1))
+			rc.Close()
+			if err != nil {
+				return fail(err)
+			}
+			var bundle struct {
+				DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+			}
+			if json.Unmarshal(blob, &bundle) == nil && len(bundle.DSSEEnvelope) > 0 {
+				envs = append(envs, bundle.DSSEEnvelope)
+			}
+		}
+	}
+	return envs, nil
 }
 
 // Limits on what one image's signature or attestation tag may hold: more

@@ -50,6 +50,7 @@ func TestCosignSignatures(t *testing.T) {
 	byOther := reg.Push("app:v3", registrytest.Image(t, nil))
 	tamperedDigest := reg.Push("app:v4", registrytest.Image(t, nil))
 	moved := reg.Push("app:v5", registrytest.Image(t, nil))
+	bundled := reg.Push("app:v6", registrytest.Image(t, nil))
 
 	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
 	for _, d := range []string{dir, filepath.Join(dir, "other")} {
@@ -57,9 +58,10 @@ func TestCosignSignatures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sign := func(keyDir, digest string) {
+	sign := func(keyDir, digest string, extra ...string) {
 		t.Helper()
-		if _, err := cosign(t, dir, "sign", "--key", filepath.Join(keyDir, "cosign.key"), "--tlog-upload=false", reg.Ref("app", "@"+digest)); err != nil {
+		args := append([]string{"sign", "--key", filepath.Join(keyDir, "cosign.key"), "--tlog-upload=false"}, extra...)
+		if _, err := cosign(t, dir, append(args, reg.Ref("app", "@"+digest))...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,6 +69,10 @@ func TestCosignSignatures(t *testing.T) {
 	sign(filepath.Join(dir, "other"), byOther)
 	sign(dir, tamperedDigest)
 	sign(dir, moved)
+	// Newer cosign's format: a sigstore bundle attached as a referrer
+	// (go-containerregistry's registry has no referrers API, so cosign
+	// uses the sha256-<hex> tag fallback).
+	sign(dir, bundled, "--new-bundle-format")
 	// The moved tag now names an image nobody signed.
 	reg.Push("app:v5", registrytest.Image(t, nil))
 	// Tamper with the stored signature: flip bytes of its annotation.
@@ -122,6 +128,7 @@ spec:
 		{"signed by another key", reg.Ref("app", ":v3"), false, `signed, but not by key "release"`},
 		{"signature tampered with", reg.Ref("app", ":v4"), false, `signed, but not by key "release"`},
 		{"tag moved after signing", reg.Ref("app", ":v5"), false, "has no signature"},
+		{"signed, as a bundle among its referrers", reg.Ref("app", ":v6"), true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, tc.image).CombinedOutput()
@@ -136,8 +143,11 @@ spec:
 			}
 			// A trusted root that holds nothing: key-based verification needs
 			// none, and without one cosign would fetch the public one.
-			_, verr := cosign(t, dir, "verify", "--key", filepath.Join(dir, "cosign.pub"), "--insecure-ignore-tlog=true",
-				"--trusted-root", trustedRoot, tc.image)
+			args := []string{"verify", "--key", filepath.Join(dir, "cosign.pub"), "--insecure-ignore-tlog=true", "--trusted-root", trustedRoot}
+			if strings.Contains(tc.name, "bundle") {
+				args = append(args, "--new-bundle-format")
+			}
+			_, verr := cosign(t, dir, append(args, tc.image)...)
 			if (verr == nil) != admitted {
 				t.Errorf("cosign verify says %v, admitfn admitted=%v: they disagree", verr, admitted)
 			}
