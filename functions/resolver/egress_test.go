@@ -15,6 +15,7 @@ import (
 	"github.com/admitfn/admitfn/functions/egress"
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
 // countingListener accepts connections on a loopback address and counts
@@ -111,22 +112,22 @@ func TestRedirectInwardIsRefused(t *testing.T) {
 	}
 }
 
-// panickingTransport fails the way a defect in a lookup would.
-type panickingTransport struct{}
-
-func (panickingTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("transport defect") }
-
 // TestPanicInALookupIsAFailure: a panic inside the shared lookup (where
 // singleflight would re-raise it in a goroutine nothing can recover) is a
-// failed lookup, not the end of the process.
+// failed lookup, not the end of the process. The failure log, called
+// inside the lookup, plays the defect.
 func TestPanicInALookupIsAFailure(t *testing.T) {
 	t.Parallel()
-	r, err := New(settings("registry.example"), WithKeychain(authn.NewMultiKeychain()), WithTransport(panickingTransport{}))
+	reg := registrytest.New(t)
+	img := reg.Ref("app", ":v1")
+	reg.Stop()
+	r, err := New(settings(reg.Host()), WithKeychain(authn.NewMultiKeychain()),
+		WithFailureLog(func(string, error) { panic("defect") }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := r.Resolve(context.Background(), ref(t, "registry.example/app:v1"), policy.LevelDigest)
-	if f.Err == nil || !strings.Contains(f.Err.Error(), "internal error (transport defect)") {
+	f := r.Resolve(context.Background(), ref(t, img), policy.LevelDigest)
+	if f.Err == nil || !strings.Contains(f.Err.Error(), "internal error (defect)") {
 		t.Errorf("Resolve = %+v, want a failure naming the internal error", f)
 	}
 }
