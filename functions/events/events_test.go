@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/admitfn/admitfn/functions/observe"
@@ -27,20 +28,22 @@ type receiver struct {
 func newReceiver(t *testing.T) *receiver {
 	t.Helper()
 	r := &receiver{got: make(chan struct{}, 100)}
-	p, err := cloudevents.NewHTTP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := cloudevents.NewHTTPReceiveHandler(context.Background(), p, func(e cloudevents.Event) {
+	// Each request is decoded in its handler with the SDK's own HTTP
+	// binding. (The SDK's receive handler hands requests to a loop through
+	// an unbuffered channel; when that loop was not running yet the
+	// handler blocked for good, and so did the server's Close.)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		e, err := cehttp.NewEventFromHTTPRequest(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		r.mu.Lock()
-		r.events = append(r.events, e)
+		r.events = append(r.events, *e)
 		r.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
 		r.got <- struct{}{}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
+	}))
 	t.Cleanup(srv.Close)
 	r.url = srv.URL
 	return r
@@ -52,7 +55,10 @@ func (r *receiver) wait(t *testing.T, n int) []cloudevents.Event {
 		select {
 		case <-r.got:
 		case <-time.After(10 * time.Second):
-			t.Fatalf("received %d events, want %d", len(r.events), n)
+			r.mu.Lock()
+			got := len(r.events)
+			r.mu.Unlock()
+			t.Fatalf("received %d events, want %d", got, n)
 		}
 	}
 	r.mu.Lock()
