@@ -65,11 +65,24 @@ type Registry struct {
 	closed atomic.Int32
 }
 
+// Option configures the registry.
+type Option func(*options)
+
+type options struct{ referrers bool }
+
+// WithReferrers makes the registry serve the OCI referrers API (without
+// it, clients fall back to the sha256-<hex> tag).
+func WithReferrers() Option { return func(o *options) { o.referrers = true } }
+
 // New starts a registry that stops when the test ends.
-func New(t testing.TB) *Registry {
+func New(t testing.TB, opts ...Option) *Registry {
 	t.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	r := &Registry{t: t, counts: map[string]int{}}
-	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(o.referrers))
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.count(req)
 		switch Fault(r.fault.Load()) {

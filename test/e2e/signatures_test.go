@@ -155,6 +155,62 @@ spec:
 	}
 }
 
+// TestCosignBundlesThroughReferrersAPI signs with cosign's bundle format
+// against a registry that serves the OCI referrers API, so the bundle is
+// found through the API rather than the tag fallback.
+func TestCosignBundlesThroughReferrersAPI(t *testing.T) {
+	dir := t.TempDir()
+	reg := registrytest.New(t, registrytest.WithReferrers())
+	signed := reg.Push("app:v1", registrytest.Image(t, nil))
+	reg.Push("app:v2", registrytest.Image(t, nil)) // never signed
+	if _, err := cosign(t, dir, "generate-key-pair"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cosign(t, dir, "sign", "--key", filepath.Join(dir, "cosign.key"), "--tlog-upload=false", "--new-bundle-format",
+		reg.Ref("app", "@"+signed)); err != nil {
+		t.Fatal(err)
+	}
+	// With the API served, cosign writes no fallback tag: what admitfn
+	// finds below it found through the API.
+	fallback := reg.Ref("app", ":"+strings.Replace(signed, ":", "-", 1))
+	if _, err := remote.Head(mustRef(t, fallback)); err == nil {
+		t.Fatalf("cosign wrote the fallback tag %s: the referrers API path would go untested", fallback)
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: release
+        key: |
+          %s
+`, reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          "))), 0o644)
+	for image, want := range map[string]bool{reg.Ref("app", ":v1"): true, reg.Ref("app", ":v2"): false} {
+		out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, image).CombinedOutput()
+		t.Logf("$ admitfn check %s\n%s", image, out)
+		if (err == nil) != want {
+			t.Errorf("%s admitted=%v, want %v", image, err == nil, want)
+		}
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // tamperSignature rewrites the signature annotation of the first layer of
 // a cosign signature manifest in place, keeping the payload.
 func tamperSignature(t *testing.T, sigRef string) {
