@@ -351,6 +351,7 @@ func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string,
 	if len(im.Manifests) > maxSignatures {
 		return fail(fmt.Errorf("%d referrers, more than the %d admitfn reads", len(im.Manifests), maxSignatures))
 	}
+	isBundle := func(l v1.Descriptor) bool { return strings.HasPrefix(string(l.MediaType), bundleMediaType) }
 	var envs [][]byte
 	for _, desc := range im.Manifests {
 		// Fetched by digest from the repository: the index the referrers
@@ -359,39 +360,15 @@ func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string,
 		if err != nil {
 			return fail(err)
 		}
-		got, err := r.puller.Get(ctx, child)
+		layers, err := r.artifactLayers(ctx, child, isBundle, 0)
 		if err != nil {
 			return fail(err)
 		}
-		img, err := got.Image()
-		if err != nil {
-			return fail(err)
-		}
-		m, err := img.Manifest()
-		if err != nil {
-			return fail(err)
-		}
-		for _, l := range m.Layers {
-			if !strings.HasPrefix(string(l.MediaType), bundleMediaType) || l.Size > maxSignaturePayload {
-				continue
-			}
-			layer, err := img.LayerByDigest(l.Digest)
-			if err != nil {
-				return fail(err)
-			}
-			rc, err := layer.Compressed()
-			if err != nil {
-				return fail(err)
-			}
-			blob, err := io.ReadAll(io.LimitReader(rc, maxSignaturePayload+1))
-			rc.Close()
-			if err != nil {
-				return fail(err)
-			}
+		for _, l := range layers {
 			var bundle struct {
 				DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
 			}
-			if json.Unmarshal(blob, &bundle) == nil && len(bundle.DSSEEnvelope) > 0 {
+			if json.Unmarshal(l.blob, &bundle) == nil && len(bundle.DSSEEnvelope) > 0 {
 				envs = append(envs, bundle.DSSEEnvelope)
 			}
 		}
@@ -429,38 +406,50 @@ func (r *Resolver) stored(ctx context.Context, ref imageref.Ref, digest, suffix 
 	if err != nil {
 		return fail(err)
 	}
-	desc, err := r.puller.Get(ctx, tag)
+	layers, err := r.artifactLayers(ctx, tag, func(v1.Descriptor) bool { return true }, maxSignatures)
 	if err != nil {
 		return fail(err)
+	}
+	return layers, nil
+}
+
+// artifactLayers reads the layers keep selects of the image manifest at
+// ref, each as stored (a payload's own bytes) and at most
+// maxSignaturePayload long; larger ones are left out. maxLayers, when not
+// 0, refuses a manifest with more layers than that.
+func (r *Resolver) artifactLayers(ctx context.Context, ref name.Reference, keep func(v1.Descriptor) bool, maxLayers int) ([]storedLayer, error) {
+	desc, err := r.puller.Get(ctx, ref)
+	if err != nil {
+		return nil, err
 	}
 	img, err := desc.Image()
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	m, err := img.Manifest()
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	if len(m.Layers) > maxSignatures {
-		return fail(fmt.Errorf("%d layers, more than the %d admitfn reads", len(m.Layers), maxSignatures))
+	if maxLayers > 0 && len(m.Layers) > maxLayers {
+		return nil, fmt.Errorf("%d layers, more than the %d admitfn reads", len(m.Layers), maxLayers)
 	}
 	var out []storedLayer
 	for _, l := range m.Layers {
-		if l.Size > maxSignaturePayload {
+		if !keep(l) || l.Size > maxSignaturePayload {
 			continue
 		}
 		layer, err := img.LayerByDigest(l.Digest)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
-		rc, err := layer.Compressed() // stored as is: the payload's own bytes
+		rc, err := layer.Compressed()
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		blob, err := io.ReadAll(io.LimitReader(rc, maxSignaturePayload+1))
 		rc.Close()
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		out = append(out, storedLayer{annotations: l.Annotations, blob: blob})
 	}
