@@ -75,7 +75,7 @@ func (k attestationsCheck) evaluate(c *check) {
 		if !ok || statement["predicateType"] != k.predicateType {
 			continue
 		}
-		if !k.signedByAuthority(env, body) {
+		if signedBy(k.authorities, env, body) == "" {
 			signedByOthers = true
 			continue
 		}
@@ -103,12 +103,6 @@ func (k attestationsCheck) names() []string {
 	return out
 }
 
-// signedByAuthority verifies the envelope's signatures over its
-// pre-authentication encoding (DSSE's PAE), as cosign signs attestations.
-func (k attestationsCheck) signedByAuthority(env envelope, body []byte) bool {
-	return signedBy(k.authorities, env, body) != ""
-}
-
 // readEnvelope decodes a DSSE envelope and its in-toto statement, and
 // reports whether the statement is about digest.
 func readEnvelope(raw []byte, digest string) (envelope, []byte, map[string]any, bool) {
@@ -125,7 +119,8 @@ func readEnvelope(raw []byte, digest string) (envelope, []byte, map[string]any, 
 }
 
 // signedBy returns the name of the first authority whose key signed the
-// envelope, or "".
+// envelope over its pre-authentication encoding (DSSE's PAE), as cosign
+// signs attestations and bundles, or "".
 func signedBy(authorities []signer, env envelope, body []byte) string {
 	pae := []byte(fmt.Sprintf("DSSEv1 %d %s %d %s", len(env.PayloadType), env.PayloadType, len(body), body))
 	for _, s := range env.Signatures {

@@ -64,19 +64,11 @@ func Key(group, kind string) string {
 	return group + "/" + kind
 }
 
-// Builtin is where the kinds admitfn knows without configuration keep
-// their pod template: the core and apps ones, and Knative Serving's
-// (a Service's and a Configuration's spec.template is a pod template; a
-// Revision's spec is a pod spec, inline).
-func Builtin() Kinds {
-	k := make(Kinds, len(builtin))
-	for key, path := range builtin {
-		k[key] = path
-	}
-	return k
-}
-
-// builtin is Builtin's table, read on every request and never written.
+// builtin is where the kinds admitfn knows without configuration keep
+// their pod template: the core and apps ones, and Knative Serving's (a
+// Service's and a Configuration's spec.template is a pod template; a
+// Revision's spec is a pod spec, inline). Read on every request, never
+// written.
 var builtin = Kinds{
 	"Pod":                               {},
 	"PodTemplate":                       {"template"},
