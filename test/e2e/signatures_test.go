@@ -39,6 +39,52 @@ func cosign(t *testing.T, dir string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// cosignKeys makes a key pair (cosign.key, cosign.pub) in each folder.
+func cosignKeys(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		os.MkdirAll(d, 0o755)
+		if _, err := cosign(t, d, "generate-key-pair"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// policyKey is dir's cosign.pub indented to sit under `key: |` in the
+// policies below.
+func policyKey(t *testing.T, dir string) string {
+	t.Helper()
+	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          ")
+}
+
+// emptyTrustedRoot writes a trusted root that holds nothing: key-based
+// verification needs none, and without one cosign fetches the public one.
+func emptyTrustedRoot(t *testing.T, dir string) string {
+	t.Helper()
+	f := filepath.Join(dir, "trusted_root.json")
+	if err := os.WriteFile(f, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// admitfnCheck runs admitfn check on image: admitted (exit 0) or denied
+// (exit 1), and what it printed; anything else fails the test.
+func admitfnCheck(t *testing.T, policyFile, image string) (bool, string) {
+	t.Helper()
+	out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, image).CombinedOutput()
+	t.Logf("$ admitfn check %s\n%s", image, out)
+	var exit *exec.ExitError
+	if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 1) {
+		t.Fatalf("admitfn check: %v", err)
+	}
+	return err == nil, string(out)
+}
+
 // TestCosignSignatures signs images in a loopback registry with the real
 // cosign CLI (key-based, no transparency log) and checks, image by image,
 // that admitfn's signatures rule and `cosign verify` agree.
@@ -51,13 +97,7 @@ func TestCosignSignatures(t *testing.T) {
 	tamperedDigest := reg.Push("app:v4", registrytest.Image(t, nil))
 	moved := reg.Push("app:v5", registrytest.Image(t, nil))
 	bundled := reg.Push("app:v6", registrytest.Image(t, nil))
-
-	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
-	for _, d := range []string{dir, filepath.Join(dir, "other")} {
-		if _, err := cosign(t, d, "generate-key-pair"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cosignKeys(t, dir, filepath.Join(dir, "other"))
 	sign := func(keyDir, digest string, extra ...string) {
 		t.Helper()
 		args := append([]string{"sign", "--key", filepath.Join(keyDir, "cosign.key"), "--tlog-upload=false"}, extra...)
@@ -78,12 +118,7 @@ func TestCosignSignatures(t *testing.T) {
 	// Tamper with the stored signature: flip bytes of its annotation.
 	tamperSignature(t, reg.Ref("app", ":"+strings.Replace(tamperedDigest, ":", "-", 1)+".sig"))
 
-	trustedRoot := filepath.Join(dir, "trusted_root.json")
-	os.WriteFile(trustedRoot, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
-	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	trustedRoot := emptyTrustedRoot(t, dir)
 	policyFile := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
 kind: ImagePolicy
@@ -98,7 +133,7 @@ spec:
       - name: release
         key: |
           %s
-`, reg.Host(), reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          "))), 0o644)
+`, reg.Host(), reg.Host(), policyKey(t, dir))), 0o644)
 
 	t.Run("through kube-apiserver: ImagePolicyWebhook and the validating webhook", func(t *testing.T) {
 		env := newWebhookEnv(t, "yaml")
@@ -131,18 +166,10 @@ spec:
 		{"signed, as a bundle among its referrers", reg.Ref("app", ":v6"), true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, tc.image).CombinedOutput()
-			t.Logf("$ admitfn check %s\n%s", tc.image, out)
-			var exit *exec.ExitError
-			admitted := err == nil
-			if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 1) {
-				t.Fatalf("admitfn check: %v", err)
-			}
-			if admitted != tc.admitted || !strings.Contains(string(out), tc.reason) {
+			admitted, out := admitfnCheck(t, policyFile, tc.image)
+			if admitted != tc.admitted || !strings.Contains(out, tc.reason) {
 				t.Errorf("admitfn admitted=%v, want %v with %q", admitted, tc.admitted, tc.reason)
 			}
-			// A trusted root that holds nothing: key-based verification needs
-			// none, and without one cosign would fetch the public one.
 			args := []string{"verify", "--key", filepath.Join(dir, "cosign.pub"), "--insecure-ignore-tlog=true", "--trusted-root", trustedRoot}
 			if strings.Contains(tc.name, "bundle") {
 				args = append(args, "--new-bundle-format")
@@ -163,9 +190,7 @@ func TestCosignBundlesThroughReferrersAPI(t *testing.T) {
 	reg := registrytest.New(t, registrytest.WithReferrers())
 	signed := reg.Push("app:v1", registrytest.Image(t, nil))
 	reg.Push("app:v2", registrytest.Image(t, nil)) // never signed
-	if _, err := cosign(t, dir, "generate-key-pair"); err != nil {
-		t.Fatal(err)
-	}
+	cosignKeys(t, dir)
 	if _, err := cosign(t, dir, "sign", "--key", filepath.Join(dir, "cosign.key"), "--tlog-upload=false", "--new-bundle-format",
 		reg.Ref("app", "@"+signed)); err != nil {
 		t.Fatal(err)
@@ -175,10 +200,6 @@ func TestCosignBundlesThroughReferrersAPI(t *testing.T) {
 	fallback := reg.Ref("app", ":"+strings.Replace(signed, ":", "-", 1))
 	if _, err := remote.Head(mustRef(t, fallback)); err == nil {
 		t.Fatalf("cosign wrote the fallback tag %s: the referrers API path would go untested", fallback)
-	}
-	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
-	if err != nil {
-		t.Fatal(err)
 	}
 	policyFile := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
@@ -192,12 +213,10 @@ spec:
       - name: release
         key: |
           %s
-`, reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          "))), 0o644)
+`, reg.Host(), policyKey(t, dir))), 0o644)
 	for image, want := range map[string]bool{reg.Ref("app", ":v1"): true, reg.Ref("app", ":v2"): false} {
-		out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, image).CombinedOutput()
-		t.Logf("$ admitfn check %s\n%s", image, out)
-		if (err == nil) != want {
-			t.Errorf("%s admitted=%v, want %v", image, err == nil, want)
+		if admitted, _ := admitfnCheck(t, policyFile, image); admitted != want {
+			t.Errorf("%s admitted=%v, want %v", image, admitted, want)
 		}
 	}
 }
@@ -215,10 +234,7 @@ func mustRef(t *testing.T, s string) name.Reference {
 // a cosign signature manifest in place, keeping the payload.
 func tamperSignature(t *testing.T, sigRef string) {
 	t.Helper()
-	ref, err := name.ParseReference(sigRef, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ref := mustRef(t, sigRef)
 	desc, err := remote.Get(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -263,12 +279,7 @@ func TestCosignAttestations(t *testing.T) {
 	reg.Push("app:v2", registrytest.Image(t, nil)) // never attested
 	wrongBuilder := reg.Push("app:v3", registrytest.Image(t, nil))
 	byOther := reg.Push("app:v4", registrytest.Image(t, nil))
-	os.MkdirAll(filepath.Join(dir, "other"), 0o755)
-	for _, d := range []string{dir, filepath.Join(dir, "other")} {
-		if _, err := cosign(t, d, "generate-key-pair"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cosignKeys(t, dir, filepath.Join(dir, "other"))
 	attest := func(keyDir, digest, builder string) {
 		t.Helper()
 		pred := filepath.Join(dir, "predicate.json")
@@ -282,12 +293,7 @@ func TestCosignAttestations(t *testing.T) {
 	attest(dir, wrongBuilder, "https://laptop.example/me")
 	attest(filepath.Join(dir, "other"), byOther, "https://ci.corp.example/runner-1")
 
-	pub, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	trustedRoot := filepath.Join(dir, "trusted_root.json")
-	os.WriteFile(trustedRoot, []byte(`{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`), 0o644)
+	trustedRoot := emptyTrustedRoot(t, dir)
 	policyFile := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
 kind: ImagePolicy
@@ -305,7 +311,7 @@ spec:
           %s
       conditions:
       - {path: predicate.builder.id, matches: "https://ci.corp.example/*"}
-`, reg.Host(), reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          "))), 0o644)
+`, reg.Host(), reg.Host(), policyKey(t, dir))), 0o644)
 
 	for _, tc := range []struct {
 		name, image    string
@@ -319,13 +325,7 @@ spec:
 		{"attested by another key", reg.Ref("app", ":v4"), false, false, `not signed by key "release"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := exec.Command(admitfnBin, "check", "--policy", policyFile, tc.image).CombinedOutput()
-			t.Logf("$ admitfn check %s\n%s", tc.image, out)
-			var exit *exec.ExitError
-			if err != nil && (!errors.As(err, &exit) || exit.ExitCode() != 1) {
-				t.Fatalf("admitfn check: %v", err)
-			}
-			if admitted := err == nil; admitted != tc.admitted || !strings.Contains(string(out), tc.reason) {
+			if admitted, out := admitfnCheck(t, policyFile, tc.image); admitted != tc.admitted || !strings.Contains(out, tc.reason) {
 				t.Errorf("admitfn admitted=%v, want %v with %q", admitted, tc.admitted, tc.reason)
 			}
 			_, verr := cosign(t, dir, "verify-attestation", "--key", filepath.Join(dir, "cosign.pub"), "--type", "slsaprovenance",
