@@ -331,15 +331,17 @@ func (p *Policy) Need(req Request, ref imageref.Ref) Level {
 	if p.namespaceExempt(ns) {
 		return LevelName
 	}
-	if p.DeniedByName(req, ref) {
-		return LevelName
-	}
 	need := LevelName
 	for i := range p.Rules {
 		r := &p.Rules[i]
 		if r.applies(ns, ref) {
 			need = max(need, r.level(ref))
 		}
+	}
+	// Only an image that would be looked up is worth judging by name
+	// first; Evaluate runs the name checks anyway.
+	if need > LevelName && p.DeniedByName(req, ref) {
+		return LevelName
 	}
 	return need
 }
