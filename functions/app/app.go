@@ -73,19 +73,17 @@ type Config struct {
 	// one token per file): every route but the health probes then answers
 	// only requests that carry one of them as a bearer token.
 	TokenDir string
-	// MetricsApart leaves /metrics out of Routes and Handler: the caller
+	// MetricsApart leaves /metrics out of Handler: the caller
 	// serves Metrics.Handler() on a listener of its own.
 	MetricsApart bool
 }
 
 // App is an assembled admitfn.
 type App struct {
-	// Routes maps paths to handlers, /metrics included; with a TokenDir,
-	// each requires a caller token.
-	Routes map[string]http.Handler
 	// Paths are the admission paths mounted, in the order asked.
 	Paths []string
-	// handler serves Routes.
+	// handler serves the admission paths and /metrics; with a TokenDir,
+	// each requires a caller token.
 	handler  *http.ServeMux
 	Reviewer *review.Reviewer
 	Metrics  *metrics.Metrics
@@ -138,9 +136,9 @@ func New(cfg Config) (*App, error) {
 		}
 		obs = append(obs, a.sender)
 	}
-	a.Routes = map[string]http.Handler{}
+	routes := map[string]http.Handler{}
 	if !cfg.MetricsApart {
-		a.Routes[metrics.Path] = a.Metrics.Handler()
+		routes[metrics.Path] = a.Metrics.Handler()
 	}
 	build := endpoints()
 	for _, name := range cfg.Handlers {
@@ -150,7 +148,7 @@ func New(cfg Config) (*App, error) {
 			return nil, fmt.Errorf("unknown handler %q (known: %s)", name, strings.Join(HandlerNames(), ","))
 		}
 		ep := newEndpoint(a.Reviewer, obs)
-		a.Routes[ep.Path()] = ep
+		routes[ep.Path()] = ep
 		a.Paths = append(a.Paths, ep.Path())
 	}
 	if cfg.TokenDir != "" {
@@ -158,12 +156,12 @@ func New(cfg Config) (*App, error) {
 			return nil, err
 		}
 		refused := func(why callerauth.Refusal) { a.Metrics.Unauthenticated(string(why)) }
-		for path, h := range a.Routes {
-			a.Routes[path] = a.tokens.Require(h, refused)
+		for path, h := range routes {
+			routes[path] = a.tokens.Require(h, refused)
 		}
 	}
 	a.handler = http.NewServeMux()
-	for path, h := range a.Routes {
+	for path, h := range routes {
 		a.handler.Handle(path, h)
 	}
 	return a, nil
