@@ -96,26 +96,25 @@ func (s *certSource) listenerConfig() *tls.Config {
 // say — keeps the previous one in service and is reported; the next change
 // is tried again.
 func (s *certSource) watch(ctx context.Context, interval time.Duration, loaded string, events ReloadEvents) {
+	// Poll reads, then calls changed with what it read, in one goroutine:
+	// changed parses the files read last, not a second read of them.
+	var last files
 	read := func() (string, error) {
 		f, err := s.read()
 		if err != nil {
 			return "", err
 		}
+		last = f
 		return f.String(), nil
 	}
 	reload.PollFrom(ctx, interval, loaded, read, func(string) {
-		// Read again rather than split the string: the parts are
-		// files, and a failed parse must name them.
-		f, err := s.read()
-		if err == nil {
-			var cfg *tls.Config
-			if cfg, err = s.parse(f); err == nil {
-				s.current.Store(cfg)
-				events.reloaded(cfg.Certificates[0])
-				return
-			}
+		cfg, err := s.parse(last)
+		if err != nil {
+			events.failed(err)
+			return
 		}
-		events.failed(err)
+		s.current.Store(cfg)
+		events.reloaded(cfg.Certificates[0])
 	}, events.failed)
 }
 
