@@ -32,8 +32,9 @@ import (
 type Tokens struct {
 	dir string
 	set atomic.Pointer[[][]byte]
-	// loaded is the folder as Load read it: Watch's starting point, so a
-	// change between Load and the first poll is not missed.
+	// loaded is the folder as Load read it (reload.Render): Watch's
+	// starting point, so a change between Load and the first poll is not
+	// missed.
 	loaded string
 }
 
@@ -42,27 +43,21 @@ type Tokens struct {
 // and line ends around it ignored. A folder with no token is an error: an
 // endpoint no one can call is a misconfiguration, not a policy.
 func Load(dir string) (*Tokens, error) {
-	t := &Tokens{dir: dir}
-	loaded, err := reload.DirString(dir)()
-	if err != nil {
-		return nil, fmt.Errorf("reading caller tokens from %s: %w", dir, err)
-	}
-	// Read after the baseline: a change in between makes the next poll
-	// differ from it and read again.
-	set, err := read(dir)
-	if err != nil {
-		return nil, err
-	}
-	t.loaded = loaded
-	t.set.Store(&set)
-	return t, nil
-}
-
-func read(dir string) ([][]byte, error) {
 	files, err := reload.Dir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading caller tokens from %s: %w", dir, err)
 	}
+	set, err := parse(dir, files)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tokens{dir: dir, loaded: reload.Render(files)}
+	t.set.Store(&set)
+	return t, nil
+}
+
+// parse reads the tokens out of the folder's files (reload.Dir).
+func parse(dir string, files map[string]string) ([][]byte, error) {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
@@ -144,8 +139,19 @@ func bearer(header string) (string, bool) {
 // changed set in force. A set that cannot be read, or holds no token,
 // keeps the previous one and is reported to failed.
 func (t *Tokens) Watch(ctx context.Context, interval time.Duration, changed func(count int), failed func(error)) {
-	reload.PollFrom(ctx, interval, t.loaded, reload.DirString(t.dir), func(string) {
-		set, err := read(t.dir)
+	// Poll reads, then calls changed, in one goroutine: changed parses the
+	// files the poll just read.
+	var last map[string]string
+	read := func() (string, error) {
+		files, err := reload.Dir(t.dir)
+		if err != nil {
+			return "", fmt.Errorf("reading caller tokens from %s: %w", t.dir, err)
+		}
+		last = files
+		return reload.Render(files), nil
+	}
+	reload.PollFrom(ctx, interval, t.loaded, read, func(string) {
+		set, err := parse(t.dir, last)
 		if err != nil {
 			failed(err)
 			return

@@ -85,15 +85,20 @@ func DirString(dir string) func() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		var b strings.Builder
-		for _, k := range keys {
-			b.WriteString(k + "\x00" + m[k] + "\x00")
-		}
-		return b.String(), nil
+		return Render(m), nil
 	}
+}
+
+// Render is Dir's map in a stable form, to compare one read with the next.
+func Render(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "\x00" + m[k] + "\x00")
+	}
+	return b.String()
 }
