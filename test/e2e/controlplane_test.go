@@ -184,6 +184,11 @@ type controlPlane struct {
 	Admin     *kubernetes.Clientset
 	AdminRest *rest.Config
 	apiserver *proc
+	// bin and args start the apiserver again (restart).
+	bin  string
+	args []string
+	// restarts counts restarts, naming each run's log.
+	restarts int
 }
 
 // controlPlaneOptions are the apiserver settings a suite needs.
@@ -192,6 +197,18 @@ type controlPlaneOptions struct {
 	// the validating and mutating webhook plugins).
 	AdmissionPlugins []string
 	AdmissionConfig  string // file, may be empty
+	// Address is where the apiserver listens and what it advertises;
+	// 127.0.0.1 when empty. A real node's pods reach it on the node's
+	// bridge address (cluster_node_test.go).
+	Address string
+	// ServiceCIDR is the Service address range (10.0.0.0/24 when empty).
+	ServiceCIDR string
+	// SANs are more names and addresses for the serving certificate.
+	SANs []string
+	// Hosts, when set, is the /etc/hosts the apiserver sees (in a mount
+	// namespace of its own): how it finds an ingress by the host names in
+	// Knative's URLs without changing the machine's resolver.
+	Hosts string
 }
 
 func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOptions) *controlPlane {
@@ -206,38 +223,56 @@ func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOption
 		"--initial-cluster", "e2e="+peerURL, "--unsafe-no-fsync", "--log-level", "warn")
 	waitReady(t, etcd, http.DefaultClient, etcdURL+"/health", 30*time.Second)
 
-	certFile, keyFile := p.server(t, "apiserver", "127.0.0.1", "localhost")
+	address := opts.Address
+	if address == "" {
+		address = "127.0.0.1"
+	}
+	serviceCIDR := opts.ServiceCIDR
+	if serviceCIDR == "" {
+		serviceCIDR = "10.0.0.0/24"
+	}
+	certFile, keyFile := p.server(t, "apiserver", append([]string{address, "localhost"}, opts.SANs...)...)
 	saKey, saPub := serviceAccountKeys(t, dir)
 	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
 	os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods, pods/ephemeralcontainers]\n- level: None\n"), 0o644)
 	port := freePort(t)
-	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://127.0.0.1:%d", port), AuditLog: filepath.Join(dir, "audit.log")}
+	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://%s:%d", address, port), AuditLog: filepath.Join(dir, "audit.log")}
 	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--etcd-prefix=/admitfn-e2e",
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port),
+		"--bind-address=" + address, "--advertise-address=" + address, "--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
 		"--tls-cert-file=" + certFile, "--tls-private-key-file=" + keyFile,
 		"--client-ca-file=" + p.CAFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + saPub, "--service-account-signing-key-file=" + saKey,
-		"--service-cluster-ip-range=10.0.0.0/24",
-		// The endpoint reconciler refuses loopback addresses, and no
-		// in-cluster client needs the kubernetes Service here.
-		"--endpoint-reconciler-type=none",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--authorization-mode=Node,RBAC",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--audit-policy-file=" + auditPolicy, "--audit-log-path=" + cp.AuditLog,
 		"--v=2",
 	}
-	if len(opts.AdmissionPlugins) > 0 {
-		args = append(args, "--enable-admission-plugins="+strings.Join(opts.AdmissionPlugins, ","))
+	if address == "127.0.0.1" {
+		// The endpoint reconciler refuses loopback addresses, and no
+		// in-cluster client needs the kubernetes Service here.
+		args = append(args, "--endpoint-reconciler-type=none")
+	} else {
+		// Logs and exec reach the kubelet by the node's address, never
+		// by a name the machine's resolver would be asked for.
+		args = append(args, "--kubelet-preferred-address-types=InternalIP")
 	}
-	if opts.AdmissionConfig != "" {
-		args = append(args, "--admission-control-config-file="+opts.AdmissionConfig)
+	cp.bin = toolBin("kube-apiserver")
+	if opts.Hosts != "" {
+		hosts := filepath.Join(dir, "apiserver-hosts")
+		if err := os.WriteFile(hosts, []byte(opts.Hosts), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"--mount", "--propagation", "private", "sh", "-c", `mount --bind "$0" /etc/hosts && exec "$@"`, hosts, cp.bin}, args...)
+		cp.bin = "unshare"
 	}
-	cp.apiserver = startProc(t, dir, "kube-apiserver", toolBin("kube-apiserver"), args...)
+	cp.args = args
+	cp.apiserver = startProc(t, dir, "kube-apiserver", cp.bin, cp.withAdmission(opts.AdmissionPlugins, opts.AdmissionConfig)...)
 
 	adminCert, adminKey := p.client(t, "admin", "admitfn-e2e-admin", "system:masters")
 	cp.AdminRest = &rest.Config{
@@ -251,13 +286,42 @@ func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOption
 		t.Fatal(err)
 	}
 	cp.Admin = admin
+	cp.waitReady(t)
+	return cp
+}
+
+// withAdmission is the apiserver's arguments with the admission plugins
+// and configuration file added.
+func (cp *controlPlane) withAdmission(plugins []string, config string) []string {
+	args := append([]string(nil), cp.args...)
+	if len(plugins) > 0 {
+		args = append(args, "--enable-admission-plugins="+strings.Join(plugins, ","))
+	}
+	if config != "" {
+		args = append(args, "--admission-control-config-file="+config)
+	}
+	return args
+}
+
+func (cp *controlPlane) waitReady(t testing.TB) {
+	t.Helper()
 	tlsCfg, err := rest.TLSConfigFor(cp.AdminRest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	probe := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	waitReady(t, cp.apiserver, probe, cp.URL+"/readyz", 120*time.Second)
-	return cp
+}
+
+// restart stops the apiserver and starts it again with these admission
+// plugins and configuration, as an operator does to change them; etcd
+// keeps the cluster's state.
+func (cp *controlPlane) restart(t testing.TB, plugins []string, config string) {
+	t.Helper()
+	cp.apiserver.stop()
+	cp.restarts++
+	cp.apiserver = startProc(t, cp.dir, fmt.Sprintf("kube-apiserver-%d", cp.restarts+1), cp.bin, cp.withAdmission(plugins, config)...)
+	cp.waitReady(t)
 }
 
 // identity is a user of the control plane: a clientset, and a kubeconfig

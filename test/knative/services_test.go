@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,7 +22,9 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"knative.dev/pkg/apis"
+	"knative.dev/pkg/observability/runtime"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	"knative.dev/serving/pkg/networking"
 	"sigs.k8s.io/yaml"
 )
 
@@ -178,8 +182,30 @@ func checkAdmissionService(t *testing.T, svc *servingv1.Service, want serviceWan
 	if tokenDir == "" || !secretMounted {
 		t.Errorf("--token-dir %q is not the mount of Secret admitfn-callers: anyone reaching the URL could ask", tokenDir)
 	}
-	if !slices.Contains(c.Args, "--metrics-listen=:9090") {
-		t.Errorf("args %q: /metrics must be served on a port the ingress does not route", c.Args)
+	// /metrics on a port of its own, which the ingress does not route.
+	// The queue-proxy shares the pod's network and binds its ports
+	// whatever the Service says (Serving's validation only checks
+	// declared containerPorts): admitfn on 9090 kept every pod from
+	// starting on real Knative (test/e2e TestKnativeScaleFromZero).
+	metricsPort := ""
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--metrics-listen="); ok {
+			_, metricsPort, _ = net.SplitHostPort(v)
+		}
+	}
+	port, err := strconv.Atoi(metricsPort)
+	if err != nil {
+		t.Errorf("args %q: /metrics must be served on a port of its own (--metrics-listen=:PORT)", c.Args)
+	}
+	queueProxy := []int{networking.BackendHTTPPort, networking.BackendHTTP2Port, networking.QueueAdminPort,
+		networking.AutoscalingQueueMetricsPort, networking.UserQueueMetricsPort, runtime.ProfilingDefaultPort}
+	if slices.Contains(queueProxy, port) {
+		t.Errorf("--metrics-listen port %d is one the queue-proxy binds in the same pod (%v)", port, queueProxy)
+	}
+	for _, p := range c.Ports {
+		if int(p.ContainerPort) == port {
+			t.Errorf("--metrics-listen port %d is the port the ingress routes", port)
+		}
 	}
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/health/readiness" {
 		t.Errorf("readiness probe %+v, want GET /health/readiness", c.ReadinessProbe)
