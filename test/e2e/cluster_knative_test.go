@@ -34,10 +34,10 @@ const (
 	// knativeDomain is config-domain's domain: Services get
 	// https://NAME.NAMESPACE.admitfn.test.
 	knativeDomain = "admitfn.test"
-	// autoscalerIP is the address given to Knative's autoscaler Service.
-	// No cluster DNS runs here; the activator, the one component that
-	// finds another by name, gets it through hostAliases.
-	autoscalerIP = "10.96.0.20"
+	// clusterDNSIP is the kube-dns Service's address, given to every pod:
+	// Knative's components find each other, and each Revision's Services,
+	// by name.
+	clusterDNSIP = "10.96.0.10"
 )
 
 // cluster is a running cluster and what it was built from.
@@ -96,18 +96,15 @@ func startCluster(t *testing.T, hosts string) *cluster {
 	c.scheduler = startProc(t, dir, "kube-scheduler", toolBin("kube-scheduler"),
 		"--kubeconfig", c.clientFor(t, "system:kube-scheduler", "system:masters").Kubeconfig,
 		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(freePort(t)), "--leader-elect=false")
-	c.node = startNode(t, c.controlPlane, nodeOptions{Registry: reg.Host(), PauseImage: pause})
+	c.node = startNode(t, c.controlPlane, nodeOptions{Registry: reg.Host(), PauseImage: pause, ClusterDNS: clusterDNSIP})
 	for _, p := range []*proc{c.manager, c.scheduler} {
 		if p.exited() {
 			t.Fatalf("%s exited (see %s)", p.name, p.log)
 		}
 	}
-	// Runs first at cleanup: no controller replaces the pods the drain
-	// removes, and the kubelet takes each sandbox down before it stops.
-	t.Cleanup(func() {
-		c.manager.stop()
-		c.node.drain(t)
-	})
+	// Runs before the node's processes are stopped one by one.
+	t.Cleanup(func() { c.node.stop(t) })
+	c.installDNS(t)
 	return c
 }
 
@@ -257,8 +254,7 @@ func moduleDir(t testing.TB, from, module string) string {
 // CRDs of knative.dev/networking), with the settings this machine needs
 // written into a copy: Traefik's ingress class, the domain, https URLs
 // (TLS ends at Traefik), short autoscaling windows so a test sees scale to
-// zero in seconds, the loopback registry left unresolved, and the
-// autoscaler's address for the activator.
+// zero in seconds, and the loopback registry left unresolved.
 func (c *cluster) installKnative(t testing.TB) {
 	t.Helper()
 	knativeModule, err := filepath.Abs(filepath.Join("..", "knative"))
@@ -304,17 +300,6 @@ func (c *cluster) installKnative(t testing.TB) {
 			setData(doc, "registries-skipping-tag-resolving", "kind.local,ko.local,dev.local,"+c.reg.Host())
 		}
 	})
-	editDocs(t, filepath.Join(core, "deployments", "autoscaler.yaml"), func(kind, name string, doc map[string]any) {
-		if kind == "Service" && name == "autoscaler" {
-			doc["spec"].(map[string]any)["clusterIP"] = autoscalerIP
-		}
-	})
-	editDocs(t, filepath.Join(core, "deployments", "activator.yaml"), func(kind, name string, doc map[string]any) {
-		if kind == "Deployment" && name == "activator" {
-			pod := dig(doc, "spec", "template", "spec")
-			pod["hostAliases"] = []any{map[string]any{"ip": autoscalerIP, "hostnames": []any{"autoscaler.knative-serving.svc.cluster.local"}}}
-		}
-	})
 
 	if _, _, err := c.admin.kubectl(t, "", "apply", "-f", crds); err != nil {
 		t.Fatalf("applying Knative's networking CRDs: %v", err)
@@ -325,6 +310,125 @@ func (c *cluster) installKnative(t testing.TB) {
 		t.Fatalf("Knative Serving's deployments not available: %v", err)
 	}
 }
+
+// installDNS runs CoreDNS (test/coredns pins it) as the cluster's DNS:
+// Service and pod names under cluster.local, and nothing else (no
+// forwarding: nothing in this cluster may resolve names beyond it).
+func (c *cluster) installDNS(t testing.TB) {
+	t.Helper()
+	corednsModule, err := filepath.Abs(filepath.Join("..", "coredns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeFile(t, filepath.Join(c.dir, "coredns", "coredns.yaml"), fmt.Sprintf(corednsManifest, clusterDNSIP))
+	c.koApply(t, corednsModule, "coredns", nil, "-f", path)
+	if _, _, err := c.admin.kubectl(t, "", "rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=120s"); err != nil {
+		t.Fatalf("CoreDNS not ready: %v", err)
+	}
+}
+
+const corednsManifest = `apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: coredns
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:coredns
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: system:coredns
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:coredns
+subjects:
+- kind: ServiceAccount
+  name: coredns
+  namespace: kube-system
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: coredns
+  namespace: kube-system
+data:
+  Corefile: |
+    .:1053 {
+        errors
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+        }
+        cache 5
+    }
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+spec:
+  clusterIP: %s
+  selector:
+    k8s-app: kube-dns
+  ports:
+  - {name: dns, port: 53, targetPort: 1053, protocol: UDP}
+  - {name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: coredns
+  namespace: kube-system
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      k8s-app: kube-dns
+  template:
+    metadata:
+      labels:
+        k8s-app: kube-dns
+    spec:
+      serviceAccountName: coredns
+      # The cluster's DNS cannot ask itself.
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: ko://github.com/coredns/coredns
+        args: [-conf, /etc/coredns/Corefile]
+        readinessProbe:
+          httpGet:
+            path: /ready
+            port: 8181
+          periodSeconds: 2
+        securityContext:
+          runAsNonRoot: true
+          readOnlyRootFilesystem: true
+          allowPrivilegeEscalation: false
+          capabilities:
+            drop: [ALL]
+        volumeMounts:
+        - name: config
+          mountPath: /etc/coredns
+          readOnly: true
+      volumes:
+      - name: config
+        configMap:
+          name: coredns
+`
 
 // installTraefik builds Traefik with ko (test/traefik pins it) and runs it
 // on the node's network as Knative's ingress: TLS on 127.0.0.1:443 with a

@@ -119,6 +119,8 @@ type nodeOptions struct {
 	Registry string
 	// PauseImage is the sandbox image, in Registry.
 	PauseImage string
+	// ClusterDNS is the kube-dns Service's address, for pods' resolv.conf.
+	ClusterDNS string
 	// StaticPods are manifests the kubelet runs without asking the
 	// apiserver (file name → YAML).
 	StaticPods map[string]string
@@ -216,14 +218,16 @@ authorization: {mode: AlwaysAllow}
 podLogsDir: %s
 staticPodPath: %s
 fileCheckFrequency: 2s
-# No cluster DNS runs here: pods get an empty resolv.conf rather than the
-# machine's resolver, which they could not reach anyway.
+# Pods ask the cluster's DNS; never the machine's resolver (its search
+# domains and servers are not theirs, and they could not reach it).
+clusterDNS: [%s]
+clusterDomain: cluster.local
 resolvConf: %s
 serializeImagePulls: false
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-`, n.ctrSocket, nodeIP, healthz, kubeletCert, kubeletKey, cp.pki.CAFile, filepath.Join(dir, "logs"), filepath.Join(dir, "manifests"), writeFile(t, filepath.Join(dir, "resolv.conf"), "")))
+`, n.ctrSocket, nodeIP, healthz, kubeletCert, kubeletKey, cp.pki.CAFile, filepath.Join(dir, "logs"), filepath.Join(dir, "manifests"), o.ClusterDNS, writeFile(t, filepath.Join(dir, "resolv.conf"), "")))
 	n.kubelet = startProc(t, dir, "kubelet", toolBin("kubelet"),
 		"--config", filepath.Join(dir, "kubelet", "config.yaml"),
 		"--kubeconfig", cp.clientFor(t, "system:node:"+nodeName, "system:nodes").Kubeconfig,
@@ -264,51 +268,44 @@ imageGCLowThresholdPercent: 99
 	return n
 }
 
-// drain removes every pod through the apiserver and waits until the
-// runtime runs none, so the kubelet tears each sandbox's network down the
-// normal way before it stops.
-func (n *node) drain(t testing.TB) {
-	ctx := context.Background()
-	zero := int64(0)
-	nss, err := n.cp.Admin.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-	if err == nil {
-		for _, ns := range nss.Items {
-			n.cp.Admin.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
-		}
+// stop takes the node down while containerd still runs: the kubelet
+// first, so it restarts nothing, then every container and sandbox through
+// the runtime (which ends the shims), then containerd. It needs no
+// apiserver: a test may have stopped that already.
+func (n *node) stop(t testing.TB) {
+	n.kubeProxy.stop()
+	n.kubelet.stop()
+	ctr := func(args ...string) string {
+		out, _ := exec.Command("ctr", append([]string{"--address", n.ctrSocket, "-n", "k8s.io"}, args...)...).Output()
+		return string(out)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) && n.runningTasks() > 0 {
-		time.Sleep(500 * time.Millisecond)
+	for _, id := range strings.Fields(ctr("tasks", "ls", "-q")) {
+		ctr("tasks", "delete", "--force", id)
 	}
-	if left := n.runningTasks(); left > 0 {
-		t.Logf("%d containers still running after the drain; killing them", left)
+	for _, id := range strings.Fields(ctr("containers", "ls", "-q")) {
+		ctr("containers", "rm", id)
 	}
+	if left := strings.Fields(ctr("tasks", "ls", "-q")); len(left) > 0 {
+		t.Logf("containerd still lists %d tasks after the node stopped", len(left))
+	}
+	n.containerd.stop()
 }
 
-// runningTasks counts the runtime's running containers (sandboxes included).
-func (n *node) runningTasks() int {
-	out, err := exec.Command("ctr", "--address", n.ctrSocket, "-n", "k8s.io", "tasks", "ls", "-q").Output()
-	if err != nil {
-		return 0
-	}
-	return len(strings.Fields(string(out)))
-}
-
-// sweep runs after every process is stopped: it kills what the runtime
-// left, unmounts what is still mounted under the node's folder, and removes
-// the network namespaces this run made.
+// sweep runs after every process is stopped: it removes what a run cut
+// short (a failed start, a killed test) may have left: shims and the
+// containers under them, kube-proxy's and the kubelet's iptables chains,
+// mounts under the node's folder, this run's network namespaces and the
+// veths on the bridge.
 func (n *node) sweep() {
-	if n.containerd != nil && !n.containerd.exited() {
-		out, _ := exec.Command("ctr", "--address", n.ctrSocket, "-n", "k8s.io", "tasks", "ls", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			try("ctr", "--address", n.ctrSocket, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id)
-		}
-		n.containerd.stop()
-	}
-	// Shims outlive containerd by design; this run's are under its state.
-	out, _ := exec.Command("pgrep", "-f", "containerd-shim-runc-v2 -namespace k8s.io -address "+n.ctrSocket).Output()
+	out, _ := exec.Command("pgrep", "-f", "containerd-shim-runc-v2 .*-address "+n.ctrSocket).Output()
 	for _, pid := range strings.Fields(string(out)) {
 		if p, err := strconv.Atoi(pid); err == nil {
+			children, _ := exec.Command("pgrep", "-P", pid).Output()
+			for _, c := range strings.Fields(string(children)) {
+				if cp, err := strconv.Atoi(c); err == nil {
+					syscall.Kill(cp, syscall.SIGKILL)
+				}
+			}
 			syscall.Kill(p, syscall.SIGKILL)
 		}
 	}
@@ -333,6 +330,12 @@ func (n *node) sweep() {
 			p := filepath.Join("/var/run/netns", name)
 			syscall.Unmount(p, syscall.MNT_DETACH)
 			os.Remove(p)
+		}
+	}
+	out, _ = exec.Command("ip", "-o", "link", "show", "master", bridgeName).Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			try("ip", "link", "del", strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
 		}
 	}
 }

@@ -86,8 +86,13 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	}
 	c.namespace(t, "team-a")
 
-	create := func(name, image string) (time.Duration, error) {
+	// Dry run: admission runs in full, and no image is pulled (the
+	// machine reaches no registry but its own).
+	create := func(name, image string, volumeImage string) (time.Duration, error) {
 		p := pod(name, []string{image}, nil, nil)
+		if volumeImage != "" {
+			p.Spec.Volumes = []corev1.Volume{{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: volumeImage, PullPolicy: corev1.PullIfNotPresent}}}}
+		}
 		started := time.Now()
 		_, err := c.Admin.CoreV1().Pods("team-a").Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return time.Since(started), err
@@ -96,23 +101,23 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	t.Run("ImagePolicyWebhook reaches image-policy through Traefik", func(t *testing.T) {
 		// validating would deny it too; ImagePolicyWebhook runs first and
 		// names itself in its refusal.
-		_, err := create("latest", "nginx:latest")
+		_, err := create("latest", "nginx:latest", "")
 		wantForbidden(t, err, "image policy webhook backend denied one or more images")
 	})
 
 	t.Run("validating wakes from zero for a pod create and answers within its timeout", func(t *testing.T) {
 		waitAtZero(t, c, "validating", 120*time.Second)
-		took, err := create("cold", "busybox")
-		t.Logf("first pod create with validating at zero: %s (%v)", took.Round(time.Millisecond), err)
-		if err != nil {
-			t.Fatalf("pod create while validating was at zero: %v; want admitted", err)
-		}
+		// ImagePolicyWebhook admits it (the apiserver sends it containers
+		// only); validating, woken from zero, refuses the image volume.
+		took, err := create("cold", "busybox:1.36", "nginx:latest")
+		t.Logf("first pod create with validating at zero: %s", took.Round(time.Millisecond))
+		wantForbidden(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`, "spec.volumes[0].image.reference")
 		if n := len(servicePods(t, c, "validating")); n == 0 {
-			t.Errorf("the pod create was admitted but validating has no pod: the webhook was not asked")
+			t.Errorf("validating has no pod after answering: the answer did not come from a woken pod")
 		}
 		var warm []time.Duration
 		for i := range 20 {
-			took, err := create(fmt.Sprintf("warm-%d", i), "busybox:1.36")
+			took, err := create(fmt.Sprintf("warm-%d", i), "busybox:1.36", "")
 			if err != nil {
 				t.Fatalf("warm pod create %d: %v", i, err)
 			}
