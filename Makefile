@@ -9,7 +9,7 @@ run:
 	$(GO) run ./functions/cmd/admitfn serve --listen 127.0.0.1:8443 --dev-certs .run/certs
 
 # Everything CI runs.
-test: vet unit fuzz e2e
+test: vet unit fuzz e2e knative-e2e
 
 # test/knative is a module of its own (Knative Serving pins older k8s.io
 # modules): it checks config/'s Services with Serving's validation.

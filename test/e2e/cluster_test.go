@@ -4,7 +4,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -28,12 +31,12 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	began := time.Now()
 	c := startCluster(t, knativeHosts("image-policy.admitfn."+knativeDomain, "validating.admitfn."+knativeDomain))
 	t.Logf("cluster up in %s", time.Since(began).Round(time.Second))
-	step := time.Now()
+	mark := time.Now()
 	c.installKnative(t)
-	t.Logf("Knative Serving available in %s", time.Since(step).Round(time.Second))
-	step = time.Now()
+	t.Logf("Knative Serving available in %s", time.Since(mark).Round(time.Second))
+	mark = time.Now()
 	c.installTraefik(t, "admitfn")
-	t.Logf("Traefik ready in %s", time.Since(step).Round(time.Second))
+	t.Logf("Traefik ready in %s", time.Since(mark).Round(time.Second))
 
 	// admitfn as README deploys it: the callers' Secret, then ko apply.
 	token := randomToken(t)
@@ -46,7 +49,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	step = time.Now()
+	mark = time.Now()
 	c.koApply(t, root, "admitfn", []string{"KO_CONFIG_PATH=ko.yaml"}, "-f", "config/")
 	// config/410 keeps validating's last pod for 15 minutes after a
 	// request; a test cannot wait that long to see it leave.
@@ -58,7 +61,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		c.admin.kubectl(t, "", "get", "ksvc,revisions,pods", "-A", "-o", "wide")
 		t.Fatalf("admitfn's Services not Ready: %v", err)
 	}
-	t.Logf("admitfn's Services Ready in %s", time.Since(step).Round(time.Second))
+	t.Logf("admitfn's Services Ready in %s", time.Since(mark).Round(time.Second))
 	url, _, _ := c.admin.kubectl(t, "", "get", "ksvc", "validating", "-n", "admitfn", "-o", "jsonpath={.status.url}")
 	if want := "https://validating.admitfn." + knativeDomain; url != want {
 		t.Fatalf("validating's URL is %q, want %q", url, want)
@@ -78,9 +81,9 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	if err != nil {
 		t.Fatalf("admitfn webhook-config: %v", err)
 	}
-	step = time.Now()
+	mark = time.Now()
 	c.restart(t, []string{"ImagePolicyWebhook"}, filepath.Join(acDir, "admission_config.yaml"))
-	t.Logf("apiserver restarted with ImagePolicyWebhook and the webhooks' kubeconfig in %s", time.Since(step).Round(time.Second))
+	t.Logf("apiserver restarted with ImagePolicyWebhook and the webhooks' kubeconfig in %s", time.Since(mark).Round(time.Second))
 	if _, _, err := c.admin.kubectl(t, string(regs), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +101,21 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		return time.Since(started), err
 	}
 
-	t.Run("ImagePolicyWebhook reaches image-policy through Traefik", func(t *testing.T) {
+	step := func(name string, f func(t *testing.T)) {
+		t.Helper()
+		if !t.Run(name, f) {
+			t.FailNow() // each step builds on the one before
+		}
+	}
+
+	step("ImagePolicyWebhook reaches image-policy through Traefik", func(t *testing.T) {
 		// validating would deny it too; ImagePolicyWebhook runs first and
 		// names itself in its refusal.
 		_, err := create("latest", "nginx:latest", "")
 		wantForbidden(t, err, "image policy webhook backend denied one or more images")
 	})
 
-	t.Run("validating wakes from zero for a pod create and answers within its timeout", func(t *testing.T) {
+	step("validating wakes from zero for a pod create and answers within its timeout", func(t *testing.T) {
 		waitAtZero(t, c, "validating", 120*time.Second)
 		// ImagePolicyWebhook admits it (the apiserver sends it containers
 		// only); validating, woken from zero, refuses the image volume.
@@ -127,6 +137,204 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		t.Logf("warm pod create through the apiserver, Traefik and both backends: median %s, max %s (20 creates)",
 			warm[len(warm)/2].Round(time.Millisecond), warm[len(warm)-1].Round(time.Millisecond))
 	})
+
+	// The data path's own pods, replaced while validating is at zero, are
+	// admitted (the webhooks leave their namespaces out), and the next
+	// workload pod wakes validating through the new ones.
+	dataPath := func(t *testing.T) {
+		waitAtZero(t, c, "validating", 120*time.Second)
+		replacePods(t, c, "knative-serving", "app=activator")
+		replacePods(t, c, "traefik", "app=traefik")
+		replacePods(t, c, "kube-system", "k8s-app=kube-dns")
+		if n := len(servicePods(t, c, "validating")); n != 0 {
+			t.Errorf("validating has %d pods: replacing the data path woke it", n)
+		}
+		took, err := create("after-restarts", "busybox:1.36", "nginx:latest")
+		t.Logf("first pod create from zero through the new activator and ingress: %s", took.Round(time.Millisecond))
+		wantForbidden(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`)
+	}
+	step("activator, ingress and DNS restart while validating is at zero", dataPath)
+
+	// The shipped shape for a fail-closed plugin: image-policy as a static
+	// pod of the kubelet, on loopback, as `admitfn static-pod` writes it.
+	hostDir := filepath.Join(c.dir, "static-host")
+	manifest := filepath.Join(c.node.dir, "manifests", "admitfn-image-policy.yaml")
+	staticPort := freePort(t)
+	var failClosed string
+	step("fail-closed ImagePolicyWebhook served by a static pod", func(t *testing.T) {
+		image, _, _ := c.admin.kubectl(t, "", "get", "ksvc", "image-policy", "-n", "admitfn", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+		certFile, keyFile := c.pki.server(t, "static", "127.0.0.1")
+		for src, dst := range map[string]string{certFile: "tls.crt", keyFile: "tls.key", c.pki.CAFile: "client-ca.crt"} {
+			copyFile(t, src, filepath.Join(hostDir, dst))
+		}
+		// The key is readable by the pod's user only.
+		os.Chmod(filepath.Join(hostDir, "tls.key"), 0o600)
+		os.Chown(filepath.Join(hostDir, "tls.key"), 65532, 65532)
+		started := time.Now()
+		if out, err := exec.Command(admitfnBin, "static-pod", "--image", image, "--port", fmt.Sprint(staticPort), "--host-dir", hostDir,
+			"--client-ca-file", "client-ca.crt", "--policy-file=", "--out", manifest).CombinedOutput(); err != nil {
+			t.Fatalf("admitfn static-pod: %v\n%s", err, out)
+		}
+		apiCert, apiKey := c.pki.client(t, "apiserver-to-admitfn", "kube-apiserver")
+		pair, err := tls.LoadX509KeyPair(apiCert, apiKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		probe := tlsClient(t, c.pki.CAFile, pair)
+		readiness := fmt.Sprintf("https://127.0.0.1:%d/health/readiness", staticPort)
+		waitFor(t, 90*time.Second, "the kubelet to start the static pod", func() error { return get(probe, readiness) })
+		t.Logf("static pod answering %s after %s", readiness, time.Since(started).Round(time.Millisecond))
+
+		failClosed = filepath.Join(c.dir, "admission-fail-closed")
+		out, err := exec.Command(admitfnBin, "admission-config", "--url", fmt.Sprintf("https://127.0.0.1:%d", staticPort),
+			"--ca-file", c.pki.CAFile, "--client-cert", apiCert, "--client-key", apiKey,
+			"--token-file", tokenFile, "--webhook-url", url, "--default-allow=false",
+			"--allow-ttl", "-1", "--deny-ttl", "-1", "--out", failClosed).CombinedOutput()
+		if err != nil {
+			t.Fatalf("admitfn admission-config: %v\n%s", err, out)
+		}
+		c.restart(t, []string{"ImagePolicyWebhook"}, filepath.Join(failClosed, "admission_config.yaml"))
+		_, err = create("static-latest", "nginx:latest", "")
+		wantForbidden(t, err, "image policy webhook backend denied one or more images", `rule "no-latest"`)
+		if _, err := create("static-pinned", "busybox:1.36", ""); err != nil {
+			t.Fatalf("a pod the policy allows: %v", err)
+		}
+	})
+	step("with the static backend: activator, ingress and DNS restart while validating is at zero", dataPath)
+	step("static backend stopped: pods refused; the kubelet restarts it with no API call", func(t *testing.T) {
+		held := filepath.Join(c.dir, "admitfn-image-policy.yaml.held")
+		if err := os.Rename(manifest, held); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 60*time.Second, "the kubelet to stop the static pod", func() error {
+			if _, err := create("probe-down", "busybox:1.36", ""); err == nil {
+				return fmt.Errorf("still admitted")
+			}
+			return nil
+		})
+		_, err := create("while-down", "busybox:1.36", "")
+		wantForbidden(t, err, fmt.Sprintf("127.0.0.1:%d/imagepolicy", staticPort), "connection refused")
+		started := time.Now()
+		if err := os.Rename(held, manifest); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 90*time.Second, "admission to work again", func() error {
+			_, err := create("back", "busybox:1.36", "")
+			return err
+		})
+		t.Logf("admitted again %s after the manifest came back", time.Since(started).Round(time.Millisecond))
+	})
+
+	// What config/400 and `admission-config --service` refuse, on the real
+	// thing: a fail-closed plugin pointed at image-policy at zero.
+	step("the circle: a fail-closed plugin pointed at image-policy at zero refuses every pod, its own wake-up pod included", func(t *testing.T) {
+		if _, _, err := c.admin.kubectl(t, "", "patch", "ksvc", "image-policy", "-n", "admitfn", "--type=json", "-p",
+			`[{"op":"replace","path":"/spec/template/metadata/annotations/autoscaling.knative.dev~1min-scale","value":"0"}]`); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.admin.kubectl(t, "", "wait", "ksvc", "image-policy", "-n", "admitfn", "--for=condition=Ready", "--timeout=180s"); err != nil {
+			t.Fatal(err)
+		}
+		waitAtZero(t, c, "image-policy", 180*time.Second)
+		circle := filepath.Join(c.dir, "admission-circle")
+		args := []string{"admission-config", "--service", "image-policy", "--kubeconfig", c.admin.Kubeconfig, "--ca-file", c.pki.CAFile,
+			"--token-file", tokenFile, "--webhook-url", url, "--default-allow=false", "--allow-ttl", "-1", "--deny-ttl", "-1", "--out", circle}
+		out, err := exec.Command(admitfnBin, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "locks the cluster") {
+			t.Fatalf("admission-config --service image-policy at min-scale 0, fail closed: %v\n%s\nwant it refused", err, out)
+		}
+		t.Logf("admission-config refused, as it should:\n%s", out)
+		if out, err := exec.Command(admitfnBin, append(args, "--accept-lockout")...).CombinedOutput(); err != nil {
+			t.Fatalf("admission-config --accept-lockout: %v\n%s", err, out)
+		}
+		c.restart(t, []string{"ImagePolicyWebhook"}, filepath.Join(circle, "admission_config.yaml"))
+
+		took, err := create("circle", "busybox:1.36", "")
+		t.Logf("workload pod create with image-policy at zero: %s: %v", took.Round(time.Millisecond), err)
+		if err == nil {
+			t.Fatal("a pod was admitted by a fail-closed plugin whose backend is at zero")
+		}
+		// Knative tried to wake image-policy: its ReplicaSet's pod creates
+		// were refused by the plugin that waits on image-policy.
+		var refused []string
+		waitFor(t, 120*time.Second, "image-policy's wake-up pod to be refused", func() error {
+			events, err := c.Admin.CoreV1().Events("admitfn").List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreate"})
+			if err != nil {
+				return err
+			}
+			refused = refused[:0]
+			for _, e := range events.Items {
+				if strings.HasPrefix(e.InvolvedObject.Name, "image-policy-") && strings.Contains(e.Message, "forbidden") {
+					refused = append(refused, fmt.Sprintf("%s ×%d: %s", e.InvolvedObject.Name, e.Count, e.Message))
+				}
+			}
+			if len(refused) == 0 {
+				return fmt.Errorf("no FailedCreate event for image-policy yet")
+			}
+			return nil
+		})
+		t.Logf("the circle, as the ReplicaSet controller saw it:\n%s", strings.Join(refused, "\n"))
+		if n := len(servicePods(t, c, "image-policy")); n != 0 {
+			t.Errorf("image-policy has %d pods: it woke although its own pod had to be admitted by it", n)
+		}
+
+		// The way out is the apiserver's configuration: back to the static
+		// backend, and pods are admitted again (image-policy's included).
+		c.restart(t, []string{"ImagePolicyWebhook"}, filepath.Join(failClosed, "admission_config.yaml"))
+		if _, err := create("after-circle", "busybox:1.36", ""); err != nil {
+			t.Fatalf("after going back to the static backend: %v", err)
+		}
+	})
+}
+
+// get fails unless url answers 200.
+func get(client *http.Client, url string) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// replacePods deletes the pods selected in namespace and waits until a new
+// one is Ready: what a node drain or a rollout does to them.
+func replacePods(t testing.TB, c *cluster, namespace, selector string) {
+	t.Helper()
+	ctx := context.Background()
+	old, err := c.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := map[string]bool{}
+	for _, p := range old.Items {
+		gone[p.Name] = true
+	}
+	if err := c.Admin.CoreV1().Pods(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: selector}); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	waitFor(t, 120*time.Second, "a new "+selector+" pod in "+namespace+" Ready", func() error {
+		list, err := c.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return err
+		}
+		for _, p := range list.Items {
+			if gone[p.Name] || p.DeletionTimestamp != nil {
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("none yet")
+	})
+	t.Logf("%s/%s replaced and Ready in %s", namespace, selector, time.Since(started).Round(time.Millisecond))
 }
 
 // servicePods are the running pods of a Knative Service in admitfn.

@@ -125,6 +125,14 @@ func startProc(t testing.TB, dir, name, bin string, args ...string) *proc {
 // startProcEnv is startProc with variables added to the environment.
 func startProcEnv(t testing.TB, dir, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
+	p := launch(t, dir, name, env, bin, args...)
+	p.stopAtCleanup(t)
+	return p
+}
+
+// launch starts the process; the caller says which test stops it.
+func launch(t testing.TB, dir, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
 	logFile := filepath.Join(dir, name+".log")
 	f, err := os.Create(logFile)
 	if err != nil {
@@ -140,14 +148,19 @@ func startProcEnv(t testing.TB, dir, name string, env []string, bin string, args
 	}
 	p := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
 	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	return p
+}
+
+// stopAtCleanup stops p when t ends, showing its log's last lines if t
+// failed.
+func (p *proc) stopAtCleanup(t testing.TB) {
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			tail, _ := exec.Command("tail", "-n", "30", logFile).Output()
-			t.Logf("last lines of %s (%s):\n%s", name, logFile, tail)
+			tail, _ := exec.Command("tail", "-n", "30", p.log).Output()
+			t.Logf("last lines of %s (%s):\n%s", p.name, p.log, tail)
 		}
 	})
-	return p
 }
 
 // stop sends SIGTERM, then SIGKILL after five seconds.
@@ -189,6 +202,9 @@ type controlPlane struct {
 	args []string
 	// restarts counts restarts, naming each run's log.
 	restarts int
+	// owner is the test that started the control plane: a restart made
+	// in one of its subtests lives until it ends, not the subtest.
+	owner testing.TB
 }
 
 // controlPlaneOptions are the apiserver settings a suite needs.
@@ -236,7 +252,7 @@ func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOption
 	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
 	os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods, pods/ephemeralcontainers]\n- level: None\n"), 0o644)
 	port := freePort(t)
-	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://%s:%d", address, port), AuditLog: filepath.Join(dir, "audit.log")}
+	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://%s:%d", address, port), AuditLog: filepath.Join(dir, "audit.log"), owner: t}
 	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--etcd-prefix=/admitfn-e2e",
@@ -320,7 +336,8 @@ func (cp *controlPlane) restart(t testing.TB, plugins []string, config string) {
 	t.Helper()
 	cp.apiserver.stop()
 	cp.restarts++
-	cp.apiserver = startProc(t, cp.dir, fmt.Sprintf("kube-apiserver-%d", cp.restarts+1), cp.bin, cp.withAdmission(plugins, config)...)
+	cp.apiserver = launch(t, cp.dir, fmt.Sprintf("kube-apiserver-%d", cp.restarts+1), nil, cp.bin, cp.withAdmission(plugins, config)...)
+	cp.apiserver.stopAtCleanup(cp.owner)
 	cp.waitReady(t)
 }
 
