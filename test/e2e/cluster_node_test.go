@@ -110,6 +110,25 @@ type node struct {
 	kubeProxy  *proc
 	ctrSocket  string
 	netnsAtRun map[string]bool
+	// before lists, for each folder outside the run's own where the
+	// runtime, the CNI plugins or the kubelet write whatever their
+	// configuration says, what was there before the node started.
+	before map[string]map[string]bool
+}
+
+// hostFolders are where containerd, runc, libcni and the kubelet write
+// outside the folders they are given: shim sockets, runc's state, CNI
+// result caches, the device-plugin socket, containerd's opt plugin.
+var hostFolders = []string{"/run/containerd/s", "/run/containerd/runc/k8s.io", "/var/lib/cni/results", "/var/lib/kubelet/device-plugins", "/opt/containerd"}
+
+// entries lists a folder's names (none when it does not exist).
+func entries(dir string) map[string]bool {
+	names := map[string]bool{}
+	list, _ := os.ReadDir(dir)
+	for _, e := range list {
+		names[e.Name()] = true
+	}
+	return names
 }
 
 // nodeOptions are what the node needs from the test.
@@ -129,7 +148,10 @@ type nodeOptions struct {
 func startNode(t testing.TB, cp *controlPlane, o nodeOptions) *node {
 	t.Helper()
 	dir := filepath.Join(cp.dir, "node")
-	n := &node{dir: dir, cp: cp, ctrSocket: filepath.Join(dir, "containerd", "containerd.sock"), netnsAtRun: netnsNames()}
+	n := &node{dir: dir, cp: cp, ctrSocket: filepath.Join(dir, "containerd", "containerd.sock"), netnsAtRun: netnsNames(), before: map[string]map[string]bool{}}
+	for _, f := range hostFolders {
+		n.before[f] = entries(f)
+	}
 	for _, d := range []string{"containerd", "cni", "cni-ipam", "kubelet", "manifests"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -292,9 +314,10 @@ func (n *node) stop(t testing.TB) {
 }
 
 // sweep runs after every process is stopped: it removes what a run cut
-// short (a failed start, a killed test) may have left: shims and the
-// containers under them, kube-proxy's and the kubelet's iptables chains,
-// mounts under the node's folder, this run's network namespaces and the
+// short (a failed start, a killed test) may have left, and what the parts
+// write outside the run's folder: shims and the containers under them,
+// kube-proxy's and the kubelet's iptables chains, mounts under the node's
+// folder, this run's network namespaces, files in hostFolders and the
 // veths on the bridge.
 func (n *node) sweep() {
 	out, _ := exec.Command("pgrep", "-f", "containerd-shim-runc-v2 .*-address "+n.ctrSocket).Output()
@@ -330,6 +353,13 @@ func (n *node) sweep() {
 			p := filepath.Join("/var/run/netns", name)
 			syscall.Unmount(p, syscall.MNT_DETACH)
 			os.Remove(p)
+		}
+	}
+	for _, f := range hostFolders {
+		for name := range entries(f) {
+			if !n.before[f][name] {
+				os.RemoveAll(filepath.Join(f, name))
+			}
 		}
 	}
 	out, _ = exec.Command("ip", "-o", "link", "show", "master", bridgeName).Output()

@@ -337,28 +337,30 @@ func replacePods(t testing.TB, c *cluster, namespace, selector string) {
 	t.Logf("%s/%s replaced and Ready in %s", namespace, selector, time.Since(started).Round(time.Millisecond))
 }
 
-// servicePods are the running pods of a Knative Service in admitfn.
-func servicePods(t testing.TB, c *cluster, service string) []corev1.Pod {
+// servicePods are the pods of a Knative Service in admitfn; terminating
+// ones only when withTerminating.
+func servicePods(t testing.TB, c *cluster, service string, withTerminating ...bool) []corev1.Pod {
 	t.Helper()
 	list, err := c.Admin.CoreV1().Pods("admitfn").List(context.Background(), metav1.ListOptions{LabelSelector: "serving.knative.dev/service=" + service})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var running []corev1.Pod
+	var pods []corev1.Pod
 	for _, p := range list.Items {
-		if p.DeletionTimestamp == nil {
-			running = append(running, p)
+		if p.DeletionTimestamp == nil || len(withTerminating) > 0 && withTerminating[0] {
+			pods = append(pods, p)
 		}
 	}
-	return running
+	return pods
 }
 
-// waitAtZero waits until Knative has scaled service to zero pods.
+// waitAtZero waits until Knative has scaled service to zero pods, and the
+// last one is gone: a terminating pod still answers what reaches it.
 func waitAtZero(t testing.TB, c *cluster, service string, timeout time.Duration) {
 	t.Helper()
 	started := time.Now()
 	waitFor(t, timeout, service+" at zero", func() error {
-		if pods := servicePods(t, c, service); len(pods) > 0 {
+		if pods := servicePods(t, c, service, true); len(pods) > 0 {
 			names := make([]string, len(pods))
 			for i, p := range pods {
 				names[i] = p.Name
