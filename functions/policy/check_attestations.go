@@ -32,12 +32,12 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 	}
 	k := attestationsCheck{predicateType: ar.PredicateType}
 	for i, a := range ar.Authorities {
-		key, err := loadPublicKey(a)
+		s, err := compileAuthority(a)
 		if err != nil {
 			fail(fmt.Sprintf("%s.authorities[%d]", f, i), "%v", err)
 			continue
 		}
-		k.authorities = append(k.authorities, signer{a.Name, key, newVerifyMemo()})
+		k.authorities = append(k.authorities, s)
 	}
 	for i, c := range ar.Conditions {
 		cf := fmt.Sprintf("%s.conditions[%d]", f, i)
@@ -69,7 +69,34 @@ func (k attestationsCheck) evaluate(c *check) {
 	digest := c.facts.Digest
 	fix := "attest the image by digest (cosign attest --key KEY --type … " + c.ref.Repo() + "@" + digest + ")"
 	var signedByOthers bool
-	var unmet string
+	var unmet, keylessReason string
+	// Keyless authorities: the bundles whole, for their certificates.
+	for _, raw := range c.facts.Bundles {
+		var b struct {
+			DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+		}
+		if json.Unmarshal(raw, &b) != nil {
+			continue
+		}
+		_, _, statement, ok := readEnvelope(b.DSSEEnvelope, digest)
+		if !ok || statement["predicateType"] != k.predicateType {
+			continue
+		}
+		for _, a := range k.authorities {
+			if a.keyless == nil {
+				continue
+			}
+			if reason := a.verifiesBundle(raw, digest); reason != "" {
+				keylessReason = fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason)
+				continue
+			}
+			if problem := k.unmet(statement); problem != "" {
+				unmet = problem
+				continue
+			}
+			return
+		}
+	}
 	for _, raw := range c.facts.Attestations {
 		env, body, statement, ok := readEnvelope(raw, digest)
 		if !ok || statement["predicateType"] != k.predicateType {
@@ -88,6 +115,8 @@ func (k attestationsCheck) evaluate(c *check) {
 	switch {
 	case unmet != "":
 		c.fail("attest the image with a predicate that meets the rule's conditions", "has an attestation of type %q, but %s", k.predicateType, unmet)
+	case keylessReason != "":
+		c.fail("attest "+c.ref.Repo()+"@"+digest+" keylessly as an allowed identity (cosign attest --new-bundle-format)", "has an attestation of type %q, but %s", k.predicateType, keylessReason)
 	case signedByOthers:
 		c.fail(fix, "has an attestation of type %q, but not signed by %s", k.predicateType, authorityList(k.names()))
 	default:

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/keyless"
 )
 
 // cosignSignatureType is the critical.type of a cosign simple-signing
@@ -35,28 +36,46 @@ type signaturesCheck struct {
 type signer struct {
 	name     string
 	key      crypto.PublicKey
+	keyless  *keyless.Authority
 	verified *verifyMemo
 }
 
 // verifies checks sig over message with the signer's key, remembering the
 // answer.
 func (s signer) verifies(message, sig []byte) bool {
-	return s.verified.check(message, sig, func() bool { return verifySignature(s.key, message, sig) })
+	return s.verified.check(message, sig, func() string {
+		if verifySignature(s.key, message, sig) {
+			return ""
+		}
+		return "does not verify"
+	}) == ""
 }
 
-// verifyMemo remembers verification results by a hash of message and
-// signature. It holds at most memoSize and starts over when full, so
-// requests carrying ever new signatures cannot grow it.
+// verifiesBundle checks a whole sigstore bundle with a keyless authority,
+// remembering the answer: "" when it verifies, else the reason.
+func (s signer) verifiesBundle(bundle []byte, digest string) string {
+	return s.verified.check(bundle, []byte(digest), func() string {
+		if _, err := s.keyless.Verify(bundle, digest); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+}
+
+// verifyMemo remembers verification results ("" for verified, else the
+// reason) by a hash of message and signature. It holds at most memoSize
+// and starts over when full, so requests carrying ever new signatures
+// cannot grow it.
 type verifyMemo struct {
 	mu      sync.Mutex
-	results map[[sha256.Size]byte]bool
+	results map[[sha256.Size]byte]string
 }
 
 const memoSize = 4096
 
-func newVerifyMemo() *verifyMemo { return &verifyMemo{results: map[[sha256.Size]byte]bool{}} }
+func newVerifyMemo() *verifyMemo { return &verifyMemo{results: map[[sha256.Size]byte]string{}} }
 
-func (m *verifyMemo) check(message, sig []byte, verify func() bool) bool {
+func (m *verifyMemo) check(message, sig []byte, verify func() string) string {
 	h := sha256.New()
 	h.Write(message)
 	h.Write([]byte{0})
@@ -64,19 +83,19 @@ func (m *verifyMemo) check(message, sig []byte, verify func() bool) bool {
 	var k [sha256.Size]byte
 	h.Sum(k[:0])
 	m.mu.Lock()
-	ok, seen := m.results[k]
+	reason, seen := m.results[k]
 	m.mu.Unlock()
 	if seen {
-		return ok
+		return reason
 	}
-	ok = verify()
+	reason = verify()
 	m.mu.Lock()
 	if len(m.results) >= memoSize {
-		m.results = map[[sha256.Size]byte]bool{}
+		m.results = map[[sha256.Size]byte]string{}
 	}
-	m.results[k] = ok
+	m.results[k] = reason
 	m.mu.Unlock()
-	return ok
+	return reason
 }
 
 func compileSignatures(field string, r Rule, fail failFunc) imageCheck {
@@ -100,15 +119,48 @@ func compileSignatures(field string, r Rule, fail failFunc) imageCheck {
 		if a.Name == "" {
 			fail(f+".name", "is empty: name the authority, reasons name it")
 		}
-		key, err := loadPublicKey(a)
+		s, err := compileAuthority(a)
 		if err != nil {
 			fail(f, "%v", err)
 			continue
 		}
-		k.authorities = append(k.authorities, signer{a.Name, key, newVerifyMemo()})
+		k.authorities = append(k.authorities, s)
 	}
 	return k
 }
+
+// compileAuthority is a key or a keyless authority, never both.
+func compileAuthority(a SignatureAuthority) (signer, error) {
+	s := signer{name: a.Name, verified: newVerifyMemo()}
+	if a.Keyless == nil {
+		key, err := loadPublicKey(a)
+		s.key = key
+		return s, err
+	}
+	if a.Key != "" {
+		return s, fmt.Errorf("has a key and keyless: an authority is one or the other")
+	}
+	kl := a.Keyless
+	var log bool
+	switch kl.TransparencyLog {
+	case "required":
+		log = true
+	case "notRequired":
+	default:
+		return s, fmt.Errorf("keyless.transparencyLog %q is not required or notRequired: say which, it is never implied", kl.TransparencyLog)
+	}
+	var ids []keyless.Identity
+	for _, id := range kl.Identities {
+		ids = append(ids, keyless.Identity{Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp, Subject: id.Subject, SubjectRegExp: id.SubjectRegExp})
+	}
+	auth, err := keyless.New(keyless.Options{TrustedRoot: []byte(kl.TrustedRoot), Identities: ids, TransparencyLog: log})
+	if err != nil {
+		return s, fmt.Errorf("keyless: %v", err)
+	}
+	s.keyless = auth
+	return s, nil
+}
+
 
 // loadPublicKey reads an authority's PEM public key.
 func loadPublicKey(a SignatureAuthority) (crypto.PublicKey, error) {
@@ -155,8 +207,26 @@ func (k signaturesCheck) evaluate(c *check) {
 		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle among its referrers)", strings.Replace(digest, ":", "-", 1))
 		return
 	}
-	var missing, otherDigest []string
+	var missing, otherDigest, refused []string
 	for _, a := range k.authorities {
+		if a.keyless != nil {
+			reason := "no signature bundle about this digest carries a certificate"
+			for _, raw := range c.facts.Bundles {
+				if !signsImage(raw, digest) {
+					continue
+				}
+				if reason = a.verifiesBundle(raw, digest); reason == "" {
+					break
+				}
+			}
+			switch {
+			case reason == "" && !k.all:
+				return
+			case reason != "":
+				refused = append(refused, fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason))
+			}
+			continue
+		}
 		signed, forOther := false, false
 		for _, s := range c.facts.Signatures {
 			if !a.verifies(s.Payload, s.Signature) {
@@ -182,10 +252,14 @@ func (k signaturesCheck) evaluate(c *check) {
 			missing = append(missing, a.name)
 		}
 	}
-	if len(missing)+len(otherDigest) == 0 {
+	if len(missing)+len(otherDigest)+len(refused) == 0 {
 		return
 	}
 	var parts []string
+	if len(refused) > 0 {
+		parts = append(parts, "signed, but "+strings.Join(refused, "; "))
+		fix = "sign " + c.ref.Repo() + "@" + digest + " keylessly as an allowed identity (cosign sign --new-bundle-format)"
+	}
 	if len(missing) > 0 {
 		parts = append(parts, "signed, but not by "+authorityList(missing))
 	}
@@ -196,6 +270,19 @@ func (k signaturesCheck) evaluate(c *check) {
 		fix = "have every authority sign " + c.ref.Repo() + "@" + digest
 	}
 	c.fail(fix, "is %s", strings.Join(parts, "; "))
+}
+
+// signsImage reports whether a sigstore bundle holds a cosign signing
+// statement about digest (not an attestation of some other predicate).
+func signsImage(bundle []byte, digest string) bool {
+	var b struct {
+		DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+	}
+	if json.Unmarshal(bundle, &b) != nil {
+		return false
+	}
+	_, _, st, ok := readEnvelope(b.DSSEEnvelope, digest)
+	return ok && st["predicateType"] == cosignSignPredicate
 }
 
 func authorityList(names []string) string {

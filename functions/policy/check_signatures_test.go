@@ -10,10 +10,14 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 )
 
 // testSigner is a key pair that signs as cosign does.
@@ -176,6 +180,143 @@ func TestAttestations(t *testing.T) {
 			img := "registry.corp/app:v1"
 			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
 				map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Attestations: tc.atts}}, now)
+			if tc.problem == "" {
+				if !d.Allowed {
+					t.Errorf("denied: %s", d.Reason())
+				}
+				return
+			}
+			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
+				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
+			}
+		})
+	}
+}
+
+// TestKeylessSignatures judges sigstore bundles signed with certificates
+// of a test authority and a test log (keylesstest), as the resolver hands
+// them over: the bundle whole, and its envelope among the attestations.
+func TestKeylessSignatures(t *testing.T) {
+	const issuer, subject = "https://token.ci.example", "https://git.example/org/app/.ci/release.yml@refs/heads/main"
+	ca, log := keylesstest.NewCA(t), keylesstest.NewLog(t)
+	policyFor := func(root []byte, transparencyLog string) *Policy {
+		return mustParse(t, fmt.Sprintf(`  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: release-ci
+        keyless:
+          trustedRoot: |
+            %s
+          identities:
+          - issuer: %s
+            subjectRegExp: 'https://git\.example/org/[^/]+/\.ci/release\.yml@refs/heads/main'
+          transparencyLog: %s
+`, strings.ReplaceAll(string(root), "\n", "\n            "), issuer, transparencyLog))
+	}
+	signs := func(d string) []byte { return keylesstest.Statement(d, keylesstest.SignPredicate, "{}") }
+	tests := []struct {
+		name    string
+		policy  *Policy
+		bundles [][]byte
+		problem string // empty: allowed
+	}{
+		{"signed by an allowed identity", policyFor(ca.TrustedRoot, "notRequired"),
+			[][]byte{ca.Bundle(t, signs(dA), subject, issuer, time.Now())}, ""},
+		{"with a log entry, required", policyFor(log.TrustedRoot, "required"),
+			[][]byte{log.Bundle(t, signs(dA), subject, issuer, true)}, ""},
+		{"unsigned", policyFor(ca.TrustedRoot, "notRequired"), nil, "has no signature"},
+		{"identity not allowed", policyFor(ca.TrustedRoot, "notRequired"),
+			[][]byte{ca.Bundle(t, signs(dA), "mallory@example.com", issuer, time.Now())},
+			`not as keyless authority "release-ci" requires (certificate identity mallory@example.com (issuer https://token.ci.example) is not allowed)`},
+		{"expired certificate, no log entry", policyFor(ca.TrustedRoot, "notRequired"),
+			[][]byte{ca.Bundle(t, signs(dA), subject, issuer, time.Now().Add(-time.Hour))}, `not as keyless authority "release-ci" requires (does not verify`},
+		{"log required, no entry", policyFor(log.TrustedRoot, "required"),
+			[][]byte{log.Bundle(t, signs(dA), subject, issuer, false)}, "carries no transparency-log entry, and the policy requires one"},
+		{"signature for another digest", policyFor(ca.TrustedRoot, "notRequired"),
+			[][]byte{ca.Bundle(t, signs(dB), subject, issuer, time.Now())}, "has no signature"},
+		{"an attestation is not a signature", policyFor(ca.TrustedRoot, "notRequired"),
+			[][]byte{ca.Bundle(t, keylesstest.Statement(dA, "https://slsa.dev/provenance/v1", "{}"), subject, issuer, time.Now())}, "has no signature"},
+		{"one good among bad", policyFor(ca.TrustedRoot, "notRequired"),
+			[][]byte{ca.Bundle(t, signs(dA), "mallory@example.com", issuer, time.Now()), ca.Bundle(t, signs(dA), subject, issuer, time.Now())}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			facts := Facts{Level: LevelSignatures, Digest: dA, Bundles: tc.bundles}
+			for _, b := range tc.bundles {
+				var env struct {
+					DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+				}
+				if err := json.Unmarshal(b, &env); err != nil {
+					t.Fatal(err)
+				}
+				facts.Attestations = append(facts.Attestations, env.DSSEEnvelope)
+			}
+			img := "registry.corp/app:v1"
+			d := tc.policy.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, now)
+			if tc.problem == "" {
+				if !d.Allowed {
+					t.Errorf("denied: %s", d.Reason())
+				}
+				return
+			}
+			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
+				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
+			}
+		})
+	}
+	for decl, want := range map[string]string{
+		"{name: a, keyless: {trustedRoot: '{}', identities: [{issuer: i, subject: s}], transparencyLog: required}}": "keyless: trustedRoot",
+		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}]}}":                             `keyless.transparencyLog "" is not required or notRequired`,
+		"{name: a, key: k, keyless: {trustedRoot: x, transparencyLog: required}}":                                  "has a key and keyless",
+	} {
+		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    signatures:\n      authorities: [" + decl + "]\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("authority %s: %v, want an error containing %q", decl, err, want)
+		}
+	}
+}
+
+// TestKeylessAttestations: an attestation in a keyless bundle, its
+// identity and its conditions.
+func TestKeylessAttestations(t *testing.T) {
+	const issuer, subject, slsa = "https://token.ci.example", "builder@ci.example", "https://slsa.dev/provenance/v1"
+	ca := keylesstest.NewCA(t)
+	p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: provenance
+    attestations:
+      predicateType: %s
+      authorities:
+      - name: ci
+        keyless:
+          trustedRoot: |
+            %s
+          identities: [{issuer: %s, subject: %s}]
+          transparencyLog: notRequired
+      conditions:
+      - {path: predicate.buildType, equals: "https://ci.example/build@v1"}
+`, slsa, strings.ReplaceAll(string(ca.TrustedRoot), "\n", "\n            "), issuer, subject))
+	good := keylesstest.Statement(dA, slsa, `{"buildType":"https://ci.example/build@v1"}`)
+	tests := []struct {
+		name    string
+		bundle  []byte
+		problem string
+	}{
+		{"attested by the identity", ca.Bundle(t, good, subject, issuer, time.Now()), ""},
+		{"another identity", ca.Bundle(t, good, "mallory@example.com", issuer, time.Now()), `not as keyless authority "ci" requires (certificate identity mallory@example.com`},
+		{"condition unmet", ca.Bundle(t, keylesstest.Statement(dA, slsa, `{"buildType":"other"}`), subject, issuer, time.Now()), `predicate.buildType is "other"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var env struct {
+				DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+			}
+			if err := json.Unmarshal(tc.bundle, &env); err != nil {
+				t.Fatal(err)
+			}
+			img := "registry.corp/app:v1"
+			facts := Facts{Level: LevelSignatures, Digest: dA, Bundles: [][]byte{tc.bundle}, Attestations: [][]byte{env.DSSEEnvelope}}
+			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, now)
 			if tc.problem == "" {
 				if !d.Allowed {
 					t.Errorf("denied: %s", d.Reason())

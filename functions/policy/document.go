@@ -175,10 +175,35 @@ type SignatureRule struct {
 }
 
 // SignatureAuthority is one signer: a public key (PEM: ECDSA, RSA or
-// Ed25519), in the policy itself.
+// Ed25519), or keyless: certificates for given identities.
 type SignatureAuthority struct {
-	Name string `json:"name"`
-	Key  string `json:"key"`
+	Name    string            `json:"name"`
+	Key     string            `json:"key,omitempty"`
+	Keyless *KeylessAuthority `json:"keyless,omitempty"`
+}
+
+// KeylessAuthority accepts sigstore bundles signed with a short-lived
+// certificate (cosign's keyless signing) for one of Identities, chained
+// to a certificate authority of TrustedRoot.
+type KeylessAuthority struct {
+	// TrustedRoot is a sigstore trusted_root.json, inline.
+	TrustedRoot string `json:"trustedRoot"`
+	// Identities are the accepted signers (any one).
+	Identities []KeylessIdentity `json:"identities"`
+	// TransparencyLog is required (a log entry of TrustedRoot's logs must
+	// prove when the certificate signed) or notRequired (the certificate
+	// must be valid now: Fulcio's last ten minutes). Never implied.
+	TransparencyLog string `json:"transparencyLog"`
+}
+
+// KeylessIdentity is an OIDC issuer and a certificate subject (the SAN:
+// an email, a workflow URI), each exact or a regular expression matched in
+// full.
+type KeylessIdentity struct {
+	Issuer        string `json:"issuer,omitempty"`
+	IssuerRegExp  string `json:"issuerRegExp,omitempty"`
+	Subject       string `json:"subject,omitempty"`
+	SubjectRegExp string `json:"subjectRegExp,omitempty"`
 }
 
 // AttestationRule names the attestation an image must carry.

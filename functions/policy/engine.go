@@ -123,6 +123,10 @@ type Facts struct {
 	// Attestations stored for Digest: DSSE envelopes, as read (fetched at
 	// LevelSignatures; none when the image has no attestation tag).
 	Attestations [][]byte
+	// Bundles are the sigstore bundles attached to Digest, whole (the
+	// DSSE envelope of each is among Attestations too): keyless
+	// authorities need their certificates and log entries.
+	Bundles [][]byte
 }
 
 // Signature is one signature cosign stored for an image: the signed

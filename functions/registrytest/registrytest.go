@@ -293,3 +293,31 @@ func (r *Registry) Sign(repo, digest string, sign func(payload []byte) []byte) {
 	}
 	r.Push(repo+":"+strings.Replace(digest, ":", "-", 1)+".sig", img)
 }
+
+// AttachBundle attaches a sigstore bundle to digest in repo the way
+// `cosign sign --new-bundle-format` does on a registry with the referrers
+// API (New with WithReferrers): an OCI artifact whose subject is the
+// image, its one layer the bundle.
+func (r *Registry) AttachBundle(repo, digest string, bundle []byte) {
+	r.t.Helper()
+	subject, err := remote.Head(r.reference(repo + "@" + digest))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1),
+		mutate.Addendum{Layer: static.NewLayer(bundle, "application/vnd.dev.sigstore.bundle.v0.3+json")})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	artifact, ok := mutate.Subject(img, *subject).(v1.Image)
+	if !ok {
+		r.t.Fatal("mutate.Subject of an image is not an image")
+	}
+	d, err := artifact.Digest()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := remote.Write(r.reference(repo+"@"+d.String()), artifact); err != nil {
+		r.t.Fatal(err)
+	}
+}

@@ -311,11 +311,12 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 		for _, l := range atts {
 			f.Attestations = append(f.Attestations, l.blob)
 		}
-		envs, failed := r.bundles(ctx, ref, f.Digest, nopts)
+		envs, bundles, failed := r.bundles(ctx, ref, f.Digest, nopts)
 		if failed != nil {
 			return *failed
 		}
 		f.Attestations = append(f.Attestations, envs...)
+		f.Bundles = bundles
 	}
 	return f
 }
@@ -325,16 +326,17 @@ const bundleMediaType = "application/vnd.dev.sigstore.bundle"
 
 // bundles reads the sigstore bundles attached to digest through the OCI
 // referrers API, or its tag fallback (sha256-<hex>), as newer cosign
-// writes signatures and attestations, and returns their DSSE envelopes.
+// writes signatures and attestations, and returns their DSSE envelopes
+// and the bundles whole (keyless verification needs their certificates).
 // Referrers are recognised by their layer's media type: the index's
 // artifactType differs between cosign versions.
-func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string, nopts []name.Option) ([][]byte, *policy.Facts) {
-	fail := func(err error) ([][]byte, *policy.Facts) {
+func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string, nopts []name.Option) (envs, bundles [][]byte, failed *policy.Facts) {
+	fail := func(err error) ([][]byte, [][]byte, *policy.Facts) {
 		f := r.failure(policy.LevelSignatures, ref, fmt.Errorf("reading its referrers: %w", err))
 		if f.NotFound {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return nil, &f
+		return nil, nil, &f
 	}
 	d, err := name.NewDigest(ref.Repo()+"@"+digest, nopts...)
 	if err != nil {
@@ -352,7 +354,6 @@ func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string,
 		return fail(fmt.Errorf("%d referrers, more than the %d admitfn reads", len(im.Manifests), maxSignatures))
 	}
 	isBundle := func(l v1.Descriptor) bool { return strings.HasPrefix(string(l.MediaType), bundleMediaType) }
-	var envs [][]byte
 	for _, desc := range im.Manifests {
 		// Fetched by digest from the repository: the index the referrers
 		// call returns cannot resolve its children itself.
@@ -370,10 +371,11 @@ func (r *Resolver) bundles(ctx context.Context, ref imageref.Ref, digest string,
 			}
 			if json.Unmarshal(l.blob, &bundle) == nil && len(bundle.DSSEEnvelope) > 0 {
 				envs = append(envs, bundle.DSSEEnvelope)
+				bundles = append(bundles, l.blob)
 			}
 		}
 	}
-	return envs, nil
+	return envs, bundles, nil
 }
 
 // Limits on what one image's signature or attestation tag may hold: more

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -116,4 +117,64 @@ func BenchmarkReviewSigned(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestKeylessThroughTheResolver reads sigstore bundles attached through
+// the referrers API and judges them against a keyless authority: signed
+// by the allowed identity (with a log entry) admitted, by another identity
+// denied naming it, unsigned denied; a second review of the signed image
+// is answered from the cache.
+func TestKeylessThroughTheResolver(t *testing.T) {
+	t.Parallel()
+	const issuer, subject = "https://token.ci.example", "release@ci.example"
+	log := keylesstest.NewLog(t)
+	reg := registrytest.New(t, registrytest.WithReferrers())
+	good := reg.Push("app:v1", registrytest.Image(t, nil))
+	other := reg.Push("app:v2", registrytest.Image(t, nil))
+	reg.Push("app:v3", registrytest.Image(t, nil))
+	signs := func(d string) []byte { return keylesstest.Statement(d, keylesstest.SignPredicate, "{}") }
+	reg.AttachBundle("app", good, log.Bundle(t, signs(good), subject, issuer, true))
+	reg.AttachBundle("app", other, log.Bundle(t, signs(other), "mallory@ci.example", issuer, true))
+	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: release
+        keyless:
+          trustedRoot: |
+            %s
+          identities: [{issuer: %q, subject: %q}]
+          transparencyLog: required
+`, reg.Host(), strings.ReplaceAll(string(log.TrustedRoot), "\n", "\n            "), issuer, subject)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := New(p, res)
+	review := func(tag string) policy.Decision {
+		return rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", tag)}}})
+	}
+	if d := review(":v1"); !d.Allowed {
+		t.Errorf("image signed keylessly by the allowed identity denied: %s", d.Reason())
+	}
+	if d := review(":v2"); d.Allowed || !strings.Contains(d.Reason(), "certificate identity mallory@ci.example (issuer https://token.ci.example) is not allowed") {
+		t.Errorf("image signed by another identity: allowed=%v %q", d.Allowed, d.Reason())
+	}
+	if d := review(":v3"); d.Allowed || !strings.Contains(d.Reason(), "has no signature") {
+		t.Errorf("unsigned image: allowed=%v %q", d.Allowed, d.Reason())
+	}
+	reg.ResetCounts()
+	if d := review(":v1"); !d.Allowed {
+		t.Errorf("second review denied: %s", d.Reason())
+	}
+	if n := reg.ManifestRequests(); n != 0 {
+		t.Errorf("second review made %d manifest requests, want the cached answer", n)
+	}
 }
