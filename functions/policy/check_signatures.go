@@ -161,7 +161,6 @@ func compileAuthority(a SignatureAuthority) (signer, error) {
 	return s, nil
 }
 
-
 // loadPublicKey reads an authority's PEM public key.
 func loadPublicKey(a SignatureAuthority) (crypto.PublicKey, error) {
 	if a.Key == "" {

@@ -267,8 +267,8 @@ func TestKeylessSignatures(t *testing.T) {
 	}
 	for decl, want := range map[string]string{
 		"{name: a, keyless: {trustedRoot: '{}', identities: [{issuer: i, subject: s}], transparencyLog: required}}": "keyless: trustedRoot",
-		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}]}}":                             `keyless.transparencyLog "" is not required or notRequired`,
-		"{name: a, key: k, keyless: {trustedRoot: x, transparencyLog: required}}":                                  "has a key and keyless",
+		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}]}}":                               `keyless.transparencyLog "" is not required or notRequired`,
+		"{name: a, key: k, keyless: {trustedRoot: x, transparencyLog: required}}":                                   "has a key and keyless",
 	} {
 		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    signatures:\n      authorities: [" + decl + "]\n"))
 		if err == nil || !strings.Contains(err.Error(), want) {
