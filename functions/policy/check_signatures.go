@@ -190,6 +190,9 @@ const cosignSignPredicate = "https://sigstore.dev/cosign/sign/v1"
 func (k signaturesCheck) evaluate(c *check) {
 	digest := c.facts.Digest
 	fix := "sign the image by digest (cosign sign --key KEY " + c.ref.Repo() + "@" + digest + ")"
+	if k.keylessOnly() {
+		fix = "sign the image by digest keylessly as an allowed identity (cosign sign --new-bundle-format " + c.ref.Repo() + "@" + digest + ")"
+	}
 	// Signature bundles attached through the referrers API: DSSE
 	// envelopes of a cosign/sign statement about the digest.
 	type bundle struct {
@@ -269,6 +272,17 @@ func (k signaturesCheck) evaluate(c *check) {
 		fix = "have every authority sign " + c.ref.Repo() + "@" + digest
 	}
 	c.fail(fix, "is %s", strings.Join(parts, "; "))
+}
+
+// keylessOnly reports whether every authority is keyless, so a fix
+// does not send the user for a key.
+func (k signaturesCheck) keylessOnly() bool {
+	for _, a := range k.authorities {
+		if a.keyless == nil {
+			return false
+		}
+	}
+	return len(k.authorities) > 0
 }
 
 // signsImage reports whether a sigstore bundle holds a cosign signing

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 	"github.com/admitfn/admitfn/functions/registrytest"
 )
@@ -60,6 +62,23 @@ spec:
           identities: [{issuer: %q, subject: %q}]
           transparencyLog: required
 `, reg.Host(), strings.ReplaceAll(string(log.TrustedRoot), "\n", "\n            "), issuer, subject)), 0o644)
+	t.Run("through kube-apiserver: ImagePolicyWebhook and the validating webhook", func(t *testing.T) {
+		env := newWebhookEnv(t, "yaml")
+		env.startBackend(t, policyFile)
+		registerWebhooks(t, env.cp, fmt.Sprintf("https://127.0.0.1:%d", env.backendPort))
+		ctx := t.Context()
+		if _, err := env.cp.Admin.CoreV1().Pods(ns).Create(ctx, pod("signed", []string{reg.Ref("app", ":v1")}, nil, nil), metav1.CreateOptions{}); err != nil {
+			t.Errorf("image signed keylessly by the identity: %v, want created", err)
+		}
+		_, err := env.cp.Admin.CoreV1().Pods(ns).Create(ctx, pod("unsigned", []string{reg.Ref("app", ":v5")}, nil, nil), metav1.CreateOptions{})
+		wantForbidden(t, err, "image policy webhook backend denied one or more images", `violates rule "signed"`, "has no signature")
+		_, err = env.cp.Admin.AppsV1().Deployments(ns).Create(ctx, deploymentOf("other", reg.Ref("app", ":v2")), metav1.CreateOptions{})
+		wantDenied(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`,
+			"certificate identity mallory@ci.example (issuer https://token.ci.example) is not allowed")
+		if _, err := env.cp.Admin.AppsV1().Deployments(ns).Create(ctx, deploymentOf("signed", reg.Ref("app", ":v1")), metav1.CreateOptions{}); err != nil {
+			t.Errorf("Deployment of the signed image: %v, want created", err)
+		}
+	})
 	for _, c := range cases {
 		t.Run(c.why, func(t *testing.T) {
 			image := reg.Ref("app", ":"+c.tag)
