@@ -62,6 +62,26 @@ func (s signer) verifiesBundle(bundle []byte, digest string) string {
 	})
 }
 
+// notASignature is verifiesSignatureBundle's answer for a bundle that
+// holds something else than a signing statement about the digest (an
+// attestation): not a reason, a bundle to pass over.
+const notASignature = "\x00not a signature"
+
+// verifiesSignatureBundle is verifiesBundle for a bundle that must hold
+// cosign's signing statement about digest; the whole answer is
+// remembered, so a warm review neither parses nor verifies the bundle.
+func (s signer) verifiesSignatureBundle(bundle []byte, digest string) string {
+	return s.verified.check(bundle, []byte("sign\x00"+digest), func() string {
+		if !signsImage(bundle, digest) {
+			return notASignature
+		}
+		if _, err := s.keyless.Verify(bundle, digest); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+}
+
 // verifyMemo remembers verification results ("" for verified, else the
 // reason) by a hash of message and signature. It holds at most memoSize
 // and starts over when full, so requests carrying ever new signatures
@@ -214,10 +234,11 @@ func (k signaturesCheck) evaluate(c *check) {
 		if a.keyless != nil {
 			reason := "no signature bundle about this digest carries a certificate"
 			for _, raw := range c.facts.Bundles {
-				if !signsImage(raw, digest) {
+				r := a.verifiesSignatureBundle(raw, digest)
+				if r == notASignature {
 					continue
 				}
-				if reason = a.verifiesBundle(raw, digest); reason == "" {
+				if reason = r; reason == "" {
 					break
 				}
 			}

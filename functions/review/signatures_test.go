@@ -119,13 +119,13 @@ func BenchmarkReviewSigned(b *testing.B) {
 	})
 }
 
-// TestKeylessThroughTheResolver reads sigstore bundles attached through
-// the referrers API and judges them against a keyless authority: signed
-// by the allowed identity (with a log entry) admitted, by another identity
-// denied naming it, unsigned denied; a second review of the signed image
-// is answered from the cache.
-func TestKeylessThroughTheResolver(t *testing.T) {
-	t.Parallel()
+// keylessSetup is a registry with bundles attached through the referrers
+// API — app:v1 signed keylessly by the allowed identity with a log entry,
+// app:v2 by another identity, app:v3 unsigned — and a function making a
+// reviewer from a freshly parsed policy (empty caches and verification
+// memo) whose keyless authority requires the identity and a log entry.
+func keylessSetup(t testing.TB) (*registrytest.Registry, func() *Reviewer) {
+	t.Helper()
 	const issuer, subject = "https://token.ci.example", "release@ci.example"
 	log := keylesstest.NewLog(t)
 	reg := registrytest.New(t, registrytest.WithReferrers())
@@ -135,7 +135,7 @@ func TestKeylessThroughTheResolver(t *testing.T) {
 	signs := func(d string) []byte { return keylesstest.Statement(d, keylesstest.SignPredicate, "{}") }
 	reg.AttachBundle("app", good, log.Bundle(t, signs(good), subject, issuer, true))
 	reg.AttachBundle("app", other, log.Bundle(t, signs(other), "mallory@ci.example", issuer, true))
-	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+	doc := []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
 kind: ImagePolicy
 spec:
   registry: {insecure: [%q]}
@@ -149,15 +149,29 @@ spec:
             %s
           identities: [{issuer: %q, subject: %q}]
           transparencyLog: required
-`, reg.Host(), strings.ReplaceAll(string(log.TrustedRoot), "\n", "\n            "), issuer, subject)))
-	if err != nil {
-		t.Fatal(err)
+`, reg.Host(), strings.ReplaceAll(string(log.TrustedRoot), "\n", "\n            "), issuer, subject))
+	return reg, func() *Reviewer {
+		p, err := policy.Parse(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return New(p, res)
 	}
-	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rv := New(p, res)
+}
+
+// TestKeylessThroughTheResolver reads sigstore bundles attached through
+// the referrers API and judges them against a keyless authority: signed
+// by the allowed identity (with a log entry) admitted, by another identity
+// denied naming it, unsigned denied; a second review of the signed image
+// is answered from the cache.
+func TestKeylessThroughTheResolver(t *testing.T) {
+	t.Parallel()
+	reg, fresh := keylessSetup(t)
+	rv := fresh()
 	review := func(tag string) policy.Decision {
 		return rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", tag)}}})
 	}
@@ -177,4 +191,35 @@ spec:
 	if n := reg.ManifestRequests(); n != 0 {
 		t.Errorf("second review made %d manifest requests, want the cached answer", n)
 	}
+}
+
+// BenchmarkReviewKeyless is a keyless-verified review: cold (a freshly
+// parsed policy, so empty caches and verification memo: the registry
+// round trips, the bundle's certificate chain, log entry and signature),
+// and warm.
+func BenchmarkReviewKeyless(b *testing.B) {
+	reg, fresh := keylessSetup(b)
+	req := policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", ":v1")}}}
+	b.Run("cold", func(b *testing.B) {
+		reg.ResetCounts()
+		for b.Loop() {
+			if d := fresh().Review(context.Background(), Budget{}, req); !d.Allowed {
+				b.Fatal(d.Reason())
+			}
+		}
+		total := 0
+		for _, n := range reg.Requests() {
+			total += n
+		}
+		b.ReportMetric(float64(total)/float64(b.N), "registry-requests/op")
+	})
+	b.Run("warm", func(b *testing.B) {
+		warm := fresh()
+		warm.Review(context.Background(), Budget{}, req)
+		for b.Loop() {
+			if d := warm.Review(context.Background(), Budget{}, req); !d.Allowed {
+				b.Fatal(d.Reason())
+			}
+		}
+	})
 }
