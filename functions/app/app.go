@@ -196,8 +196,38 @@ func (a *App) Watch(ctx context.Context, interval time.Duration) {
 	if a.cfg.PolicyFile == "" {
 		return
 	}
-	reload.Poll(ctx, interval, reload.File(a.cfg.PolicyFile),
-		func(data string) { a.Reload([]byte(data)) },
+	// The policy file and the files the policy in force names (keyFile,
+	// trustedRootFile: a rotated Secret) are read together; a change to
+	// any is compiled from what this poll read.
+	var read map[string]string // what the last poll read, by path
+	var unreadable map[string]bool
+	reload.Poll(ctx, interval,
+		func() (string, error) {
+			policyFile, err := os.ReadFile(a.cfg.PolicyFile)
+			if err != nil {
+				return "", err
+			}
+			read, unreadable = map[string]string{a.cfg.PolicyFile: string(policyFile)}, map[string]bool{}
+			for _, f := range a.Reviewer.Policy().Files {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					// Still part of the fingerprint: the file coming back
+					// is a change.
+					b, unreadable[f] = []byte(err.Error()), true
+				}
+				read[f] = string(b)
+			}
+			return reload.Render(read), nil
+		},
+		func(string) {
+			files, failed := read, unreadable
+			a.Reload([]byte(files[a.cfg.PolicyFile]), policy.WithReadFile(func(path string) ([]byte, error) {
+				if b, ok := files[path]; ok && !failed[path] {
+					return []byte(b), nil
+				}
+				return os.ReadFile(path)
+			}))
+		},
 		func(err error) {
 			a.cfg.Logger.Warnw("cannot read the policy file; the policy in force stays", "file", a.cfg.PolicyFile, zap.Error(err))
 		})
@@ -205,10 +235,10 @@ func (a *App) Watch(ctx context.Context, interval time.Duration) {
 
 // Reload puts a changed policy in force, or keeps the one in force when
 // the new one does not parse: a typo must never open or lock the cluster.
-func (a *App) Reload(data []byte) {
+func (a *App) Reload(data []byte, opts ...policy.Option) {
 	file, logger := a.cfg.PolicyFile, a.cfg.Logger
 	current := a.Reviewer.Policy()
-	p, err := policy.Parse(data)
+	p, err := policy.Parse(data, opts...)
 	if err != nil {
 		a.Metrics.Reload("failure")
 		logger.Errorw("new policy rejected; the last good policy stays in force", "file", file, "inForce", current.Name, zap.Error(err))

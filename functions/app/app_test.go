@@ -2,6 +2,13 @@ package app
 
 import (
 	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/functions/review"
 )
 
 // TestReloadClosesTheOldResolversConnections: a policy reload that changes
@@ -62,4 +71,76 @@ spec:
 	if reg.ClosedConnections() == before {
 		t.Fatal("the old resolver's connection to the registry stayed open after the reload")
 	}
+}
+
+// TestWatchReloadsWhenAKeyFileRotates: the policy names its key by
+// keyFile (a mounted Secret); replacing that file, with the policy file
+// untouched, puts the new key in force: an image signed with it is
+// admitted, one signed with the old key no longer is.
+func TestWatchReloadsWhenAKeyFileRotates(t *testing.T) {
+	reg := registrytest.New(t)
+	oldKey, newKey := testKey(t), testKey(t)
+	byOld := reg.Push("app:old", registrytest.Image(t, nil))
+	byNew := reg.Push("app:new", registrytest.Image(t, nil))
+	reg.Sign("app", byOld, oldKey.sign)
+	reg.Sign("app", byNew, newKey.sign)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "release.pub")
+	if err := os.WriteFile(keyFile, oldKey.pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities: [{name: release, keyFile: %s}]
+`, reg.Host(), keyFile)), 0o644)
+	a, err := New(Config{PolicyFile: policyFile, Handlers: []string{"imagepolicy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Watch(ctx, 20*time.Millisecond)
+	admitted := func(tag string) bool {
+		d := a.Reviewer.Review(context.Background(), review.Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("app", tag)}}})
+		return d.Allowed
+	}
+	if !admitted(":old") || admitted(":new") {
+		t.Fatal("before the rotation: want the old key's image admitted and the new key's denied")
+	}
+	if err := os.WriteFile(keyFile, newKey.pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !admitted(":new") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !admitted(":new") || admitted(":old") {
+		t.Fatal("after the key file changed: want the new key's image admitted and the old key's denied")
+	}
+}
+
+type key struct {
+	pem  []byte
+	sign func(payload []byte) []byte
+}
+
+func testKey(t *testing.T) key {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return key{pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), func(p []byte) []byte {
+		h := sha256.Sum256(p)
+		sig, _ := ecdsa.SignASN1(rand.Reader, k, h[:])
+		return sig
+	}}
 }

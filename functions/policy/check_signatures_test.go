@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 )
 
@@ -328,5 +330,51 @@ func TestKeylessAttestations(t *testing.T) {
 				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
 			}
 		})
+	}
+}
+
+// TestNamedFiles: keyFile and trustedRootFile are read when the policy is
+// compiled (through WithReadFile here), listed in Policy.Files, and
+// refused beside their inline field, relative, or unreadable.
+func TestNamedFiles(t *testing.T) {
+	release := newSigner(t, "ecdsa")
+	ca := keylesstest.NewCA(t)
+	files := map[string][]byte{"/keys/release.pub": []byte(release.pem), "/sigstore/trusted_root.json": ca.TrustedRoot}
+	read := WithReadFile(func(path string) ([]byte, error) {
+		if b, ok := files[path]; ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("open %s: no such file or directory", path)
+	})
+	const head = "apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n"
+	p, err := Parse([]byte(head+`    signatures:
+      authorities:
+      - {name: release, keyFile: /keys/release.pub}
+      - name: ci
+        keyless: {trustedRootFile: /sigstore/trusted_root.json, identities: [{issuer: i, subject: s}], transparencyLog: notRequired}
+`), read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"/keys/release.pub", "/sigstore/trusted_root.json"}, p.Files); diff != "" {
+		t.Errorf("Files (-want +got):\n%s", diff)
+	}
+	good := payloadFor(dA)
+	img := "registry.corp/app:v1"
+	d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
+		map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Signatures: []Signature{{good, release.sign(good)}}}}, now)
+	if !d.Allowed {
+		t.Errorf("signed with the key from keyFile: %s", d.Reason())
+	}
+	for decl, want := range map[string]string{
+		"{name: a, key: x, keyFile: /keys/release.pub}": "spec.rules[0].signatures.authorities[0].keyFile: give key or its file, not both",
+		"{name: a, keyFile: keys/release.pub}":          `"keys/release.pub" is not an absolute path`,
+		"{name: a, keyFile: /keys/gone.pub}":            "spec.rules[0].signatures.authorities[0].keyFile: open /keys/gone.pub: no such file",
+		"{name: a, keyless: {trustedRoot: x, trustedRootFile: /sigstore/trusted_root.json, identities: [{issuer: i, subject: s}], transparencyLog: required}}": "give trustedRoot or its file, not both",
+	} {
+		_, err := Parse([]byte(head+"    signatures:\n      authorities: ["+decl+"]\n"), read)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("authority %s: %v, want an error containing %q", decl, err, want)
+		}
 	}
 }

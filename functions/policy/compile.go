@@ -3,7 +3,9 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,9 +18,23 @@ import (
 	"github.com/admitfn/admitfn/functions/workload"
 )
 
+// Option changes how a policy is compiled.
+type Option func(*options)
+
+type options struct {
+	readFile func(path string) ([]byte, error)
+}
+
+// WithReadFile reads the files a policy names (keyFile, trustedRootFile)
+// through read instead of the file system: a watcher passes what it read,
+// a test passes fixtures.
+func WithReadFile(read func(path string) ([]byte, error)) Option {
+	return func(o *options) { o.readFile = read }
+}
+
 // Parse reads a policy document strictly: unknown or duplicate fields and
 // bad values are errors that name the field.
-func Parse(data []byte) (*Policy, error) {
+func Parse(data []byte, opts ...Option) (*Policy, error) {
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
 		return nil, fmt.Errorf("policy is not valid YAML: %w", err)
@@ -31,22 +47,27 @@ func Parse(data []byte) (*Policy, error) {
 	if len(strict) > 0 {
 		return nil, fmt.Errorf("policy: %w", errors.Join(strict...))
 	}
-	return Compile(doc)
+	return Compile(doc, opts...)
 }
 
 // Compile checks a document and prepares it for the engine.
-func Compile(doc Document) (*Policy, error) {
+func Compile(doc Document, opts ...Option) (*Policy, error) {
+	o := options{readFile: os.ReadFile}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var errs []error
 	fail := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
+	files := readNamedFiles(&doc, o.readFile, fail)
 	if doc.APIVersion != APIVersion {
 		fail("apiVersion", "%q is not supported; use %q", doc.APIVersion, APIVersion)
 	}
 	if doc.Kind != Kind {
 		fail("kind", "%q is not supported; use %q", doc.Kind, Kind)
 	}
-	p := &Policy{Name: "unnamed"}
+	p := &Policy{Name: "unnamed", Files: files}
 	if doc.Metadata != nil && doc.Metadata.Name != "" {
 		p.Name = doc.Metadata.Name
 	}
@@ -316,4 +337,61 @@ func matchAnyGlob(globs []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// readNamedFiles puts the content of every keyFile and trustedRootFile in
+// place of the inline field, in a copy of the rules, and lists the files.
+// Both the inline field and the file is an error, as is a file that cannot
+// be read.
+func readNamedFiles(doc *Document, read func(string) ([]byte, error), fail failFunc) []string {
+	var files []string
+	load := func(field, path string, inline *string, inlineName string) {
+		if path == "" {
+			return
+		}
+		if *inline != "" {
+			fail(field, "give %s or its file, not both", inlineName)
+			return
+		}
+		if !filepath.IsAbs(path) {
+			fail(field, "%q is not an absolute path", path)
+			return
+		}
+		b, err := read(path)
+		if err != nil {
+			fail(field, "%v", err)
+			return
+		}
+		*inline = string(b)
+		files = append(files, path)
+	}
+	authorities := func(field string, as []SignatureAuthority) []SignatureAuthority {
+		out := append([]SignatureAuthority(nil), as...)
+		for i := range out {
+			f := fmt.Sprintf("%s.authorities[%d]", field, i)
+			load(f+".keyFile", out[i].KeyFile, &out[i].Key, "key")
+			if kl := out[i].Keyless; kl != nil {
+				c := *kl
+				load(f+".keyless.trustedRootFile", c.TrustedRootFile, &c.TrustedRoot, "trustedRoot")
+				out[i].Keyless = &c
+			}
+		}
+		return out
+	}
+	rules := append([]Rule(nil), doc.Spec.Rules...)
+	for i := range rules {
+		field := fmt.Sprintf("spec.rules[%d]", i)
+		if s := rules[i].Signatures; s != nil {
+			c := *s
+			c.Authorities = authorities(field+".signatures", c.Authorities)
+			rules[i].Signatures = &c
+		}
+		if a := rules[i].Attestations; a != nil {
+			c := *a
+			c.Authorities = authorities(field+".attestations", c.Authorities)
+			rules[i].Attestations = &c
+		}
+	}
+	doc.Spec.Rules = rules
+	return files
 }

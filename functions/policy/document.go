@@ -177,8 +177,11 @@ type SignatureRule struct {
 // SignatureAuthority is one signer: a public key (PEM: ECDSA, RSA or
 // Ed25519), or keyless: certificates for given identities.
 type SignatureAuthority struct {
-	Name    string            `json:"name"`
-	Key     string            `json:"key,omitempty"`
+	Name string `json:"name"`
+	Key  string `json:"key,omitempty"`
+	// KeyFile is a file holding Key (a mounted Secret, say), read when the
+	// policy is loaded and again when it changes.
+	KeyFile string            `json:"keyFile,omitempty"`
 	Keyless *KeylessAuthority `json:"keyless,omitempty"`
 }
 
@@ -186,8 +189,10 @@ type SignatureAuthority struct {
 // certificate (cosign's keyless signing) for one of Identities, chained
 // to a certificate authority of TrustedRoot.
 type KeylessAuthority struct {
-	// TrustedRoot is a sigstore trusted_root.json, inline.
-	TrustedRoot string `json:"trustedRoot"`
+	// TrustedRoot is a sigstore trusted_root.json, inline; or
+	// TrustedRootFile, a file holding it.
+	TrustedRoot     string `json:"trustedRoot,omitempty"`
+	TrustedRootFile string `json:"trustedRootFile,omitempty"`
 	// Identities are the accepted signers (any one).
 	Identities []KeylessIdentity `json:"identities"`
 	// TransparencyLog is required (a log entry of TrustedRoot's logs must

@@ -93,6 +93,9 @@ type Policy struct {
 	// Workloads are the declared pod-template kinds, beside the built-in.
 	Workloads workload.Kinds
 	Rules     []CompiledRule
+	// Files are the files the policy names (keyFile, trustedRootFile), as
+	// read when it was compiled: a watcher re-reads them with the policy.
+	Files []string
 }
 
 // Registry is the checked form of RegistrySettings.

@@ -3,6 +3,7 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/test/manifests"
 )
@@ -40,7 +42,18 @@ func TestPolicyConfigMap(t *testing.T) {
 	if !ok {
 		t.Fatalf("ConfigMap %s has no _example key", cm.Name)
 	}
-	if _, err := policy.Parse([]byte(example)); err != nil {
+	// The files _example names, as a pod would have them mounted.
+	files := map[string][]byte{
+		"/etc/admitfn/keys/security-team.pub":     []byte("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE7xjqpUxjR1GEnxs9kM9te4PsmlKX\nxaswqJUTUNyl2/85qgZ8Y6a7G2MJMEj9pio22AkXNG/QL8uTIcFoZMv+Ug==\n-----END PUBLIC KEY-----\n"),
+		"/etc/admitfn/sigstore/trusted_root.json": keylesstest.NewCA(t).TrustedRoot,
+	}
+	readFile := policy.WithReadFile(func(path string) ([]byte, error) {
+		if b, ok := files[path]; ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("_example names %s, which this test does not provide", path)
+	})
+	if _, err := policy.Parse([]byte(example), readFile); err != nil {
 		t.Fatalf("_example in the ConfigMap is not a valid policy: %v", err)
 	}
 	var tree any
