@@ -57,10 +57,8 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		`[{"op":"replace","path":"/spec/template/metadata/annotations/autoscaling.knative.dev~1scale-to-zero-pod-retention-period","value":"0s"}]`); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.admin.kubectl(t, "", "wait", "ksvc", "--all", "-n", "admitfn", "--for=condition=Ready", "--timeout=300s"); err != nil {
-		c.admin.kubectl(t, "", "get", "ksvc,revisions,pods", "-A", "-o", "wide")
-		t.Fatalf("admitfn's Services not Ready: %v", err)
-	}
+	waitServiceReady(t, c, "image-policy", 300*time.Second)
+	waitServiceReady(t, c, "validating", 300*time.Second)
 	t.Logf("admitfn's Services Ready in %s", time.Since(mark).Round(time.Second))
 	url, _, _ := c.admin.kubectl(t, "", "get", "ksvc", "validating", "-n", "admitfn", "-o", "jsonpath={.status.url}")
 	if want := "https://validating.admitfn." + knativeDomain; url != want {
@@ -232,9 +230,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 			`[{"op":"replace","path":"/spec/template/metadata/annotations/autoscaling.knative.dev~1min-scale","value":"0"}]`); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := c.admin.kubectl(t, "", "wait", "ksvc", "image-policy", "-n", "admitfn", "--for=condition=Ready", "--timeout=180s"); err != nil {
-			t.Fatal(err)
-		}
+		waitServiceReady(t, c, "image-policy", 180*time.Second)
 		waitAtZero(t, c, "image-policy", 180*time.Second)
 		circle := filepath.Join(c.dir, "admission-circle")
 		args := []string{"admission-config", "--service", "image-policy", "--kubeconfig", c.admin.Kubeconfig, "--ca-file", c.pki.CAFile,
@@ -335,6 +331,25 @@ func replacePods(t testing.TB, c *cluster, namespace, selector string) {
 		return fmt.Errorf("none yet")
 	})
 	t.Logf("%s/%s replaced and Ready in %s", namespace, selector, time.Since(started).Round(time.Millisecond))
+}
+
+// waitServiceReady waits until Knative reports the Service Ready for its
+// latest generation (`kubectl wait` fails at once while the status has no
+// condition yet, and passes on the old one right after a change).
+func waitServiceReady(t testing.TB, c *cluster, name string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, "Knative Service "+name+" Ready", func() error {
+		out, err := exec.Command(toolBin("kubectl"), "--kubeconfig", c.admin.Kubeconfig, "get", "ksvc", name, "-n", "admitfn",
+			"-o", `jsonpath={.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].status}`).Output()
+		if err != nil {
+			return err
+		}
+		f := strings.Fields(string(out))
+		if len(f) != 3 || f[0] != f[1] || f[2] != "True" {
+			return fmt.Errorf("generation, observed generation, Ready: %q", out)
+		}
+		return nil
+	})
 }
 
 // servicePods are the pods of a Knative Service in admitfn; terminating

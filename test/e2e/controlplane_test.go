@@ -386,6 +386,25 @@ func (id identity) kubectl(t testing.TB, stdin string, args ...string) (stdout, 
 	return out.String(), errOut.String(), err
 }
 
+// waitEstablished waits until a CRD is Established. `kubectl wait
+// --for=condition=Established` fails at once, rather than waiting, when it
+// looks before the CRD has any status condition.
+func (id identity) waitEstablished(t testing.TB, crd string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "CRD "+crd+" Established", func() error {
+		cmd := exec.Command(toolBin("kubectl"), "--kubeconfig", id.Kubeconfig, "get", "crd", crd,
+			"-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
+		out, err := cmd.Output()
+		if err != nil {
+			return err
+		}
+		if string(out) != "True" {
+			return fmt.Errorf("Established is %q", out)
+		}
+		return nil
+	})
+}
+
 // namespace creates a namespace with the default ServiceAccount that the
 // ServiceAccount admission plugin wants (no controller-manager runs here).
 func (cp *controlPlane) namespace(t testing.TB, name string) {

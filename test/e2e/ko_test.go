@@ -67,9 +67,7 @@ func TestKoApply(t *testing.T) {
 	if _, _, err := deployer.kubectl(t, "", "apply", "-f", knativeCRDs(t)); err != nil {
 		t.Fatalf("applying Knative Serving's CRDs: %v", err)
 	}
-	if _, _, err := deployer.kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev"); err != nil {
-		t.Fatal(err)
-	}
+	deployer.waitEstablished(t, "services.serving.knative.dev")
 
 	// The base image stands in for distroless/static: one small layer, a
 	// non-root user, both platforms ko.yaml builds for.

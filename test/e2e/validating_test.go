@@ -236,9 +236,7 @@ spec:
 		if _, _, err := developer.kubectl(t, "", "apply", "-f", knativeCRDs(t)); err != nil {
 			t.Fatalf("applying Knative Serving's CRDs: %v", err)
 		}
-		if _, _, err := developer.kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/services.serving.knative.dev"); err != nil {
-			t.Fatal(err)
-		}
+		developer.waitEstablished(t, "services.serving.knative.dev")
 		ksvc := func(name, image string) string {
 			return fmt.Sprintf(`{"apiVersion":"serving.knative.dev/v1","kind":"Service","metadata":{"name":%q,"namespace":"e2e-a"},
 "spec":{"template":{"spec":{"containers":[{"image":%q}]}}}}`, name, image)
@@ -259,9 +257,7 @@ spec:
 		if _, _, err := developer.kubectl(t, crd, "apply", "-f", "-"); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := developer.kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/runners.example.admitfn.dev"); err != nil {
-			t.Fatal(err)
-		}
+		developer.waitEstablished(t, "runners.example.admitfn.dev")
 		runner := func(name, image string) string {
 			return fmt.Sprintf(`{"apiVersion":"example.admitfn.dev/v1","kind":"Runner","metadata":{"name":%q,"namespace":"e2e-a"},
 "spec":{"template":{"spec":{"containers":[{"name":"r","image":%q}]}}}}`, name, image)
