@@ -71,11 +71,12 @@ cluster-tools: $(CLUSTER_TOOLS)
 $(TOOLS_BIN)/kubelet $(TOOLS_BIN)/kube-proxy $(TOOLS_BIN)/kube-controller-manager $(TOOLS_BIN)/kube-scheduler: test/tools/go.mod test/tools/go.sum Makefile
 	cd test/tools && $(GO) build -ldflags '$(K8S_LDFLAGS)' -o bin/$(notdir $@) k8s.io/kubernetes/cmd/$(notdir $@)
 
-# Debian's container runtime, runc, CNI plugins and iptables: what a real
-# node needs that the module proxy does not serve.
+# Debian's container runtime, runc, CNI plugins, iptables, ip and unshare:
+# what a real node needs that the module proxy does not serve.
 cluster-deps:
-	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge && command -v iptables >/dev/null || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins iptables; }
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge && command -v iptables >/dev/null \
+		&& command -v ip >/dev/null && command -v unshare >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins iptables iproute2 util-linux; }
 
 # Real Knative on this machine (test/e2e/cluster_*_test.go): a node with
 # the kubelet, containerd and a CNI bridge, Knative Serving and Traefik
