@@ -72,13 +72,7 @@ func (k attestationsCheck) evaluate(c *check) {
 	var unmet, keylessReason string
 	// Keyless authorities: the bundles whole, for their certificates.
 	for _, raw := range c.facts.Bundles {
-		var b struct {
-			DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
-		}
-		if json.Unmarshal(raw, &b) != nil {
-			continue
-		}
-		_, _, statement, ok := readEnvelope(b.DSSEEnvelope, digest)
+		statement, ok := bundleStatement(raw, digest)
 		if !ok || statement["predicateType"] != k.predicateType {
 			continue
 		}
@@ -145,6 +139,19 @@ func readEnvelope(raw []byte, digest string) (envelope, []byte, map[string]any, 
 	}
 	statement, ok := statementAbout(body, digest)
 	return env, body, statement, ok
+}
+
+// bundleStatement is the in-toto statement in a whole sigstore bundle's
+// DSSE envelope, and whether it is about digest.
+func bundleStatement(bundle []byte, digest string) (map[string]any, bool) {
+	var b struct {
+		DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+	}
+	if json.Unmarshal(bundle, &b) != nil {
+		return nil, false
+	}
+	_, _, statement, ok := readEnvelope(b.DSSEEnvelope, digest)
+	return statement, ok
 }
 
 // signedBy returns the name of the first authority whose key signed the

@@ -309,13 +309,7 @@ func (k signaturesCheck) keylessOnly() bool {
 // signsImage reports whether a sigstore bundle holds a cosign signing
 // statement about digest (not an attestation of some other predicate).
 func signsImage(bundle []byte, digest string) bool {
-	var b struct {
-		DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
-	}
-	if json.Unmarshal(bundle, &b) != nil {
-		return false
-	}
-	_, _, st, ok := readEnvelope(b.DSSEEnvelope, digest)
+	st, ok := bundleStatement(bundle, digest)
 	return ok && st["predicateType"] == cosignSignPredicate
 }
 
