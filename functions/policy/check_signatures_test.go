@@ -106,18 +106,9 @@ func TestSignatures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := policyFor(tc.require)
-			img := "registry.corp/app:v1"
-			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
-				map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Signatures: tc.sigs}}, now)
-			if tc.problem == "" {
-				if !d.Allowed {
-					t.Errorf("denied: %s", d.Reason())
-				}
-				return
-			}
-			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) || !strings.Contains(d.Reason(), `violates rule "signed"`) {
-				t.Errorf("Allowed=%v Reason=%q, want a denial by the rule saying %q", d.Allowed, d.Reason(), tc.problem)
+			d := judged(t, policyFor(tc.require), Facts{Level: LevelSignatures, Digest: dA, Signatures: tc.sigs}, tc.problem)
+			if tc.problem != "" && !strings.Contains(d.Reason(), `violates rule "signed"`) {
+				t.Errorf("Reason=%q, want a denial by the rule", d.Reason())
 			}
 		})
 	}
@@ -132,6 +123,39 @@ func TestSignatures(t *testing.T) {
 			t.Errorf("signatures %q: %v, want an error containing %q", decl, err, want)
 		}
 	}
+}
+
+// judged evaluates registry.corp/app:v1 with facts and checks the
+// decision: admitted when problem is empty, else denied with a reason
+// containing problem.
+func judged(t *testing.T, p *Policy, facts Facts, problem string) Decision {
+	t.Helper()
+	img := "registry.corp/app:v1"
+	d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, now)
+	switch {
+	case problem == "" && !d.Allowed:
+		t.Errorf("denied: %s", d.Reason())
+	case problem != "" && (d.Allowed || !strings.Contains(d.Reason(), problem)):
+		t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), problem)
+	}
+	return d
+}
+
+// bundleFacts are the facts the resolver hands over for sigstore bundles:
+// each bundle whole, and its DSSE envelope among the attestations.
+func bundleFacts(t *testing.T, bundles ...[]byte) Facts {
+	t.Helper()
+	facts := Facts{Level: LevelSignatures, Digest: dA, Bundles: bundles}
+	for _, b := range bundles {
+		var env struct {
+			DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+		}
+		if err := json.Unmarshal(b, &env); err != nil {
+			t.Fatal(err)
+		}
+		facts.Attestations = append(facts.Attestations, env.DSSEEnvelope)
+	}
+	return facts
 }
 
 // dsse wraps an in-toto statement about digest in a DSSE envelope signed
@@ -179,18 +203,7 @@ func TestAttestations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			img := "registry.corp/app:v1"
-			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
-				map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Attestations: tc.atts}}, now)
-			if tc.problem == "" {
-				if !d.Allowed {
-					t.Errorf("denied: %s", d.Reason())
-				}
-				return
-			}
-			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
-				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
-			}
+			judged(t, p, Facts{Level: LevelSignatures, Digest: dA, Attestations: tc.atts}, tc.problem)
 		})
 	}
 }
@@ -245,27 +258,7 @@ func TestKeylessSignatures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			facts := Facts{Level: LevelSignatures, Digest: dA, Bundles: tc.bundles}
-			for _, b := range tc.bundles {
-				var env struct {
-					DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
-				}
-				if err := json.Unmarshal(b, &env); err != nil {
-					t.Fatal(err)
-				}
-				facts.Attestations = append(facts.Attestations, env.DSSEEnvelope)
-			}
-			img := "registry.corp/app:v1"
-			d := tc.policy.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, now)
-			if tc.problem == "" {
-				if !d.Allowed {
-					t.Errorf("denied: %s", d.Reason())
-				}
-				return
-			}
-			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
-				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
-			}
+			judged(t, tc.policy, bundleFacts(t, tc.bundles...), tc.problem)
 		})
 	}
 	for decl, want := range map[string]string{
@@ -311,24 +304,7 @@ func TestKeylessAttestations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var env struct {
-				DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
-			}
-			if err := json.Unmarshal(tc.bundle, &env); err != nil {
-				t.Fatal(err)
-			}
-			img := "registry.corp/app:v1"
-			facts := Facts{Level: LevelSignatures, Digest: dA, Bundles: [][]byte{tc.bundle}, Attestations: [][]byte{env.DSSEEnvelope}}
-			d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, now)
-			if tc.problem == "" {
-				if !d.Allowed {
-					t.Errorf("denied: %s", d.Reason())
-				}
-				return
-			}
-			if d.Allowed || !strings.Contains(d.Reason(), tc.problem) {
-				t.Errorf("Allowed=%v Reason=%q, want a denial saying %q", d.Allowed, d.Reason(), tc.problem)
-			}
+			judged(t, p, bundleFacts(t, tc.bundle), tc.problem)
 		})
 	}
 }
@@ -360,12 +336,7 @@ func TestNamedFiles(t *testing.T) {
 		t.Errorf("Files (-want +got):\n%s", diff)
 	}
 	good := payloadFor(dA)
-	img := "registry.corp/app:v1"
-	d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}},
-		map[string]Facts{img: {Level: LevelSignatures, Digest: dA, Signatures: []Signature{{good, release.sign(good)}}}}, now)
-	if !d.Allowed {
-		t.Errorf("signed with the key from keyFile: %s", d.Reason())
-	}
+	judged(t, p, Facts{Level: LevelSignatures, Digest: dA, Signatures: []Signature{{good, release.sign(good)}}}, "")
 	for decl, want := range map[string]string{
 		"{name: a, key: x, keyFile: /keys/release.pub}": "spec.rules[0].signatures.authorities[0].keyFile: give key or its file, not both",
 		"{name: a, keyFile: keys/release.pub}":          `"keys/release.pub" is not an absolute path`,
