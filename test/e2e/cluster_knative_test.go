@@ -5,7 +5,6 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -230,23 +229,6 @@ func tail(s string, n int) string {
 		lines = append([]string{fmt.Sprintf("[%d lines]", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
-}
-
-// moduleDir is where `go mod download` put module (as required by the
-// module in folder from).
-func moduleDir(t testing.TB, from, module string) string {
-	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", module)
-	cmd.Dir = from
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go mod download %s: %v", module, err)
-	}
-	var mod struct{ Dir string }
-	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download %s printed %s: %v", module, out, err)
-	}
-	return mod.Dir
 }
 
 // installKnative builds Knative Serving's images with ko and applies its

@@ -333,17 +333,24 @@ func startAndReview(t *testing.T, dir, bin, url, token string, args []string) (t
 // module that test/knative pins.
 func knativeCRDs(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", "knative.dev/serving")
-	cmd.Dir = filepath.Join("..", "knative")
+	return filepath.Join(moduleDir(t, filepath.Join("..", "knative"), "knative.dev/serving"), "config", "core", "300-resources")
+}
+
+// moduleDir is where `go mod download` put module (as required by the
+// module in folder from).
+func moduleDir(t testing.TB, from, module string) string {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	cmd.Dir = from
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go mod download knative.dev/serving: %v", err)
+		t.Fatalf("go mod download %s: %v", module, err)
 	}
 	var mod struct{ Dir string }
 	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download knative.dev/serving printed %s: %v", out, err)
+		t.Fatalf("go mod download %s printed %s: %v", module, out, err)
 	}
-	return filepath.Join(mod.Dir, "config", "core", "300-resources")
+	return mod.Dir
 }
 
 // pullBinary pulls ref for this machine's platform, checks how ko laid it
