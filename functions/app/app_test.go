@@ -3,12 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,14 +73,14 @@ spec:
 // admitted, one signed with the old key no longer is.
 func TestWatchReloadsWhenAKeyFileRotates(t *testing.T) {
 	reg := registrytest.New(t)
-	oldKey, newKey := testKey(t), testKey(t)
+	oldKey, newKey := registrytest.NewKey(t), registrytest.NewKey(t)
 	byOld := reg.Push("app:old", registrytest.Image(t, nil))
 	byNew := reg.Push("app:new", registrytest.Image(t, nil))
-	reg.Sign("app", byOld, oldKey.sign)
-	reg.Sign("app", byNew, newKey.sign)
+	reg.Sign("app", byOld, oldKey.Sign)
+	reg.Sign("app", byNew, newKey.Sign)
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "release.pub")
-	if err := os.WriteFile(keyFile, oldKey.pem, 0o644); err != nil {
+	if err := os.WriteFile(keyFile, []byte(oldKey.PEM), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	policyFile := filepath.Join(dir, "policy.yaml")
@@ -114,7 +108,7 @@ spec:
 	if !admitted(":old") || admitted(":new") {
 		t.Fatal("before the rotation: want the old key's image admitted and the new key's denied")
 	}
-	if err := os.WriteFile(keyFile, newKey.pem, 0o644); err != nil {
+	if err := os.WriteFile(keyFile, []byte(newKey.PEM), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -124,23 +118,4 @@ spec:
 	if !admitted(":new") || admitted(":old") {
 		t.Fatal("after the key file changed: want the new key's image admitted and the old key's denied")
 	}
-}
-
-type key struct {
-	pem  []byte
-	sign func(payload []byte) []byte
-}
-
-func testKey(t *testing.T) key {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	return key{pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), func(p []byte) []byte {
-		h := sha256.Sum256(p)
-		sig, _ := ecdsa.SignASN1(rand.Reader, k, h[:])
-		return sig
-	}}
 }

@@ -3,7 +3,13 @@
 package registrytest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
@@ -320,4 +326,32 @@ func (r *Registry) AttachBundle(repo, digest string, bundle []byte) {
 	if err := remote.Write(r.reference(repo+"@"+d.String()), artifact); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// Key is an ECDSA P-256 key pair that signs as cosign does (ASN.1 over
+// SHA-256): PEM is the public key for a policy, Sign goes to Registry.Sign.
+type Key struct {
+	PEM  string
+	Sign func(payload []byte) []byte
+}
+
+// NewKey makes a Key.
+func NewKey(t testing.TB) Key {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Key{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), func(payload []byte) []byte {
+		h := sha256.Sum256(payload)
+		sig, err := ecdsa.SignASN1(rand.Reader, k, h[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	}}
 }

@@ -2,12 +2,6 @@ package review
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"strings"
 	"testing"
@@ -24,20 +18,12 @@ import (
 // app:v2, unsigned, and a reviewer whose policy requires the signature.
 func signedSetup(t testing.TB) (*registrytest.Registry, *Reviewer, func() *Reviewer) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	pub := strings.ReplaceAll(strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))), "\n", "\n          ")
+	key := registrytest.NewKey(t)
+	pub := strings.ReplaceAll(strings.TrimSpace(key.PEM), "\n", "\n          ")
 	reg := registrytest.New(t)
 	digest := reg.Push("app:v1", registrytest.Image(t, nil))
 	reg.Push("app:v2", registrytest.Image(t, nil))
-	reg.Sign("app", digest, func(payload []byte) []byte {
-		h := sha256.Sum256(payload)
-		sig, _ := ecdsa.SignASN1(rand.Reader, key, h[:])
-		return sig
-	})
+	reg.Sign("app", digest, key.Sign)
 	p, err := policy.Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
 kind: ImagePolicy
 spec:
