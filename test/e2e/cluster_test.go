@@ -339,12 +339,12 @@ func replacePods(t testing.TB, c *cluster, namespace, selector string) {
 func waitServiceReady(t testing.TB, c *cluster, name string, timeout time.Duration) {
 	t.Helper()
 	waitFor(t, timeout, "Knative Service "+name+" Ready", func() error {
-		out, err := exec.Command(toolBin("kubectl"), "--kubeconfig", c.admin.Kubeconfig, "get", "ksvc", name, "-n", "admitfn",
-			"-o", `jsonpath={.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].status}`).Output()
+		out, err := c.admin.get("ksvc", name, "-n", "admitfn",
+			`{.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil {
 			return err
 		}
-		f := strings.Fields(string(out))
+		f := strings.Fields(out)
 		if len(f) != 3 || f[0] != f[1] || f[2] != "True" {
 			return fmt.Errorf("generation, observed generation, Ready: %q", out)
 		}

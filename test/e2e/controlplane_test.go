@@ -392,17 +392,23 @@ func (id identity) kubectl(t testing.TB, stdin string, args ...string) (stdout, 
 func (id identity) waitEstablished(t testing.TB, crd string) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "CRD "+crd+" Established", func() error {
-		cmd := exec.Command(toolBin("kubectl"), "--kubeconfig", id.Kubeconfig, "get", "crd", crd,
-			"-o", `jsonpath={.status.conditions[?(@.type=="Established")].status}`)
-		out, err := cmd.Output()
+		out, err := id.get("crd", crd, `{.status.conditions[?(@.type=="Established")].status}`)
 		if err != nil {
 			return err
 		}
-		if string(out) != "True" {
+		if out != "True" {
 			return fmt.Errorf("Established is %q", out)
 		}
 		return nil
 	})
+}
+
+// get prints fields of one object by a JSONPath template, quietly: for
+// polling, where kubectl's log line per call would drown the test's.
+func (id identity) get(args ...string) (string, error) {
+	jsonpath := args[len(args)-1]
+	out, err := exec.Command(toolBin("kubectl"), append(append([]string{"--kubeconfig", id.Kubeconfig, "get"}, args[:len(args)-1]...), "-o", "jsonpath="+jsonpath)...).Output()
+	return string(out), err
 }
 
 // namespace creates a namespace with the default ServiceAccount that the
