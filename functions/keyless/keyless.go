@@ -10,11 +10,13 @@
 package keyless
 
 import (
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -46,7 +48,11 @@ type Options struct {
 
 // Authority verifies bundles for one set of Options.
 type Authority struct {
+	// verifier is built once when a log entry is required: its times
+	// come from the log. Without one, each Verify builds its own on the
+	// time it is given.
 	verifier   *verify.Verifier
+	trusted    root.TrustedMaterial
 	identities []matcher
 	tlog       bool
 }
@@ -63,21 +69,22 @@ func New(o Options) (*Authority, error) {
 	if len(trusted.FulcioCertificateAuthorities()) == 0 {
 		return nil, errors.New("trustedRoot lists no certificate authority")
 	}
-	opts := []verify.VerifierOption{verify.WithCurrentTime()}
+	a := &Authority{trusted: trusted, tlog: o.TransparencyLog}
 	if o.TransparencyLog {
 		if len(trusted.RekorLogs()) == 0 {
 			return nil, errors.New("transparencyLog is required but trustedRoot lists no transparency log")
 		}
-		opts = []verify.VerifierOption{verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1)}
-	}
-	v, err := verify.NewVerifier(trusted, opts...)
-	if err != nil {
+		v, err := verify.NewVerifier(trusted, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
+		if err != nil {
+			return nil, err
+		}
+		a.verifier = v
+	} else if _, err := a.verifierAt(time.Time{}); err != nil {
 		return nil, err
 	}
 	if len(o.Identities) == 0 {
 		return nil, errors.New("identities is empty: list the issuer and subject of each accepted signer")
 	}
-	a := &Authority{verifier: v, tlog: o.TransparencyLog}
 	for i, id := range o.Identities {
 		issuer, err := match(id.Issuer, id.IssuerRegExp)
 		if err != nil {
@@ -110,40 +117,111 @@ func match(exact, expr string) (func(string) bool, error) {
 	return nil, errors.New("is empty")
 }
 
-// Verify checks that bundleJSON is a valid signature over digest
-// ("sha256:<hex>") by an accepted identity, and returns that identity as
-// "subject (issuer)". Its error is a reason for a person: what is wrong
-// with this bundle.
-func (a *Authority) Verify(bundleJSON []byte, digest string) (string, error) {
+// verifierAt is a verifier that checks certificates at now: sigstore-go
+// reads the wall clock for "the current time", so the certificate
+// authorities it is given are wrapped to check at now instead.
+func (a *Authority) verifierAt(now time.Time) (*verify.Verifier, error) {
+	return verify.NewVerifier(clockedRoot{TrustedMaterial: a.trusted, now: now}, verify.WithCurrentTime())
+}
+
+// Forever is the Until of a verdict that time does not change.
+var Forever = time.Time{}
+
+// Verdict is Verify's answer and how long it holds.
+type Verdict struct {
+	// Who signed, "subject (issuer)", when the bundle verifies.
+	Who string
+	// Err is what is wrong with the bundle, in words for a person; nil
+	// when it verifies.
+	Err error
+	// Until is the instant the verdict stops being true (Forever when
+	// time does not change it): with a log entry, the certificate is
+	// judged at the entry's time, which does not move; without one, at
+	// now, so a verdict holds only while the certificate stays valid, or
+	// not yet valid.
+	Until time.Time
+}
+
+// Verify checks, at now, that bundleJSON is a valid signature over digest
+// ("sha256:<hex>") by an accepted identity.
+func (a *Authority) Verify(bundleJSON []byte, digest string, now time.Time) Verdict {
 	algo, hexDigest, _ := strings.Cut(digest, ":")
 	sum, err := hex.DecodeString(hexDigest)
 	if err != nil || algo == "" {
-		return "", fmt.Errorf("digest %q is not ALGORITHM:HEX", digest)
+		return Verdict{Err: fmt.Errorf("digest %q is not ALGORITHM:HEX", digest)}
 	}
 	var b bundle.Bundle
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {
-		return "", fmt.Errorf("is not a sigstore bundle: %v", err)
+		return Verdict{Err: fmt.Errorf("is not a sigstore bundle: %v", err)}
 	}
+	v, until := a.verifier, Forever
 	if a.tlog {
 		if entries, err := b.TlogEntries(); err != nil || len(entries) == 0 {
-			return "", errors.New("carries no transparency-log entry, and the policy requires one")
+			return Verdict{Err: errors.New("carries no transparency-log entry, and the policy requires one")}
+		}
+	} else {
+		if v, err = a.verifierAt(now); err != nil {
+			return Verdict{Err: err}
+		}
+		if content, err := b.VerificationContent(); err == nil && content.Certificate() != nil {
+			until = validityEdge(content.Certificate(), now)
 		}
 	}
 	// Identities are matched here rather than by sigstore-go, so the
 	// reason can name the identity that signed.
-	res, err := a.verifier.Verify(&b, verify.NewPolicy(verify.WithArtifactDigest(algo, sum), verify.WithoutIdentitiesUnsafe()))
+	res, err := v.Verify(&b, verify.NewPolicy(verify.WithArtifactDigest(algo, sum), verify.WithoutIdentitiesUnsafe()))
 	if err != nil {
-		return "", fmt.Errorf("does not verify: %v", err)
+		return Verdict{Err: fmt.Errorf("does not verify: %v", err), Until: until}
 	}
 	if res.Signature == nil || res.Signature.Certificate == nil {
-		return "", errors.New("is signed by a key, not a certificate")
+		return Verdict{Err: errors.New("is signed by a key, not a certificate")}
 	}
 	subject, issuer := res.Signature.Certificate.SubjectAlternativeName, res.Signature.Certificate.Extensions.Issuer
 	who := fmt.Sprintf("%s (issuer %s)", subject, issuer)
 	for _, m := range a.identities {
 		if m.issuer(issuer) && m.subject(subject) {
-			return who, nil
+			return Verdict{Who: who, Until: until}
 		}
 	}
-	return "", fmt.Errorf("certificate identity %s is not allowed", who)
+	return Verdict{Err: fmt.Errorf("certificate identity %s is not allowed", who)}
+}
+
+// validityEdge is the next instant after now at which cert's validity
+// changes: its NotBefore if it is not valid yet, its NotAfter while it is
+// valid, and never once it has expired.
+func validityEdge(cert *x509.Certificate, now time.Time) time.Time {
+	switch {
+	case now.Before(cert.NotBefore):
+		return cert.NotBefore
+	case !now.After(cert.NotAfter):
+		return cert.NotAfter.Add(time.Nanosecond)
+	}
+	return Forever
+}
+
+// clockedRoot is trusted material whose certificate authorities check
+// certificates at now, whatever time sigstore-go asks for. It is used
+// only with verify.WithCurrentTime and no other time source, so the one
+// time it replaces is the wall clock's.
+type clockedRoot struct {
+	root.TrustedMaterial
+	now time.Time
+}
+
+func (c clockedRoot) FulcioCertificateAuthorities() []root.CertificateAuthority {
+	cas := c.TrustedMaterial.FulcioCertificateAuthorities()
+	out := make([]root.CertificateAuthority, len(cas))
+	for i, ca := range cas {
+		out[i] = clockedCA{ca, c.now}
+	}
+	return out
+}
+
+type clockedCA struct {
+	root.CertificateAuthority
+	now time.Time
+}
+
+func (c clockedCA) Verify(cert *x509.Certificate, _ time.Time) ([][]*x509.Certificate, error) {
+	return c.CertificateAuthority.Verify(cert, c.now)
 }

@@ -2,10 +2,14 @@ package keyless_test
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/admitfn/admitfn/functions/keyless"
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
@@ -71,7 +75,8 @@ func TestVerify(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			who, err := a.Verify(tt.bundle, image)
+			v := a.Verify(tt.bundle, image, time.Now())
+			who, err := v.Who, v.Err
 			if tt.wantFail == "" {
 				if err != nil || who != tt.wantWho {
 					t.Fatalf("Verify = %q, %v; want %q", who, err, tt.wantWho)
@@ -84,6 +89,83 @@ func TestVerify(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyAtTheGivenTime checks that a keyless verdict is reached on the
+// clock the caller gives, not the wall clock, and says how long it holds:
+// without a log entry until the certificate's validity changes, with one
+// for good.
+func TestVerifyAtTheGivenTime(t *testing.T) {
+	t.Parallel()
+	image := digestOf("image")
+	statement := keylesstest.Statement(image, keylesstest.SignPredicate, "{}")
+	ca := keylesstest.NewCA(t)
+	log := keylesstest.NewLog(t)
+	ids := []keyless.Identity{{Issuer: issuer, Subject: subject}}
+	// Within the test CA's own validity (its intermediate is valid from
+	// two minutes before it was made): a leaf valid from a minute ago for
+	// ten minutes.
+	signedAt := time.Now().Add(-time.Minute).Truncate(time.Second)
+	leaf := ca.Bundle(t, statement, subject, issuer, signedAt)
+	noLog, err := keyless.New(keyless.Options{TrustedRoot: ca.TrustedRoot, Identities: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLog, err := keyless.New(keyless.Options{TrustedRoot: log.TrustedRoot, Identities: ids, TransparencyLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := log.Bundle(t, statement, subject, issuer, true)
+
+	type got struct {
+		Verified bool
+		Until    time.Time
+	}
+	tests := []struct {
+		name   string
+		a      *keyless.Authority
+		bundle []byte
+		now    time.Time
+		want   got
+	}{
+		{"while the certificate is valid", noLog, leaf, signedAt.Add(time.Minute),
+			got{true, certNotAfter(t, leaf).Add(time.Nanosecond)}},
+		// The wall clock says valid; the clock given says expired.
+		{"twenty minutes on, expired", noLog, leaf, signedAt.Add(20 * time.Minute), got{false, keyless.Forever}},
+		{"before it was valid", noLog, leaf, signedAt.Add(-30 * time.Second), got{false, certNotBefore(t, leaf)}},
+		{"with a log entry, years from now", withLog, logged, time.Now().AddDate(5, 0, 0), got{true, keyless.Forever}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := tt.a.Verify(tt.bundle, image, tt.now)
+			if diff := cmp.Diff(tt.want, got{v.Err == nil, v.Until}); diff != "" {
+				t.Errorf("Verify (-want +got):\n%s\nerror: %v", diff, v.Err)
+			}
+		})
+	}
+}
+
+// certOf reads the leaf certificate of a bundle.
+func certOf(t *testing.T, b []byte) *x509.Certificate {
+	t.Helper()
+	var bundle struct {
+		VerificationMaterial struct {
+			Certificate struct {
+				RawBytes []byte `json:"rawBytes"`
+			} `json:"certificate"`
+		} `json:"verificationMaterial"`
+	}
+	if err := json.Unmarshal(b, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(bundle.VerificationMaterial.Certificate.RawBytes)
+	if err != nil {
+		t.Fatalf("bundle certificate: %v", err)
+	}
+	return c
+}
+
+func certNotAfter(t *testing.T, b []byte) time.Time  { return certOf(t, b).NotAfter }
+func certNotBefore(t *testing.T, b []byte) time.Time { return certOf(t, b).NotBefore }
 
 // tamper changes the statement inside a bundle (base64 "payload") by one
 // character of its subject name.

@@ -54,7 +54,7 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 	return k
 }
 
-func (attestationsCheck) level(imageref.Ref) Level { return LevelSignatures }
+func (attestationsCheck) level(imageref.Ref) Level { return LevelAttestations }
 
 // envelope is a DSSE envelope.
 type envelope struct {
@@ -80,7 +80,7 @@ func (k attestationsCheck) evaluate(c *check) {
 			if a.keyless == nil {
 				continue
 			}
-			if reason := a.verifiesBundle(raw, digest); reason != "" {
+			if reason := a.verifiesBundle(raw, digest, c.now); reason != "" {
 				keylessReason = fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason)
 				continue
 			}
@@ -91,9 +91,26 @@ func (k attestationsCheck) evaluate(c *check) {
 			return
 		}
 	}
+	// Key authorities: envelopes of the .att tag and of the bundles.
+	type signed struct {
+		env       envelope
+		body      []byte
+		statement map[string]any
+	}
+	var envelopes []signed
 	for _, raw := range c.facts.Attestations {
-		env, body, statement, ok := readEnvelope(raw, digest)
-		if !ok || statement["predicateType"] != k.predicateType {
+		if env, body, st, ok := readEnvelope(raw, digest); ok {
+			envelopes = append(envelopes, signed{env, body, st})
+		}
+	}
+	for _, raw := range c.facts.Bundles {
+		if env, body, st, ok := bundleEnvelope(raw, digest); ok {
+			envelopes = append(envelopes, signed{env, body, st})
+		}
+	}
+	for _, e := range envelopes {
+		env, body, statement := e.env, e.body, e.statement
+		if statement["predicateType"] != k.predicateType {
 			continue
 		}
 		if signedBy(k.authorities, env, body) == "" {
@@ -114,7 +131,7 @@ func (k attestationsCheck) evaluate(c *check) {
 	case signedByOthers:
 		c.fail(fix, "has an attestation of type %q, but not signed by %s", k.predicateType, authorityList(k.names()))
 	default:
-		c.fail(fix, "has no attestation of type %q (cosign's %s.att)", k.predicateType, strings.Replace(digest, ":", "-", 1))
+		c.fail(fix, "has no attestation of type %q (cosign's %s.att, or a bundle among its referrers)%s", k.predicateType, strings.Replace(digest, ":", "-", 1), c.skipped())
 	}
 }
 
@@ -144,14 +161,20 @@ func readEnvelope(raw []byte, digest string) (envelope, []byte, map[string]any, 
 // bundleStatement is the in-toto statement in a whole sigstore bundle's
 // DSSE envelope, and whether it is about digest.
 func bundleStatement(bundle []byte, digest string) (map[string]any, bool) {
+	_, _, statement, ok := bundleEnvelope(bundle, digest)
+	return statement, ok
+}
+
+// bundleEnvelope is readEnvelope for the DSSE envelope of a whole
+// sigstore bundle.
+func bundleEnvelope(bundle []byte, digest string) (envelope, []byte, map[string]any, bool) {
 	var b struct {
 		DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
 	}
 	if json.Unmarshal(bundle, &b) != nil {
-		return nil, false
+		return envelope{}, nil, nil, false
 	}
-	_, _, statement, ok := readEnvelope(b.DSSEEnvelope, digest)
-	return statement, ok
+	return readEnvelope(b.DSSEEnvelope, digest)
 }
 
 // signedBy returns the name of the first authority whose key signed the

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/keyless"
@@ -41,24 +42,26 @@ type signer struct {
 }
 
 // verifies checks sig over message with the signer's key, remembering the
-// answer.
+// answer (a key's verdict never changes with time).
 func (s signer) verifies(message, sig []byte) bool {
-	return s.verified.check(message, sig, func() string {
+	return s.verified.check(message, sig, time.Time{}, func() (string, time.Time) {
 		if verifySignature(s.key, message, sig) {
-			return ""
+			return "", keyless.Forever
 		}
-		return "does not verify"
+		return "does not verify", keyless.Forever
 	}) == ""
 }
 
-// verifiesBundle checks a whole sigstore bundle with a keyless authority,
-// remembering the answer: "" when it verifies, else the reason.
-func (s signer) verifiesBundle(bundle []byte, digest string) string {
-	return s.verified.check(bundle, []byte(digest), func() string {
-		if _, err := s.keyless.Verify(bundle, digest); err != nil {
-			return err.Error()
+// verifiesBundle checks, at now, a whole sigstore bundle with a keyless
+// authority, remembering the answer until it stops being true: "" when it
+// verifies, else the reason.
+func (s signer) verifiesBundle(bundle []byte, digest string, now time.Time) string {
+	return s.verified.check(bundle, []byte(digest), now, func() (string, time.Time) {
+		v := s.keyless.Verify(bundle, digest, now)
+		if v.Err != nil {
+			return v.Err.Error(), v.Until
 		}
-		return ""
+		return "", v.Until
 	})
 }
 
@@ -70,32 +73,44 @@ const notASignature = "\x00not a signature"
 // verifiesSignatureBundle is verifiesBundle for a bundle that must hold
 // cosign's signing statement about digest; the whole answer is
 // remembered, so a warm review neither parses nor verifies the bundle.
-func (s signer) verifiesSignatureBundle(bundle []byte, digest string) string {
-	return s.verified.check(bundle, []byte("sign\x00"+digest), func() string {
+func (s signer) verifiesSignatureBundle(bundle []byte, digest string, now time.Time) string {
+	return s.verified.check(bundle, []byte("sign\x00"+digest), now, func() (string, time.Time) {
 		if !signsImage(bundle, digest) {
-			return notASignature
+			return notASignature, keyless.Forever
 		}
-		if _, err := s.keyless.Verify(bundle, digest); err != nil {
-			return err.Error()
+		v := s.keyless.Verify(bundle, digest, now)
+		if v.Err != nil {
+			return v.Err.Error(), v.Until
 		}
-		return ""
+		return "", v.Until
 	})
 }
 
 // verifyMemo remembers verification results ("" for verified, else the
-// reason) by a hash of message and signature. It holds at most memoSize
-// and starts over when full, so requests carrying ever new signatures
-// cannot grow it.
+// reason) by a hash of message and signature, each with the instant it
+// stops being true. It holds at most memoSize and starts over when full,
+// so requests carrying ever new signatures cannot grow it.
 type verifyMemo struct {
 	mu      sync.Mutex
-	results map[[sha256.Size]byte]string
+	results map[[sha256.Size]byte]memoEntry
+}
+
+type memoEntry struct {
+	reason string
+	// from is the instant the answer was reached at (zero for a key's,
+	// which holds at any time), until when it stops being true (zero for
+	// never): an engine clock outside [from, until) asks again.
+	from, until time.Time
 }
 
 const memoSize = 4096
 
-func newVerifyMemo() *verifyMemo { return &verifyMemo{results: map[[sha256.Size]byte]string{}} }
+func newVerifyMemo() *verifyMemo { return &verifyMemo{results: map[[sha256.Size]byte]memoEntry{}} }
 
-func (m *verifyMemo) check(message, sig []byte, verify func() string) string {
+// check returns the remembered answer for (message, sig) while it holds
+// at now, else verify's, remembered with the instant verify says it
+// stops holding.
+func (m *verifyMemo) check(message, sig []byte, now time.Time, verify func() (string, time.Time)) string {
 	h := sha256.New()
 	h.Write(message)
 	h.Write([]byte{0})
@@ -103,17 +118,17 @@ func (m *verifyMemo) check(message, sig []byte, verify func() string) string {
 	var k [sha256.Size]byte
 	h.Sum(k[:0])
 	m.mu.Lock()
-	reason, seen := m.results[k]
+	e, seen := m.results[k]
 	m.mu.Unlock()
-	if seen {
-		return reason
+	if seen && !now.Before(e.from) && (e.until.IsZero() || now.Before(e.until)) {
+		return e.reason
 	}
-	reason = verify()
+	reason, until := verify()
 	m.mu.Lock()
 	if len(m.results) >= memoSize {
-		m.results = map[[sha256.Size]byte]string{}
+		m.results = map[[sha256.Size]byte]memoEntry{}
 	}
-	m.results[k] = reason
+	m.results[k] = memoEntry{reason, now, until}
 	m.mu.Unlock()
 	return reason
 }
@@ -220,13 +235,13 @@ func (k signaturesCheck) evaluate(c *check) {
 		body []byte
 	}
 	var bundles []bundle
-	for _, raw := range c.facts.Attestations {
-		if env, body, st, ok := readEnvelope(raw, digest); ok && st["predicateType"] == cosignSignPredicate {
+	for _, raw := range c.facts.Bundles {
+		if env, body, st, ok := bundleEnvelope(raw, digest); ok && st["predicateType"] == cosignSignPredicate {
 			bundles = append(bundles, bundle{env, body})
 		}
 	}
 	if len(c.facts.Signatures) == 0 && len(bundles) == 0 {
-		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle among its referrers)", strings.Replace(digest, ":", "-", 1))
+		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle among its referrers)%s", strings.Replace(digest, ":", "-", 1), c.skipped())
 		return
 	}
 	var missing, otherDigest, refused []string
@@ -234,7 +249,7 @@ func (k signaturesCheck) evaluate(c *check) {
 		if a.keyless != nil {
 			reason := "no signature bundle about this digest carries a certificate"
 			for _, raw := range c.facts.Bundles {
-				r := a.verifiesSignatureBundle(raw, digest)
+				r := a.verifiesSignatureBundle(raw, digest, c.now)
 				if r == notASignature {
 					continue
 				}
@@ -292,7 +307,7 @@ func (k signaturesCheck) evaluate(c *check) {
 	if k.all {
 		fix = "have every authority sign " + c.ref.Repo() + "@" + digest
 	}
-	c.fail(fix, "is %s", strings.Join(parts, "; "))
+	c.fail(fix, "is %s%s", strings.Join(parts, "; "), c.skipped())
 }
 
 // keylessOnly reports whether every authority is keyless, so a fix

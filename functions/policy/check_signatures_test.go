@@ -130,8 +130,15 @@ func TestSignatures(t *testing.T) {
 // containing problem.
 func judged(t *testing.T, p *Policy, facts Facts, problem string) Decision {
 	t.Helper()
+	return judgedAt(t, p, facts, problem, now)
+}
+
+// judgedAt is judged on the engine clock at: keyless certificates made
+// by the test are valid around the wall clock's now.
+func judgedAt(t *testing.T, p *Policy, facts Facts, problem string, at time.Time) Decision {
+	t.Helper()
 	img := "registry.corp/app:v1"
-	d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, now)
+	d := p.Evaluate(Request{Namespace: "default", Images: []Image{{Ref: img}}}, map[string]Facts{img: facts}, at)
 	switch {
 	case problem == "" && !d.Allowed:
 		t.Errorf("denied: %s", d.Reason())
@@ -145,17 +152,12 @@ func judged(t *testing.T, p *Policy, facts Facts, problem string) Decision {
 // each bundle whole, and its DSSE envelope among the attestations.
 func bundleFacts(t *testing.T, bundles ...[]byte) Facts {
 	t.Helper()
-	facts := Facts{Level: LevelSignatures, Digest: dA, Bundles: bundles}
 	for _, b := range bundles {
-		var env struct {
-			DSSEEnvelope json.RawMessage `json:"dsseEnvelope"`
+		if !json.Valid(b) {
+			t.Fatalf("bundle is not JSON: %s", b)
 		}
-		if err := json.Unmarshal(b, &env); err != nil {
-			t.Fatal(err)
-		}
-		facts.Attestations = append(facts.Attestations, env.DSSEEnvelope)
 	}
-	return facts
+	return Facts{Level: LevelAttestations, Digest: dA, Bundles: bundles}
 }
 
 // dsse wraps an in-toto statement about digest in a DSSE envelope signed
@@ -203,7 +205,7 @@ func TestAttestations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			judged(t, p, Facts{Level: LevelSignatures, Digest: dA, Attestations: tc.atts}, tc.problem)
+			judged(t, p, Facts{Level: LevelAttestations, Digest: dA, Attestations: tc.atts}, tc.problem)
 		})
 	}
 }
@@ -258,7 +260,7 @@ func TestKeylessSignatures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			judged(t, tc.policy, bundleFacts(t, tc.bundles...), tc.problem)
+			judgedAt(t, tc.policy, bundleFacts(t, tc.bundles...), tc.problem, time.Now())
 		})
 	}
 	for decl, want := range map[string]string{
@@ -304,7 +306,7 @@ func TestKeylessAttestations(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			judged(t, p, bundleFacts(t, tc.bundle), tc.problem)
+			judgedAt(t, p, bundleFacts(t, tc.bundle), tc.problem, time.Now())
 		})
 	}
 }
@@ -348,4 +350,31 @@ func TestNamedFiles(t *testing.T) {
 			t.Errorf("authority %s: %v, want an error containing %q", decl, err, want)
 		}
 	}
+}
+
+// TestKeylessVerdictEndsWithTheCertificate judges one keyless bundle
+// (no log entry) twice with the same compiled policy: while its
+// certificate is valid, then on an engine clock past its expiry. The
+// remembered "verified" must not outlive the certificate.
+func TestKeylessVerdictEndsWithTheCertificate(t *testing.T) {
+	const issuer, subject = "https://token.ci.example", "builder@ci.example"
+	ca := keylesstest.NewCA(t)
+	p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: ci
+        keyless:
+          trustedRoot: |
+            %s
+          identities: [{issuer: %s, subject: %s}]
+          transparencyLog: notRequired
+`, strings.ReplaceAll(string(ca.TrustedRoot), "\n", "\n            "), issuer, subject))
+	signedAt := time.Now().Add(-time.Minute)
+	facts := bundleFacts(t, ca.Bundle(t, keylesstest.Statement(dA, keylesstest.SignPredicate, "{}"), subject, issuer, signedAt))
+	judgedAt(t, p, facts, "", signedAt.Add(time.Minute))
+	judgedAt(t, p, facts, `not as keyless authority "ci" requires (does not verify`, signedAt.Add(time.Hour))
+	// And back: a verdict of "expired" at a later instant does not make
+	// an earlier review fail (each carries its own time).
+	judgedAt(t, p, facts, "", signedAt.Add(2*time.Minute))
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"strings"
+
 	"github.com/admitfn/admitfn/functions/imageref"
 )
 
@@ -46,4 +48,13 @@ func (c *check) on(cfg ImageConfig) string {
 		return " on " + cfg.Platform.String()
 	}
 	return ""
+}
+
+// skipped names, for a reason, the artifacts the resolver passed over
+// while looking for signatures and attestations ("" when none were).
+func (c *check) skipped() string {
+	if len(c.facts.Skipped) == 0 {
+		return ""
+	}
+	return " (admitfn passed over " + strings.Join(c.facts.Skipped, ", ") + ")"
 }

@@ -21,9 +21,14 @@ const (
 	LevelDigest
 	// LevelConfig needs the manifest and the image config.
 	LevelConfig
-	// LevelSignatures needs, besides, the signatures and attestations
-	// stored beside the image (cosign's sha256-<hex>.sig and .att tags).
+	// LevelSignatures needs, besides, the signatures stored beside the
+	// image: cosign's sha256-<hex>.sig tag and sigstore bundles attached as
+	// referrers.
 	LevelSignatures
+	// LevelAttestations needs the attestations too (cosign's
+	// sha256-<hex>.att tag). It is above LevelSignatures only so that one
+	// cached answer serves both; a signatures rule never reads .att.
+	LevelAttestations
 )
 
 // Request is what the engine knows about an admission request.
@@ -103,8 +108,15 @@ type Facts struct {
 	// NotFound means the registry answered that the tag or digest does not
 	// exist.
 	NotFound bool
-	// Err is set when the registry could not answer.
+	// Err is set when the registry could not answer: decided by the
+	// rule's onRegistryError.
 	Err error
+	// Malformed is set when the registry answered with an image admitfn
+	// will not judge: a manifest, index or config that does not parse, is
+	// of another kind, or is larger or has more parts than admitfn reads.
+	// Anyone who may push to the repository can cause it, so it is a
+	// verdict (the image is refused), never an error a rule may let pass.
+	Malformed error
 	// Unauthorized means the registry refused admitfn (401 or 403): an
 	// answer about admitfn's access, not about the image, decided by the
 	// rule's onRegistryUnauthorized rather than onRegistryError.
@@ -114,19 +126,26 @@ type Facts struct {
 	Stale bool
 	// Platforms the image provides.
 	Platforms []Platform
-	// Configs of the inspected platforms (every one for a single image, the
-	// policy's platforms for an index).
+	// Configs of every image a node of the cluster could pick
+	// (Platform.MayRun against spec.registry.platforms): the one config of
+	// a single image; for an index, each child a node platform may run,
+	// children that name no platform included (judged by their config).
 	Configs []ImageConfig
-	// Signatures stored for Digest (fetched at LevelSignatures; none when
-	// the image has no signature tag).
+	// Signatures stored for Digest in cosign's .sig tag, newest first
+	// (fetched at LevelSignatures; none when the image has no such tag).
 	Signatures []Signature
-	// Attestations stored for Digest: DSSE envelopes, as read (fetched at
-	// LevelSignatures; none when the image has no attestation tag).
+	// Attestations stored for Digest in cosign's .att tag: DSSE envelopes,
+	// as read, newest first (fetched at LevelAttestations).
 	Attestations [][]byte
-	// Bundles are the sigstore bundles attached to Digest, whole (the
-	// DSSE envelope of each is among Attestations too): keyless
-	// authorities need their certificates and log entries.
+	// Bundles are the sigstore bundles attached to Digest as referrers,
+	// whole, newest first (fetched at LevelSignatures): signatures and
+	// attestations alike, told apart by their statement's predicate type.
 	Bundles [][]byte
+	// Skipped says what was passed over while reading signatures and
+	// attestations: malformed or oversized artifacts, and those past the
+	// number or bytes admitfn reads. A reason for a missing signature
+	// names them.
+	Skipped []string
 }
 
 // Signature is one signature cosign stored for an image: the signed
@@ -513,6 +532,12 @@ func (c *check) registryAnswered() bool {
 		}
 		c.fail("retry when the registry is reachable, or set onRegistryError: allow on the rule",
 			"registry %s could not be asked: %v", c.ref.Registry, f.Err)
+		return false
+	case f.Malformed != nil:
+		// Not a registry failure: whoever pushed the image made it so, and
+		// onRegistryError must not let it through.
+		c.fail("push an image admitfn can read: a valid manifest or index of runnable images, within admitfn's size limits",
+			"cannot be judged: %v", f.Malformed)
 		return false
 	case f.Level < c.rule.level(c.ref):
 		// The caller asked for less than the rule needs: a defect, but the

@@ -9,7 +9,6 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/admitfn/admitfn/functions/imageref"
@@ -162,34 +161,4 @@ func (l LabelRequirement) String() string {
 		return l.Key + "=" + l.Pattern
 	}
 	return l.Key
-}
-
-// Platform is os/arch[/variant].
-type Platform struct{ OS, Arch, Variant string }
-
-func (p Platform) String() string {
-	s := p.OS + "/" + p.Arch
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// Covers reports whether q satisfies p: same OS and architecture, and the
-// same variant when p names one.
-func (p Platform) Covers(q Platform) bool {
-	return p.OS == q.OS && p.Arch == q.Arch && (p.Variant == "" || p.Variant == q.Variant)
-}
-
-// ParsePlatform reads "os/arch[/variant]".
-func ParsePlatform(s string) (Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return Platform{}, fmt.Errorf("%q is not os/arch[/variant]", s)
-	}
-	p := Platform{OS: parts[0], Arch: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
 }

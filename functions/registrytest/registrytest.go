@@ -69,6 +69,15 @@ type Registry struct {
 	counts map[string]int // "METHOD manifests" and "METHOD blobs"
 	// closed counts client connections the server saw close.
 	closed atomic.Int32
+	// intercept, when set, answers requests before the registry does.
+	intercept atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
+}
+
+// Intercept sets h to see every request first: when it returns true it has
+// answered, and the registry does not. For answers no push can make (a
+// body that never ends, a manifest that is not JSON).
+func (r *Registry) Intercept(h func(w http.ResponseWriter, req *http.Request) bool) {
+	r.intercept.Store(&h)
 }
 
 // Option configures the registry.
@@ -91,6 +100,9 @@ func New(t testing.TB, opts ...Option) *Registry {
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(o.referrers))
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.count(req)
+		if h := r.intercept.Load(); h != nil && (*h)(w, req) {
+			return
+		}
 		switch Fault(r.fault.Load()) {
 		case ServerError:
 			http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}`, http.StatusInternalServerError)
@@ -271,6 +283,61 @@ func (r *Registry) PushIndex(repoTag string, platforms []v1.Platform, tweak func
 	return d.String()
 }
 
+// Child is one manifest of an index PushIndexOf writes: an image and the
+// platform its descriptor names (nil: none, as some tools write).
+type Child struct {
+	Image    v1.Image
+	Platform *v1.Platform
+}
+
+// PushIndexOf writes an index of the given children to repoTag and returns
+// its digest.
+func (r *Registry) PushIndexOf(repoTag string, children ...Child) string {
+	r.t.Helper()
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, c := range children {
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: c.Image, Descriptor: v1.Descriptor{Platform: c.Platform}})
+	}
+	if err := remote.WriteIndex(r.reference(repoTag), idx); err != nil {
+		r.t.Fatal(err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return d.String()
+}
+
+// Layer is one layer of an artifact PushArtifact writes.
+type Layer struct {
+	Data        []byte
+	MediaType   types.MediaType
+	Annotations map[string]string
+}
+
+// PushArtifact writes an OCI image manifest with the given layers (the
+// first pushed is the oldest) to repoTag, as cosign stores signatures and
+// attestations, and returns its digest.
+func (r *Registry) PushArtifact(repoTag string, layers ...Layer) string {
+	r.t.Helper()
+	var adds []mutate.Addendum
+	for _, l := range layers {
+		adds = append(adds, mutate.Addendum{Layer: static.NewLayer(l.Data, l.MediaType), Annotations: l.Annotations})
+	}
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), adds...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.Push(repoTag, img)
+}
+
+// SignedPayload is the simple-signing payload cosign signs for digest in
+// repo.
+func (r *Registry) SignedPayload(repo, digest string) []byte {
+	return []byte(fmt.Sprintf(`{"critical":{"identity":{"docker-reference":%q},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`,
+		r.Host()+"/"+repo, digest))
+}
+
 // Delete removes the manifest behind repoTag.
 func (r *Registry) Delete(repoTag string) {
 	r.t.Helper()
@@ -287,8 +354,7 @@ func (r *Registry) Delete(repoTag string) {
 // used by the e2e suite; this is for unit tests and benchmarks.
 func (r *Registry) Sign(repo, digest string, sign func(payload []byte) []byte) {
 	r.t.Helper()
-	payload := []byte(fmt.Sprintf(`{"critical":{"identity":{"docker-reference":%q},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`,
-		r.Host()+"/"+repo, digest))
+	payload := r.SignedPayload(repo, digest)
 	layer := static.NewLayer(payload, "application/vnd.dev.cosign.simplesigning.v1+json")
 	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
 		Layer:       layer,

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -327,7 +328,7 @@ func TestPlainHTTPNeedsPolicy(t *testing.T) {
 
 func TestCacheIsBounded(t *testing.T) {
 	t.Parallel()
-	c := newCache(3)
+	c := newCache(3, 1<<20)
 	for i := range 10 {
 		c.put(entry{key: string(rune('a' + i))})
 	}
@@ -339,5 +340,27 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 	if _, ok := c.get("a"); ok {
 		t.Errorf("oldest entry kept")
+	}
+}
+
+// TestCacheIsBoundedInBytes fills the cache with answers carrying large
+// signatures: it keeps at most its byte bound however many entries it
+// may hold.
+func TestCacheIsBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	const bound = 1 << 20
+	c := newCache(4096, bound)
+	big := policy.Facts{Signatures: []policy.Signature{{Payload: make([]byte, 64<<10)}}}
+	for i := range 100 {
+		c.put(entry{key: fmt.Sprint(i), facts: big})
+	}
+	if c.bytes > bound {
+		t.Errorf("cache holds %d bytes, more than its %d bound", c.bytes, bound)
+	}
+	if n := c.len(); n < 10 || n > bound/(64<<10) {
+		t.Errorf("cache holds %d entries of 64 KiB under a 1 MiB bound, want 10 to 16", n)
+	}
+	if _, ok := c.get("99"); !ok {
+		t.Errorf("newest entry evicted")
 	}
 }

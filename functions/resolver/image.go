@@ -1,0 +1,186 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/readcap"
+)
+
+// Limits on what one lookup reads. Real images are far below them: a
+// manifest is a few KiB, an index of every platform Docker Hub knows tens
+// of KiB, a config rarely past 100 KiB, a signature tag a few KiB per
+// signature. More is not an image but a way to make admitfn read, and is
+// a verdict (Facts.Malformed or Facts.Skipped), never a registry error.
+const (
+	// MaxLookupBytes bounds every byte one lookup reads from the registry
+	// (manifests, configs, referrer lists, signature layers, token
+	// answers), counted as they arrive.
+	MaxLookupBytes = 1 << 20
+	// maxIndexChildren bounds the manifests an index may list.
+	maxIndexChildren = 128
+	// maxIndexDepth bounds indexes within indexes (containerd follows
+	// them; real images have none).
+	maxIndexDepth = 2
+	// maxLookups bounds the lookups in flight in the process: with
+	// MaxLookupBytes each, what hostile registries can make admitfn hold
+	// at once.
+	maxLookups = 16
+)
+
+// fetch asks the registry about ref to the level asked, within a budget of
+// MaxLookupBytes.
+func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts {
+	select {
+	case r.flights <- struct{}{}:
+		defer func() { <-r.flights }()
+	case <-ctx.Done():
+		return policy.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: "did not answer within the registry timeout (admitfn was busy with other lookups)", detail: ctx.Err()}}
+	}
+	ctx = readcap.With(ctx, readcap.New(MaxLookupBytes))
+	var nopts []name.Option
+	if r.settings.IsInsecure(ref.Registry) {
+		nopts = append(nopts, name.Insecure)
+	}
+	nref, err := ref.Reference(nopts...)
+	if err != nil {
+		return policy.Facts{Level: level, Err: err}
+	}
+	if level == policy.LevelDigest {
+		desc, err := r.puller.Head(ctx, nref)
+		if err != nil {
+			return r.failure(level, ref, err)
+		}
+		return policy.Facts{Level: level, Digest: desc.Digest.String()}
+	}
+
+	desc, err := r.puller.Get(ctx, nref)
+	if err != nil {
+		return r.failure(level, ref, err)
+	}
+	f := policy.Facts{Level: level, Digest: desc.Digest.String()}
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return r.failure(level, ref, err)
+		}
+		if err := r.indexChildren(idx, 0, &f); err != nil {
+			return r.failure(level, ref, err)
+		}
+	case desc.MediaType.IsImage():
+		img, err := desc.Image()
+		if err != nil {
+			return r.failure(level, ref, err)
+		}
+		cfg, err := imageConfig(img)
+		if err != nil {
+			return r.failure(level, ref, fmt.Errorf("reading the manifest and config: %w", err))
+		}
+		f.Platforms = []policy.Platform{cfg.Platform}
+		f.Configs = []policy.ImageConfig{cfg}
+	default:
+		return policy.Facts{Level: level, Digest: f.Digest, Malformed: fmt.Errorf("the registry serves a %s, not an image or an image index", desc.MediaType)}
+	}
+	if level >= policy.LevelSignatures {
+		if failed := r.artifacts(ctx, ref, level, nopts, &f); failed != nil {
+			return *failed
+		}
+	}
+	return f
+}
+
+// shapeError is an image of a shape admitfn will not judge: too many
+// children, nested too deep. failure turns it into Facts.Malformed.
+type shapeError struct{ what string }
+
+func (e *shapeError) Error() string { return e.what }
+
+// indexChildren records the platforms an index provides and reads the
+// config of every child a node of the cluster could pick
+// (policy.Platform.MayRun): children that name their platform and match
+// one of spec.registry.platforms, and children that name none, which
+// containerd matches by their config's platform. A child that cannot be
+// read is a failure of the whole lookup, never skipped. Children of
+// another kind (attestation manifests, which name platform unknown/unknown,
+// or artifacts containerd does not run) are passed over.
+func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *policy.Facts) error {
+	manifest, err := idx.IndexManifest()
+	if err != nil {
+		return fmt.Errorf("reading the index: %w", err)
+	}
+	if n := len(manifest.Manifests); n > maxIndexChildren {
+		return &shapeError{fmt.Sprintf("the index lists %d manifests, more than the %d admitfn reads", n, maxIndexChildren)}
+	}
+	for _, m := range manifest.Manifests {
+		var p policy.Platform
+		if m.Platform != nil {
+			p = policy.Platform{OS: m.Platform.OS, Arch: m.Platform.Architecture, Variant: m.Platform.Variant}
+			if p.OS != "unknown" {
+				f.Platforms = append(f.Platforms, p)
+			}
+			if !r.mayRun(p) {
+				continue
+			}
+		}
+		switch {
+		case m.MediaType.IsIndex():
+			if depth+1 >= maxIndexDepth {
+				return &shapeError{fmt.Sprintf("the index nests indexes more than %d deep", maxIndexDepth)}
+			}
+			child, err := idx.ImageIndex(m.Digest)
+			if err != nil {
+				return fmt.Errorf("fetching the index %s: %w", m.Digest, err)
+			}
+			if err := r.indexChildren(child, depth+1, f); err != nil {
+				return err
+			}
+		case m.MediaType.IsImage():
+			img, err := idx.Image(m.Digest)
+			if err != nil {
+				return fmt.Errorf("fetching the image %s: %w", m.Digest, err)
+			}
+			cfg, err := imageConfig(img)
+			if err != nil {
+				return fmt.Errorf("reading the config of %s: %w", m.Digest, err)
+			}
+			if m.Platform == nil {
+				f.Platforms = append(f.Platforms, cfg.Platform)
+				if !r.mayRun(cfg.Platform) {
+					continue
+				}
+			}
+			f.Configs = append(f.Configs, cfg)
+		}
+	}
+	return nil
+}
+
+// mayRun reports whether a node of one of the policy's platforms may pick
+// an image built for p.
+func (r *Resolver) mayRun(p policy.Platform) bool {
+	for _, node := range r.settings.Platforms {
+		if node.MayRun(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func imageConfig(img v1.Image) (policy.ImageConfig, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return policy.ImageConfig{}, err
+	}
+	return policy.ImageConfig{
+		Platform: policy.Platform{OS: cf.OS, Arch: cf.Architecture, Variant: cf.Variant},
+		User:     cf.Config.User,
+		Created:  cf.Created.Time,
+		Labels:   cf.Config.Labels,
+	}, nil
+}
