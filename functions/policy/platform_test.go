@@ -44,7 +44,7 @@ func TestMayRun(t *testing.T) {
 		{"linux/arm/v7", "linux/arm/v6", true},
 		{"linux/arm/v7", "linux/arm/v5", true},
 		{"linux/arm/v6", "linux/arm/v7", false},
-		{"linux/arm/v7", "linux/arm", true},   // arm is arm/v7
+		{"linux/arm/v7", "linux/arm", true},    // arm is arm/v7
 		{"linux/arm/v6", "linux/armhf", false}, // armhf is arm/v7
 		{"linux/arm/v6", "linux/armel", true},
 		{"linux/s390x", "linux/s390x", true},

@@ -232,4 +232,3 @@ func unsigned(f policy.Facts) bool {
 func cacheKey(ref imageref.Ref, level policy.Level) string {
 	return fmt.Sprintf("%d|%s", level, ref.String())
 }
-
