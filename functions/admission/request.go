@@ -2,6 +2,8 @@ package admission
 
 import (
 	"fmt"
+	"maps"
+	"strconv"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -53,9 +55,11 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 		f.Request.Annotations = obj.Annotations
 		unchanged := map[string]bool{}
 		if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
-			if old, err := workload.Read(kinds, key, req.OldObject.Raw); err == nil {
+			// An annotation (break-glass) is read for every image: when
+			// they differ, nothing is unchanged.
+			if old, err := workload.Read(kinds, key, req.OldObject.Raw); err == nil && maps.Equal(old.Annotations, obj.Annotations) {
 				for _, img := range old.Images {
-					unchanged[img.Pointer+"="+img.Ref] = true
+					unchanged[judgedAs(img)] = true
 				}
 			}
 		}
@@ -63,7 +67,7 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 			if req.SubResource == "ephemeralcontainers" && !strings.Contains(img.Pointer, "/ephemeralContainers/") {
 				continue
 			}
-			if unchanged[img.Pointer+"="+img.Ref] {
+			if unchanged[judgedAs(img)] {
 				continue
 			}
 			f.Images = append(f.Images, img)
@@ -90,6 +94,18 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 		}
 	}
 	return f, nil
+}
+
+// judgedAs is every fact of img a rule reads: where it is, the reference,
+// whether it is a volume and the uid it runs as. An UPDATE leaves out an
+// image only when all of them are as the old object had them: the same
+// image under a new runAsUser is judged again.
+func judgedAs(img workload.Image) string {
+	uid := "unset"
+	if img.RunAsUser != nil {
+		uid = strconv.FormatInt(*img.RunAsUser, 10)
+	}
+	return fmt.Sprintf("%s=%s|volume=%t|uid=%s", img.Pointer, img.Ref, img.Volume, uid)
 }
 
 // nodeChange compares a Node with its old self (none on CREATE) as the

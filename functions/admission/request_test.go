@@ -36,6 +36,21 @@ func deployment(images ...string) *appsv1.Deployment {
 	return d
 }
 
+func runAs(d *appsv1.Deployment, uid int64) *appsv1.Deployment {
+	d.Spec.Template.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: &uid}
+	return d
+}
+
+func podRunAs(d *appsv1.Deployment, uid int64) *appsv1.Deployment {
+	d.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid}
+	return d
+}
+
+func annotated(d *appsv1.Deployment, a map[string]string) *appsv1.Deployment {
+	d.Spec.Template.Annotations = a
+	return d
+}
+
 func TestRead(t *testing.T) {
 	podWith := func(eph ...string) *corev1.Pod {
 		p := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx:1.17.1"}}}}
@@ -56,6 +71,13 @@ func TestRead(t *testing.T) {
 		{"deployment create", "Deployment", admissionv1.Create, "", deployment("nginx:1", "redis:7"), nil, []string{"spec.template.spec.containers[0].image=nginx:1", "spec.template.spec.containers[1].image=redis:7"}},
 		{"update judges only changed images", "Deployment", admissionv1.Update, "", deployment("nginx:2", "redis:7"), deployment("nginx:1", "redis:7"), []string{"spec.template.spec.containers[0].image=nginx:2"}},
 		{"update with nothing changed", "Deployment", admissionv1.Update, "", deployment("nginx:1"), deployment("nginx:1"), nil},
+		{"update of runAsUser alone judges the image again", "Deployment", admissionv1.Update, "", runAs(deployment("nginx:1"), 0), runAs(deployment("nginx:1"), 1000),
+			[]string{"spec.template.spec.containers[0].image=nginx:1"}},
+		{"update of the pod's runAsUser", "Deployment", admissionv1.Update, "", podRunAs(deployment("nginx:1"), 0), deployment("nginx:1"),
+			[]string{"spec.template.spec.containers[0].image=nginx:1"}},
+		{"update removing the break-glass annotation judges every image", "Deployment", admissionv1.Update, "", deployment("nginx:1"),
+			annotated(deployment("nginx:1"), map[string]string{"admitfn.dev/break-glass": "incident 42"}), []string{"spec.template.spec.containers[0].image=nginx:1"}},
+		{"update with the same runAsUser", "Deployment", admissionv1.Update, "", runAs(deployment("nginx:1"), 1000), runAs(deployment("nginx:1"), 1000), nil},
 		{"ephemeral subresource judges ephemeral containers only", "Pod", admissionv1.Update, "ephemeralcontainers", podWith("busybox"), podWith(), []string{"spec.ephemeralContainers[0].image=busybox"}},
 		{"second ephemeral container", "Pod", admissionv1.Update, "ephemeralcontainers", podWith("busybox:1", "alpine"), podWith("busybox:1"), []string{"spec.ephemeralContainers[1].image=alpine"}},
 		{"delete judges nothing", "Pod", admissionv1.Delete, "", nil, podWith(), nil},
