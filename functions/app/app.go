@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,6 +95,14 @@ type App struct {
 	// resolver is the one the reviewer asks, kept here so that Close and
 	// a reload reach its connections.
 	resolver atomic.Pointer[resolver.Resolver]
+	// reloading serializes Reload: two at once could each build a
+	// resolver and leave the reviewer asking one and Close reaching the
+	// other.
+	reloading sync.Mutex
+	// loaded is what New read of the policy file and the files it names,
+	// as the watcher fingerprints them: the watcher's baseline, so a change
+	// between New and Watch is not lost.
+	loaded string
 }
 
 // New loads the policy and assembles the handlers. It makes no network
@@ -108,11 +117,19 @@ func New(cfg Config) (*App, error) {
 	if len(cfg.Handlers) == 0 {
 		cfg.Handlers = HandlerNames()
 	}
-	p, err := policy.Load(cfg.PolicyFile)
+	p, loaded, err := load(cfg.PolicyFile)
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, Metrics: metrics.New()}
+	a := &App{cfg: cfg, Metrics: metrics.New(), loaded: loaded}
+	// A step that fails after the event sender started must stop it:
+	// its goroutines would outlive the App nobody can Close.
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close(0)
+		}
+	}()
 	res, err := a.newResolver(p)
 	if err != nil {
 		return nil, err
@@ -164,7 +181,33 @@ func New(cfg Config) (*App, error) {
 	for path, h := range routes {
 		a.handler.Handle(path, h)
 	}
+	ok = true
 	return a, nil
+}
+
+// load reads the policy file (the embedded default when path is empty)
+// and the files it names, and returns the policy and what was read, as
+// the watcher fingerprints it.
+func load(path string) (*policy.Policy, string, error) {
+	if path == "" {
+		return policy.Default(), "", nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	read := map[string]string{path: string(data)}
+	p, err := policy.Parse(data, policy.WithReadFile(func(f string) ([]byte, error) {
+		b, err := os.ReadFile(f)
+		if err == nil {
+			read[f] = string(b)
+		}
+		return b, err
+	}))
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return p, reload.Render(read), nil
 }
 
 // Handler serves every route: what `admitfn serve`, the Knative Functions
@@ -201,7 +244,7 @@ func (a *App) Watch(ctx context.Context, interval time.Duration) {
 	// any is compiled from what this poll read.
 	var read map[string]string // what the last poll read, by path
 	var unreadable map[string]bool
-	reload.Poll(ctx, interval,
+	reload.PollFrom(ctx, interval, a.loaded,
 		func() (string, error) {
 			policyFile, err := os.ReadFile(a.cfg.PolicyFile)
 			if err != nil {
@@ -236,6 +279,8 @@ func (a *App) Watch(ctx context.Context, interval time.Duration) {
 // Reload puts a changed policy in force, or keeps the one in force when
 // the new one does not parse: a typo must never open or lock the cluster.
 func (a *App) Reload(data []byte, opts ...policy.Option) {
+	a.reloading.Lock()
+	defer a.reloading.Unlock()
 	file, logger := a.cfg.PolicyFile, a.cfg.Logger
 	current := a.Reviewer.Policy()
 	p, err := policy.Parse(data, opts...)
@@ -273,5 +318,7 @@ func (a *App) Close(grace time.Duration) {
 	if a.sender != nil {
 		a.sender.Close(grace)
 	}
-	a.resolver.Load().Close()
+	if res := a.resolver.Load(); res != nil {
+		res.Close()
+	}
 }

@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
@@ -117,5 +120,73 @@ spec:
 	}
 	if !admitted(":new") || admitted(":old") {
 		t.Fatal("after the key file changed: want the new key's image admitted and the old key's denied")
+	}
+}
+
+// TestWatchKeepsAChangeMadeBeforeItStarts: the policy file changes after
+// New loaded it and before the watcher's first poll. The watcher's
+// baseline is what New loaded, so the change is put in force.
+func TestWatchKeepsAChangeMadeBeforeItStarts(t *testing.T) {
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(name string) {
+		t.Helper()
+		doc := fmt.Sprintf("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: %s}\nspec:\n  rules:\n  - {name: no-latest, tags: {denyLatest: true}}\n", name)
+		if err := os.WriteFile(policyFile, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("first")
+	a, err := New(Config{PolicyFile: policyFile, Handlers: []string{"imagepolicy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(time.Second)
+	write("second")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Watch(ctx, 10*time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Reviewer.Policy().Name != "second" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := a.Reviewer.Policy().Name; got != "second" {
+		t.Errorf("policy in force is %q, want %q: the change made before the watcher started was lost", got, "second")
+	}
+}
+
+// TestNewThatFailsLeavesNothingRunning: New fails after it started the
+// event sender (an unknown handler comes later); nothing of it may keep
+// running.
+func TestNewThatFailsLeavesNothingRunning(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	sink := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer sink.Close()
+	env := map[string]string{"K_SINK": sink.URL}
+	_, err := New(Config{Handlers: []string{"validating", "no-such-handler"}, Getenv: func(k string) string { return env[k] }})
+	if err == nil || !strings.Contains(err.Error(), `unknown handler "no-such-handler"`) {
+		t.Fatalf("New = %v, want an unknown-handler error", err)
+	}
+}
+
+// TestConcurrentReloadsStayInStep: reloads that each change the registry
+// settings, several at once; afterwards the reviewer asks the resolver
+// the App closes.
+func TestConcurrentReloadsStayInStep(t *testing.T) {
+	a, err := New(Config{Handlers: []string{"imagepolicy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(time.Second)
+	for round := range 50 {
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() {
+				a.Reload([]byte(fmt.Sprintf("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  registry: {timeout: %ds}\n  rules:\n  - {name: r, resolvable: true}\n", 1+round*4+i)))
+			})
+		}
+		wg.Wait()
+		if got, want := a.Reviewer.FactSource(), review.FactSource(a.resolver.Load()); got != want {
+			t.Fatalf("round %d: the reviewer asks another resolver than the one the App holds", round)
+		}
 	}
 }
