@@ -11,6 +11,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,17 +58,21 @@ type Server struct {
 	ready    atomic.Bool
 	scheme   string
 	grace    time.Duration
-	serveErr chan error
+	// serveErr is what Serve returned; set before closed is closed.
+	serveErr error
 	// stopWatch ends the certificate watch.
 	stopWatch context.CancelFunc
-	// closed is closed when serving has ended.
+	// closed is closed when serving has ended, however it ended.
 	closed chan struct{}
+	// shutdown runs once; every Shutdown returns its result.
+	shutdown    sync.Once
+	shutdownErr error
 }
 
 // Start validates cfg, loads certificates and starts listening. It makes no
 // outbound network call, so a cold start is ready in milliseconds.
 func Start(cfg Config) (*Server, error) {
-	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, serveErr: make(chan error, 1), stopWatch: func() {}, closed: make(chan struct{})}
+	s := &Server{scheme: "http", grace: cfg.ShutdownGrace, stopWatch: func() {}, closed: make(chan struct{})}
 	if s.grace == 0 {
 		s.grace = 10 * time.Second
 	}
@@ -117,7 +122,13 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	s.ready.Store(true)
-	go func() { s.serveErr <- s.srv.Serve(ln); close(s.closed) }()
+	go func() {
+		s.serveErr = s.srv.Serve(ln)
+		// Serving ended, by Shutdown or on its own: nothing is left to
+		// reload certificates for.
+		s.stopWatch()
+		close(s.closed)
+	}()
 	return s, nil
 }
 
@@ -150,8 +161,8 @@ func (s *Server) URL() string {
 // finish within the grace period.
 func (s *Server) Wait(ctx context.Context, drain func(context.Context) time.Duration) error {
 	select {
-	case err := <-s.serveErr:
-		return err
+	case <-s.closed:
+		return s.serveErr
 	case <-ctx.Done():
 	}
 	if drain != nil {
@@ -170,8 +181,14 @@ func (s *Server) Drain(d time.Duration) {
 	}
 }
 
-// Shutdown stops the server gracefully.
+// Shutdown stops the server gracefully. Calling it again returns what the
+// first call did.
 func (s *Server) Shutdown() error {
+	s.shutdown.Do(func() { s.shutdownErr = s.stop() })
+	return s.shutdownErr
+}
+
+func (s *Server) stop() error {
 	s.ready.Store(false)
 	s.stopWatch()
 	ctx, cancel := context.WithTimeout(context.Background(), s.grace)
@@ -179,7 +196,8 @@ func (s *Server) Shutdown() error {
 	if err := s.srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
 	}
-	if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	<-s.closed
+	if err := s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

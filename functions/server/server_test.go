@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"go.uber.org/goleak"
+
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -476,3 +479,39 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.b.Write(p)
 }
 func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+// TestShutdownTwice: a second Shutdown returns what the first did instead
+// of waiting for good on a serve result already taken.
+func TestShutdownTwice(t *testing.T) {
+	t.Parallel()
+	s, err := Start(Config{Listen: "127.0.0.1:0", ShutdownGrace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan [2]error, 1)
+	go func() { done <- [2]error{s.Shutdown(), s.Shutdown()} }()
+	select {
+	case errs := <-done:
+		if errs[0] != nil || errs[1] != nil {
+			t.Errorf("Shutdown, Shutdown = %v, %v; want nil, nil", errs[0], errs[1])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second Shutdown did not return")
+	}
+}
+
+// TestServingThatFailsStopsTheCertificateWatch: serving ends on its own
+// (its listener closed under it); Wait reports it, and the certificate
+// watch it started is not left running.
+func TestServingThatFailsStopsTheCertificateWatch(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	p := newPKI(t)
+	s, err := Start(Config{Listen: "127.0.0.1:0", TLSCert: p.certFile, TLSKey: p.keyFile, CertReloadInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ln.Close()
+	if err := s.Wait(context.Background(), nil); err == nil {
+		t.Error("Wait = nil after the listener failed; want the serve error")
+	}
+}
