@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -55,11 +56,22 @@ func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, obs observ
 		resp = admission.Denied(d.Reason())
 	}
 	for _, w := range d.Warnings() {
-		if len(w) > maxWarning {
-			w = w[:maxWarning-3] + "..."
-		}
-		resp.Warnings = append(resp.Warnings, w)
+		resp.Warnings = append(resp.Warnings, shorten(w, maxWarning))
 	}
 	resp.AuditAnnotations = d.AuditAnnotations()
 	return resp
+}
+
+// shorten cuts s to at most max bytes, "..." included, at a character
+// boundary: a warning cut inside a UTF-8 sequence is not valid text, and
+// clients print the broken sequence as garbage.
+func shorten(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -171,6 +172,34 @@ func TestRequestRules(t *testing.T) {
 			}
 			if !tc.allowed && !strings.Contains(resp.Result.Message, tc.messageOf) {
 				t.Errorf("message %q lacks %q", resp.Result.Message, tc.messageOf)
+			}
+		})
+	}
+}
+
+// TestShortenCutsAtACharacter: a long warning is cut to its bound without
+// splitting a character, and a short one is left alone.
+func TestShortenCutsAtACharacter(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("a", maxWarning-4) + "é" + strings.Repeat("ü", 50) // é straddles the cut
+	tests := []struct{ name, in string }{
+		{"short", "image \"nginx\" is é"},
+		{"ascii", strings.Repeat("a", 1000)},
+		{"a two-byte character at the cut", long},
+		{"four-byte characters", strings.Repeat("𝄞", 100)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := shorten(tt.in, maxWarning)
+			switch {
+			case !utf8.ValidString(got):
+				t.Errorf("shorten gave invalid UTF-8: %q", got)
+			case len(got) > maxWarning:
+				t.Errorf("shorten gave %d bytes, more than %d", len(got), maxWarning)
+			case len(tt.in) <= maxWarning && got != tt.in:
+				t.Errorf("a short warning was changed: %q", got)
+			case len(tt.in) > maxWarning && (!strings.HasSuffix(got, "...") || !strings.HasPrefix(tt.in, strings.TrimSuffix(got, "..."))):
+				t.Errorf("shorten = %q; want a prefix of the warning and ...", got)
 			}
 		})
 	}
