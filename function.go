@@ -9,6 +9,12 @@
 // describes the image-policy function), ADMITFN_TOKEN_DIR (a
 // folder of caller tokens, as `admitfn serve --token-dir`) and the Knative variables
 // K_SINK, K_CE_OVERRIDES and K_SERVICE.
+//
+// A function deployed with `func deploy` is public behind Knative's
+// ingress, as the ko-deployed Services are: Start refuses to serve without
+// ADMITFN_TOKEN_DIR (func.yaml mounts the admitfn-callers Secret there)
+// unless ADMITFN_ALLOW_ANY_CALLER=true says, for a local `func run`, that
+// anyone may ask.
 package function
 
 import (
@@ -45,6 +51,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	logger, _ := logging.NewLogger("", "info")
 	logger = logger.Named("admitfn")
 	gctune.Choose(os.Getenv, os.ReadFile).Apply()
+	if cfg["ADMITFN_TOKEN_DIR"] == "" && cfg["ADMITFN_ALLOW_ANY_CALLER"] != "true" {
+		return errors.New("ADMITFN_TOKEN_DIR is not set: a deployed function would answer anyone who reaches its URL. " +
+			"Mount the admitfn-callers Secret and set ADMITFN_TOKEN_DIR to it (func.yaml does), or set ADMITFN_ALLOW_ANY_CALLER=true for a local run")
+	}
 	handlers := []string{"imagepolicy"}
 	if h := cfg["ADMITFN_HANDLERS"]; h != "" {
 		handlers = strings.Split(h, ",")

@@ -26,7 +26,7 @@ func TestInstancedContract(t *testing.T) {
 	dir := t.TempDir()
 	policyFile := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(policyFile, []byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: fn}\nspec:\n  rules:\n  - name: no-busybox\n    repositories: {deny: [busybox]}\n"), 0o644)
-	if err := f.Start(ctx, map[string]string{"ADMITFN_POLICY": policyFile, "ADMITFN_HANDLERS": "imagepolicy,validating"}); err != nil {
+	if err := f.Start(ctx, map[string]string{"ADMITFN_POLICY": policyFile, "ADMITFN_HANDLERS": "imagepolicy,validating", "ADMITFN_ALLOW_ANY_CALLER": "true"}); err != nil {
 		t.Fatal(err)
 	}
 	if ready, err := f.Ready(ctx); !ready || err != nil {
@@ -66,7 +66,43 @@ func TestInstancedContract(t *testing.T) {
 	if ready, _ := f.Ready(ctx); ready {
 		t.Error("ready after Stop")
 	}
-	if err := New().Start(ctx, map[string]string{"ADMITFN_POLICY": filepath.Join(dir, "missing.yaml")}); err == nil {
+	if err := New().Start(ctx, map[string]string{"ADMITFN_POLICY": filepath.Join(dir, "missing.yaml"), "ADMITFN_ALLOW_ANY_CALLER": "true"}); err == nil {
 		t.Error("Start with a missing policy file succeeded")
+	}
+}
+
+// TestStartIsClosedByDefault: without caller tokens the function does not
+// serve unless told that anyone may ask; with them, a request without a
+// token is refused.
+func TestStartIsClosedByDefault(t *testing.T) {
+	ctx := context.Background()
+	err := New().Start(ctx, map[string]string{})
+	if err == nil || !strings.Contains(err.Error(), "ADMITFN_TOKEN_DIR is not set") {
+		t.Fatalf("Start without caller tokens = %v; want a refusal naming ADMITFN_TOKEN_DIR", err)
+	}
+	tokens := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tokens, "apiserver"), []byte("s3cret-token-of-enough-length"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := New()
+	if err := f.Start(ctx, map[string]string{"ADMITFN_TOKEN_DIR": tokens}); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop(ctx)
+	review := `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx:1.17.1"}]}}`
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{"", http.StatusUnauthorized}, {"s3cret-token-of-enough-length", http.StatusOK}} {
+		req := httptest.NewRequest(http.MethodPost, "/imagepolicy", strings.NewReader(review))
+		req.Header.Set("Content-Type", "application/json")
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		rec := httptest.NewRecorder()
+		f.Handle(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("token %q: status %d, want %d", tc.token, rec.Code, tc.want)
+		}
 	}
 }

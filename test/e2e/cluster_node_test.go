@@ -23,9 +23,8 @@ import (
 
 // A real node on this machine: containerd and runc (Debian's), a CNI
 // bridge inside the machine, the kubelet and kube-proxy built from the
-// module test/tools pins. What worked here and why each setting is needed
-// is in shared/notes/real-kubelet.md; the comments below say what a reader
-// of this file would otherwise ask.
+// module test/tools pins. The comments below say why each setting is
+// needed: what a reader of this file would otherwise ask.
 
 // The node's addresses. Pods live on a bridge the test creates; the node
 // (the host side of the bridge) is its gateway, and Service addresses are
