@@ -46,7 +46,10 @@ type patchOp struct {
 // An image whose digest cannot be resolved is left as written, with a
 // warning.
 func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	p := rv.Policy()
+	// One policy decodes the request and decides the patch, whatever a
+	// reload does meanwhile.
+	snap := rv.Snapshot()
+	p := snap.Policy()
 	resp := admission.Allowed()
 	if !p.MutatesIn(req.Namespace) {
 		return resp
@@ -66,7 +69,7 @@ func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, req *admis
 				need[img.Ref] = policy.LevelDigest
 			}
 		}
-		resolved := rv.Facts(ctx, b, need)
+		resolved := snap.Facts(ctx, b, need)
 		pinned := map[string]string{}
 		for _, img := range facts.Images {
 			f, ok := resolved[img.Ref]

@@ -82,11 +82,31 @@ func (r *Reviewer) BudgetFor(timeoutParam string) Budget {
 	return Budget{start: r.now(), timeoutParam: timeoutParam}
 }
 
-// Review gathers the facts the request needs, each distinct image once and
-// a few at a time, within b, and evaluates the policy. A lookup still
-// running when b runs out counts as a registry failure.
+// Snapshot is the policy and fact source in force when it was taken, for
+// one review from start to end: a handler that reads the policy to decode
+// a request (its declared kinds) and then judges it must judge it by that
+// same policy, whatever a reload puts in force meanwhile.
+type Snapshot struct {
+	r  *Reviewer
+	st *state
+}
+
+// Snapshot takes the policy and fact source in force now.
+func (r *Reviewer) Snapshot() Snapshot { return Snapshot{r: r, st: r.state.Load()} }
+
+// Policy is the snapshot's policy.
+func (s Snapshot) Policy() *policy.Policy { return s.st.policy }
+
+// Review is Reviewer.Review on a snapshot taken now.
 func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) policy.Decision {
-	st := r.state.Load()
+	return r.Snapshot().Review(ctx, b, req)
+}
+
+// Review gathers the facts the request needs, each distinct image once and
+// a few at a time, within b, and evaluates the snapshot's policy. A lookup
+// still running when b runs out counts as a registry failure.
+func (s Snapshot) Review(ctx context.Context, b Budget, req policy.Request) policy.Decision {
+	r, st := s.r, s.st
 	need := map[string]lookup{}
 	if req.Refs == nil {
 		req.Refs = make(map[string]imageref.Ref, len(req.Images))
@@ -107,16 +127,16 @@ func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) pol
 	return st.policy.Evaluate(req, r.gather(ctx, st, b, need), r.now())
 }
 
-// Facts asks the registry about each image (as written) to the level given,
-// a few at a time. Images that do not parse are left out.
-func (r *Reviewer) Facts(ctx context.Context, b Budget, need map[string]policy.Level) map[string]policy.Facts {
+// Facts asks the snapshot's fact source about each image (as written) to
+// the level given, a few at a time. Images that do not parse are left out.
+func (s Snapshot) Facts(ctx context.Context, b Budget, need map[string]policy.Level) map[string]policy.Facts {
 	lookups := make(map[string]lookup, len(need))
 	for raw, level := range need {
-		if ref, err := r.refs.Parse(raw); err == nil {
+		if ref, err := s.r.refs.Parse(raw); err == nil {
 			lookups[raw] = lookup{ref, level}
 		}
 	}
-	return r.gather(ctx, r.state.Load(), b, lookups)
+	return s.r.gather(ctx, s.st, b, lookups)
 }
 
 // lookup is one image to ask about, parsed once, and how much to ask.

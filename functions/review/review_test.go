@@ -257,3 +257,30 @@ func TestBudgetRunsOnTheReviewersClock(t *testing.T) {
 		t.Errorf("lookup had %v left, want 4s: 9s less the 5s the clock says have passed", left)
 	}
 }
+
+// TestSnapshotKeepsItsPolicy: a snapshot judges by the policy in force
+// when it was taken, though another is put in force before it judges —
+// what lets a handler decode a request and judge it by one policy.
+func TestSnapshotKeepsItsPolicy(t *testing.T) {
+	t.Parallel()
+	parse := func(doc string) *policy.Policy {
+		t.Helper()
+		p, err := policy.Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\n" + doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	strict := parse("metadata: {name: strict}\nspec:\n  rules:\n  - {name: no-busybox, repositories: {deny: [busybox]}}\n")
+	lax := parse("metadata: {name: lax}\nspec:\n  rules:\n  - {name: no-redis, repositories: {deny: [redis]}}\n")
+	rv := New(strict, nil)
+	snap := rv.Snapshot()
+	rv.Set(lax, nil)
+	req := policy.Request{Namespace: "default", Images: []policy.Image{{Ref: "busybox:1.36"}}}
+	if d := snap.Review(context.Background(), Budget{}, req); d.Allowed || d.Policy != "strict" || snap.Policy().Name != "strict" {
+		t.Errorf("snapshot judged by %q (allowed=%v); want the policy in force when it was taken, strict", d.Policy, d.Allowed)
+	}
+	if d := rv.Review(context.Background(), Budget{}, req); !d.Allowed || d.Policy != "lax" {
+		t.Errorf("a new review judged by %q (allowed=%v); want lax", d.Policy, d.Allowed)
+	}
+}

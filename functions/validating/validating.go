@@ -37,12 +37,15 @@ func New(rv *review.Reviewer, obs observe.Observer) admission.Handler {
 
 // Admit decides one request: decode, ask the reviewer, encode.
 func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, obs observe.Observer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	facts, err := admission.Read(req, rv.Policy().Workloads)
+	// One policy decodes and judges the request, whatever a reload does
+	// meanwhile.
+	snap := rv.Snapshot()
+	facts, err := admission.Read(req, snap.Policy().Workloads)
 	if err != nil {
 		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
 	}
 	start := time.Now()
-	d := rv.Review(ctx, b, facts.Request)
+	d := snap.Review(ctx, b, facts.Request)
 	rec := observe.Record{
 		Handler: "validating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
 		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Decision: d, Duration: time.Since(start),
