@@ -93,16 +93,16 @@ func TestSignatures(t *testing.T) {
 		sigs    []Signature
 		problem string // empty: allowed
 	}{
-		{"ECDSA by release", "any", []Signature{{good, release.sign(good)}}, ""},
-		{"Ed25519 by ci", "any", []Signature{{good, ci.sign(good)}}, ""},
-		{"RSA", "any", []Signature{{good, rsaKey.sign(good)}}, ""},
+		{"ECDSA by release", "any", []Signature{{Payload: good, Signature: release.sign(good)}}, ""},
+		{"Ed25519 by ci", "any", []Signature{{Payload: good, Signature: ci.sign(good)}}, ""},
+		{"RSA", "any", []Signature{{Payload: good, Signature: rsaKey.sign(good)}}, ""},
 		{"unsigned", "any", nil, "has no signature (cosign's sha256-"},
-		{"signed by a stranger", "any", []Signature{{good, stranger.sign(good)}}, `signed, but not by keys "release", "ci", "rsa"`},
-		{"signature for another digest", "any", []Signature{{payloadFor(dB), release.sign(payloadFor(dB))}}, `signed by key "release" for another digest, not ` + dA},
-		{"tampered payload", "any", []Signature{{tampered, release.sign(good)}}, "signed, but not by"},
-		{"tampered signature", "any", []Signature{{good, append(release.sign(good)[:8], make([]byte, 64)...)}}, "signed, but not by"},
-		{"all: every key signed", "all", []Signature{{good, release.sign(good)}, {good, ci.sign(good)}, {good, rsaKey.sign(good)}}, ""},
-		{"all: one key missing", "all", []Signature{{good, release.sign(good)}, {good, ci.sign(good)}}, `signed, but not by key "rsa"`},
+		{"signed by a stranger", "any", []Signature{{Payload: good, Signature: stranger.sign(good)}}, `signed, but not by keys "release", "ci", "rsa"`},
+		{"signature for another digest", "any", []Signature{{Payload: payloadFor(dB), Signature: release.sign(payloadFor(dB))}}, `signed by key "release" for another digest, not ` + dA},
+		{"tampered payload", "any", []Signature{{Payload: tampered, Signature: release.sign(good)}}, "signed, but not by"},
+		{"tampered signature", "any", []Signature{{Payload: good, Signature: append(release.sign(good)[:8], make([]byte, 64)...)}}, "signed, but not by"},
+		{"all: every key signed", "all", []Signature{{Payload: good, Signature: release.sign(good)}, {Payload: good, Signature: ci.sign(good)}, {Payload: good, Signature: rsaKey.sign(good)}}, ""},
+		{"all: one key missing", "all", []Signature{{Payload: good, Signature: release.sign(good)}, {Payload: good, Signature: ci.sign(good)}}, `signed, but not by key "rsa"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,7 +338,7 @@ func TestNamedFiles(t *testing.T) {
 		t.Errorf("Files (-want +got):\n%s", diff)
 	}
 	good := payloadFor(dA)
-	judged(t, p, Facts{Level: LevelSignatures, Digest: dA, Signatures: []Signature{{good, release.sign(good)}}}, "")
+	judged(t, p, Facts{Level: LevelSignatures, Digest: dA, Signatures: []Signature{{Payload: good, Signature: release.sign(good)}}}, "")
 	for decl, want := range map[string]string{
 		"{name: a, key: x, keyFile: /keys/release.pub}": "spec.rules[0].signatures.authorities[0].keyFile: give key or its file, not both",
 		"{name: a, keyFile: keys/release.pub}":          `"keys/release.pub" is not an absolute path`,

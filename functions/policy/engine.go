@@ -11,26 +11,6 @@ import (
 	"github.com/admitfn/admitfn/functions/imageref"
 )
 
-// Level is how much a rule needs to know about an image beyond its name.
-type Level int
-
-const (
-	// LevelName needs only the reference as written.
-	LevelName Level = iota
-	// LevelDigest needs the registry to resolve the reference to a digest.
-	LevelDigest
-	// LevelConfig needs the manifest and the image config.
-	LevelConfig
-	// LevelSignatures needs, besides, the signatures stored beside the
-	// image: cosign's sha256-<hex>.sig tag and sigstore bundles attached as
-	// referrers.
-	LevelSignatures
-	// LevelAttestations needs the attestations too (cosign's
-	// sha256-<hex>.att tag). It is above LevelSignatures only so that one
-	// cached answer serves both; a signatures rule never reads .att.
-	LevelAttestations
-)
-
 // Request is what the engine knows about an admission request.
 type Request struct {
 	// Namespace of the pod or workload.
@@ -95,72 +75,6 @@ type Image struct {
 	// as, which overrides the image's user; nil when the request does not
 	// say (an ImageReview never does).
 	RunAsUser *int64
-}
-
-// Facts is what the registry said about an image. The zero value means
-// nothing was asked.
-type Facts struct {
-	// Level says how much was fetched.
-	Level Level
-	// Digest is the digest the reference resolves to: the index digest for
-	// multi-arch images, which is what the kubelet pulls.
-	Digest string
-	// NotFound means the registry answered that the tag or digest does not
-	// exist.
-	NotFound bool
-	// Err is set when the registry could not answer: decided by the
-	// rule's onRegistryError.
-	Err error
-	// Malformed is set when the registry answered with an image admitfn
-	// will not judge: a manifest, index or config that does not parse, is
-	// of another kind, or is larger or has more parts than admitfn reads.
-	// Anyone who may push to the repository can cause it, so it is a
-	// verdict (the image is refused), never an error a rule may let pass.
-	Malformed error
-	// Unauthorized means the registry refused admitfn (401 or 403): an
-	// answer about admitfn's access, not about the image, decided by the
-	// rule's onRegistryUnauthorized rather than onRegistryError.
-	Unauthorized bool
-	// Stale means the facts come from the cache past their TTL because the
-	// registry failed.
-	Stale bool
-	// Platforms the image provides.
-	Platforms []Platform
-	// Configs of every image a node of the cluster could pick
-	// (Platform.MayRun against spec.registry.platforms): the one config of
-	// a single image; for an index, each child a node platform may run,
-	// children that name no platform included (judged by their config).
-	Configs []ImageConfig
-	// Signatures stored for Digest in cosign's .sig tag, newest first
-	// (fetched at LevelSignatures; none when the image has no such tag).
-	Signatures []Signature
-	// Attestations stored for Digest in cosign's .att tag: DSSE envelopes,
-	// as read, newest first (fetched at LevelAttestations).
-	Attestations [][]byte
-	// Bundles are the sigstore bundles attached to Digest as referrers,
-	// whole, newest first (fetched at LevelSignatures): signatures and
-	// attestations alike, told apart by their statement's predicate type.
-	Bundles [][]byte
-	// Skipped says what was passed over while reading signatures and
-	// attestations: malformed or oversized artifacts, and those past the
-	// number or bytes admitfn reads. A reason for a missing signature
-	// names them.
-	Skipped []string
-}
-
-// Signature is one signature cosign stored for an image: the signed
-// payload (a simple-signing JSON document naming the image digest) and the
-// signature over it.
-type Signature struct {
-	Payload, Signature []byte
-}
-
-// ImageConfig holds the facts read from one image config.
-type ImageConfig struct {
-	Platform Platform
-	User     string
-	Created  time.Time
-	Labels   map[string]string
 }
 
 // Violation is one rule failed by one image.

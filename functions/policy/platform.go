@@ -1,171 +1,32 @@
 package policy
 
-import (
-	"fmt"
-	"strconv"
-	"strings"
+import "github.com/admitfn/admitfn/functions/imagefacts"
+
+// The facts the resolver produces and the engine reads live in package
+// imagefacts; these names keep the engine's vocabulary.
+type (
+	// Level is imagefacts.Level.
+	Level = imagefacts.Level
+	// Facts is imagefacts.Facts.
+	Facts = imagefacts.Facts
+	// Signature is imagefacts.Signature.
+	Signature = imagefacts.Signature
+	// ImageConfig is imagefacts.ImageConfig.
+	ImageConfig = imagefacts.ImageConfig
+	// Platform is imagefacts.Platform.
+	Platform = imagefacts.Platform
+	// Registry is imagefacts.Registry.
+	Registry = imagefacts.Registry
 )
 
-// Platform is os/arch[/variant].
-type Platform struct{ OS, Arch, Variant string }
+// Levels, as imagefacts names them.
+const (
+	LevelName         = imagefacts.LevelName
+	LevelDigest       = imagefacts.LevelDigest
+	LevelConfig       = imagefacts.LevelConfig
+	LevelSignatures   = imagefacts.LevelSignatures
+	LevelAttestations = imagefacts.LevelAttestations
+)
 
-func (p Platform) String() string {
-	s := p.OS + "/" + p.Arch
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// Covers reports whether q satisfies p: same OS and architecture, and the
-// same variant when p names one. It is what a platforms rule asks of an
-// image ("is it built for linux/arm64?").
-func (p Platform) Covers(q Platform) bool {
-	return p.OS == q.OS && p.Arch == q.Arch && (p.Variant == "" || p.Variant == q.Variant)
-}
-
-// ParsePlatform reads "os/arch[/variant]".
-func ParsePlatform(s string) (Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return Platform{}, fmt.Errorf("%q is not os/arch[/variant]", s)
-	}
-	p := Platform{OS: parts[0], Arch: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
-}
-
-// Normalize spells a platform as containerd's platforms.Normalize does,
-// so that aliases compare equal: x86_64 is amd64, aarch64 is arm64, arm64
-// v8 is arm64 with no variant, a bare arm is arm/v7, armhf is arm/v7,
-// armel arm/v6, i386 is 386; OS and architecture in lower case.
-func (p Platform) Normalize() Platform {
-	p.OS = strings.ToLower(p.OS)
-	if p.OS == "macos" {
-		p.OS = "darwin"
-	}
-	arch, variant := strings.ToLower(p.Arch), strings.ToLower(p.Variant)
-	switch arch {
-	case "i386":
-		arch, variant = "386", ""
-	case "x86_64", "x86-64", "amd64":
-		arch = "amd64"
-		if variant == "v1" {
-			variant = ""
-		}
-	case "aarch64", "arm64":
-		arch = "arm64"
-		switch variant {
-		case "8", "v8", "v8.0":
-			variant = ""
-		case "9", "9.0", "v9.0":
-			variant = "v9"
-		}
-	case "armhf":
-		arch, variant = "arm", "v7"
-	case "armel":
-		arch, variant = "arm", "v6"
-	case "arm":
-		switch variant {
-		case "", "7":
-			variant = "v7"
-		case "5", "6", "8":
-			variant = "v" + variant
-		}
-	}
-	p.Arch, p.Variant = arch, variant
-	return p
-}
-
-// MayRun reports whether a node of platform p (one of the cluster's node
-// platforms, spec.registry.platforms) may pick an image built for child
-// when it pulls a multi-platform index. It answers as containerd's
-// default matcher (platforms.Only) does, widened so that it never answers
-// no where some node of p could answer yes:
-//
-//   - both are normalized first (Normalize);
-//   - the OS must be the same;
-//   - an amd64 node runs amd64 of its variant and every lower one, and
-//     386;
-//   - an arm64 node runs arm64 of its variant and every lower one, and
-//     32-bit arm up to v8;
-//   - an arm node runs arm of its variant and every lower one down to v5;
-//   - any other architecture runs only itself, of the same variant.
-//
-// Where p names no variant, a node of any variant may be meant (containerd
-// detects the CPU's), so every variant of the architecture counts: a rule
-// can only be stricter for it. Which of the matching children a node then
-// prefers depends on the node, and a child without a platform in the
-// index is matched by its config's platform; admitfn judges every child
-// some node could pick.
-func (p Platform) MayRun(child Platform) bool {
-	node, c := p.Normalize(), child.Normalize()
-	if node.OS != c.OS {
-		return false
-	}
-	if p.Variant == "" {
-		// Any variant of the node's architecture: the highest it could be.
-		switch node.Arch {
-		case "amd64", "arm64":
-			node.Variant = "v99"
-		case "arm":
-			node.Variant = "v8"
-		}
-	}
-	switch node.Arch {
-	case "amd64":
-		return c.Arch == "386" || c.Arch == "amd64" && variantAtMost(c.Variant, "v1", or(node.Variant, "v1"))
-	case "arm64":
-		return c.Arch == "arm64" && variantAtMost(c.Variant, "v8", or(node.Variant, "v8")) ||
-			c.Arch == "arm" && variantAtMost(c.Variant, "v7", "v8")
-	case "arm":
-		return c.Arch == "arm" && variantAtMost(c.Variant, "v7", node.Variant)
-	}
-	return c.Arch == node.Arch && (node.Variant == c.Variant || p.Variant == "")
-}
-
-// or is v, or def when v is empty.
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-// variantAtMost reports whether variant v ("" meaning def) is at most max,
-// comparing "vN" and "vN.M" by number. A variant that is not a version is
-// taken as within reach: a node might run it, so it is judged.
-func variantAtMost(v, def, max string) bool {
-	if v == "" {
-		v = def
-	}
-	a, aok := variantNumber(v)
-	b, bok := variantNumber(max)
-	if !aok || !bok {
-		return true
-	}
-	return a <= b
-}
-
-// variantNumber reads "v8" as 8.0 and "v8.2" as 8.2.
-func variantNumber(v string) (float64, bool) {
-	if !strings.HasPrefix(v, "v") {
-		return 0, false
-	}
-	major, minor, _ := strings.Cut(v[1:], ".")
-	n, err := strconv.Atoi(major)
-	if err != nil {
-		return 0, false
-	}
-	f := float64(n)
-	if minor != "" {
-		m, err := strconv.Atoi(minor)
-		if err != nil || m > 9 {
-			return 0, false
-		}
-		f += float64(m) / 10
-	}
-	return f, true
-}
+// ParsePlatform is imagefacts.ParsePlatform.
+func ParsePlatform(s string) (Platform, error) { return imagefacts.ParsePlatform(s) }

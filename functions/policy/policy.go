@@ -9,7 +9,6 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/workload"
@@ -95,40 +94,6 @@ type Policy struct {
 	// Files are the files the policy names (keyFile, trustedRootFile), as
 	// read when it was compiled: a watcher re-reads them with the policy.
 	Files []string
-}
-
-// Registry is the checked form of RegistrySettings.
-type Registry struct {
-	Insecure         []imageref.HostPattern
-	Internal         []imageref.HostPattern
-	Timeout          time.Duration
-	CacheTTL         time.Duration
-	NegativeCacheTTL time.Duration
-	StaleWindow      time.Duration
-	CacheSize        int
-	Platforms        []Platform
-}
-
-// IsInsecure reports whether the policy lets host be reached over plain HTTP.
-func (r Registry) IsInsecure(host string) bool {
-	for _, p := range r.Insecure {
-		if p.Match(host) {
-			return true
-		}
-	}
-	return false
-}
-
-// IsInternal reports whether the policy lets host be reached at an
-// inward address (loopback, link-local, private): it is listed under
-// internal or insecure.
-func (r Registry) IsInternal(host string) bool {
-	for _, p := range r.Internal {
-		if p.Match(host) {
-			return true
-		}
-	}
-	return r.IsInsecure(host)
 }
 
 // CompiledRule is the checked form of a Rule.

@@ -14,8 +14,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/readcap"
 )
 
@@ -46,9 +46,9 @@ const cosignSignatureAnnotation = "dev.cosignproject.cosign/signature"
 // LevelSignatures, cosign's .att tag too for LevelAttestations. Only a
 // registry that cannot be asked fails the lookup; what anyone may push
 // there — junk, floods, oversized layers — is passed over and noted.
-func (r *Resolver) artifacts(ctx context.Context, ref imageref.Ref, level policy.Level, nopts []name.Option, f *policy.Facts) *policy.Facts {
+func (r *Resolver) artifacts(ctx context.Context, ref imageref.Ref, level imagefacts.Level, nopts []name.Option, f *imagefacts.Facts) *imagefacts.Facts {
 	a := artifactReader{r: r, ctx: ctx, repo: ref.Repo(), nopts: nopts}
-	fail := func(what string, err error) *policy.Facts {
+	fail := func(what string, err error) *imagefacts.Facts {
 		failed := r.failure(level, ref, fmt.Errorf("reading its %s: %w", what, err))
 		return &failed
 	}
@@ -62,9 +62,9 @@ func (r *Resolver) artifacts(ctx context.Context, ref imageref.Ref, level policy
 			a.skip(".sig layer whose signature is not base64")
 			continue
 		}
-		f.Signatures = append(f.Signatures, policy.Signature{Payload: l.blob, Signature: sig})
+		f.Signatures = append(f.Signatures, imagefacts.Signature{Payload: l.blob, Signature: sig})
 	}
-	if level >= policy.LevelAttestations {
+	if level >= imagefacts.LevelAttestations {
 		atts, err := a.tagLayers(f.Digest, ".att", func(v1.Descriptor) bool { return true })
 		if err != nil {
 			return fail(".att artifact", err)

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/imagefacts"
 )
 
 // maxCachedBytes bounds what the cache holds of signatures, attestations,
@@ -28,7 +28,7 @@ type cache struct {
 
 type entry struct {
 	key     string
-	facts   policy.Facts
+	facts   imagefacts.Facts
 	expires time.Time // fresh until
 	staleBy time.Time // usable when the registry fails until
 	size    int       // factsSize(facts), counted against maxBytes
@@ -39,7 +39,7 @@ func newCache(max, maxBytes int) *cache {
 }
 
 // factsSize approximates the bytes an answer holds.
-func factsSize(f policy.Facts) int {
+func factsSize(f imagefacts.Facts) int {
 	n := 256 + len(f.Digest) + 64*len(f.Platforms)
 	for _, c := range f.Configs {
 		n += 128 + len(c.User)

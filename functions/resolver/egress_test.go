@@ -13,8 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/admitfn/admitfn/functions/egress"
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
@@ -55,7 +55,7 @@ func TestLookupsCannotBeAimedInward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, level := range []policy.Level{policy.LevelDigest, policy.LevelConfig} {
+			for _, level := range []imagefacts.Level{imagefacts.LevelDigest, imagefacts.LevelConfig} {
 				f := r.Resolve(context.Background(), ref(t, image), level)
 				var le *LookupError
 				if !errors.As(f.Err, &le) || !strings.Contains(le.Kind, "a loopback address, which admitfn does not connect to") {
@@ -77,7 +77,7 @@ func TestLookupsCannotBeAimedInward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := r.Resolve(context.Background(), ref(t, addr+"/probe:1"), policy.LevelDigest); f.Err == nil {
+	if f := r.Resolve(context.Background(), ref(t, addr+"/probe:1"), imagefacts.LevelDigest); f.Err == nil {
 		t.Fatalf("the listener answers nothing, yet Resolve = %+v", f)
 	}
 	if accepted.Load() == 0 {
@@ -126,7 +126,7 @@ func TestPanicInALookupIsAFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := r.Resolve(context.Background(), ref(t, img), policy.LevelDigest)
+	f := r.Resolve(context.Background(), ref(t, img), imagefacts.LevelDigest)
 	if f.Err == nil || !strings.Contains(f.Err.Error(), "internal error (defect)") {
 		t.Errorf("Resolve = %+v, want a failure naming the internal error", f)
 	}

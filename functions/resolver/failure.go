@@ -16,8 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/admitfn/admitfn/functions/egress"
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/readcap"
 )
 
@@ -30,18 +30,18 @@ import (
 // underlying network error: a reason goes back to whoever asked, and raw
 // errors would tell them about hosts and ports admitfn can see. The detail
 // goes to the failure log.
-func (r *Resolver) failure(level policy.Level, ref imageref.Ref, err error) policy.Facts {
+func (r *Resolver) failure(level imagefacts.Level, ref imageref.Ref, err error) imagefacts.Facts {
 	switch kind, words := classify(err); kind {
 	case failNotFound:
-		return policy.Facts{Level: level, NotFound: true}
+		return imagefacts.Facts{Level: level, NotFound: true}
 	case failUnauthorized, failAnswered:
-		return policy.Facts{Level: level, Unauthorized: kind == failUnauthorized, Err: fmt.Errorf("looking up %s: the registry answered %s", ref.String(), words)}
+		return imagefacts.Facts{Level: level, Unauthorized: kind == failUnauthorized, Err: fmt.Errorf("looking up %s: the registry answered %s", ref.String(), words)}
 	case failMalformed:
 		r.onFailure(ref.String(), err)
-		return policy.Facts{Level: level, Malformed: errors.New(words)}
+		return imagefacts.Facts{Level: level, Malformed: errors.New(words)}
 	default:
 		r.onFailure(ref.String(), err)
-		return policy.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: words, detail: err}}
+		return imagefacts.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: words, detail: err}}
 	}
 }
 

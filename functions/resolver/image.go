@@ -7,8 +7,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/readcap"
 )
 
@@ -35,12 +35,12 @@ const (
 
 // fetch asks the registry about ref to the level asked, within a budget of
 // MaxLookupBytes.
-func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts {
+func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts.Level) imagefacts.Facts {
 	select {
 	case r.flights <- struct{}{}:
 		defer func() { <-r.flights }()
 	case <-ctx.Done():
-		return policy.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: "did not answer within the registry timeout (admitfn was busy with other lookups)", detail: ctx.Err()}}
+		return imagefacts.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: "did not answer within the registry timeout (admitfn was busy with other lookups)", detail: ctx.Err()}}
 	}
 	ctx = readcap.With(ctx, readcap.New(MaxLookupBytes))
 	var nopts []name.Option
@@ -49,21 +49,21 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 	}
 	nref, err := ref.Reference(nopts...)
 	if err != nil {
-		return policy.Facts{Level: level, Err: err}
+		return imagefacts.Facts{Level: level, Err: err}
 	}
-	if level == policy.LevelDigest {
+	if level == imagefacts.LevelDigest {
 		desc, err := r.puller.Head(ctx, nref)
 		if err != nil {
 			return r.failure(level, ref, err)
 		}
-		return policy.Facts{Level: level, Digest: desc.Digest.String()}
+		return imagefacts.Facts{Level: level, Digest: desc.Digest.String()}
 	}
 
 	desc, err := r.puller.Get(ctx, nref)
 	if err != nil {
 		return r.failure(level, ref, err)
 	}
-	f := policy.Facts{Level: level, Digest: desc.Digest.String()}
+	f := imagefacts.Facts{Level: level, Digest: desc.Digest.String()}
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
@@ -82,12 +82,12 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level policy.Lev
 		if err != nil {
 			return r.failure(level, ref, fmt.Errorf("reading the manifest and config: %w", err))
 		}
-		f.Platforms = []policy.Platform{cfg.Platform}
-		f.Configs = []policy.ImageConfig{cfg}
+		f.Platforms = []imagefacts.Platform{cfg.Platform}
+		f.Configs = []imagefacts.ImageConfig{cfg}
 	default:
-		return policy.Facts{Level: level, Digest: f.Digest, Malformed: fmt.Errorf("the registry serves a %s, not an image or an image index", desc.MediaType)}
+		return imagefacts.Facts{Level: level, Digest: f.Digest, Malformed: fmt.Errorf("the registry serves a %s, not an image or an image index", desc.MediaType)}
 	}
-	if level >= policy.LevelSignatures {
+	if level >= imagefacts.LevelSignatures {
 		if failed := r.artifacts(ctx, ref, level, nopts, &f); failed != nil {
 			return *failed
 		}
@@ -103,13 +103,13 @@ func (e *shapeError) Error() string { return e.what }
 
 // indexChildren records the platforms an index provides and reads the
 // config of every child a node of the cluster could pick
-// (policy.Platform.MayRun): children that name their platform and match
+// (imagefacts.Platform.MayRun): children that name their platform and match
 // one of spec.registry.platforms, and children that name none, which
 // containerd matches by their config's platform. A child that cannot be
 // read is a failure of the whole lookup, never skipped. Children of
 // another kind (attestation manifests, which name platform unknown/unknown,
 // or artifacts containerd does not run) are passed over.
-func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *policy.Facts) error {
+func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error {
 	manifest, err := idx.IndexManifest()
 	if err != nil {
 		return fmt.Errorf("reading the index: %w", err)
@@ -118,9 +118,9 @@ func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *policy.Facts) 
 		return &shapeError{fmt.Sprintf("the index lists %d manifests, more than the %d admitfn reads", n, maxIndexChildren)}
 	}
 	for _, m := range manifest.Manifests {
-		var p policy.Platform
+		var p imagefacts.Platform
 		if m.Platform != nil {
-			p = policy.Platform{OS: m.Platform.OS, Arch: m.Platform.Architecture, Variant: m.Platform.Variant}
+			p = imagefacts.Platform{OS: m.Platform.OS, Arch: m.Platform.Architecture, Variant: m.Platform.Variant}
 			if p.OS != "unknown" {
 				f.Platforms = append(f.Platforms, p)
 			}
@@ -163,7 +163,7 @@ func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *policy.Facts) 
 
 // mayRun reports whether a node of one of the policy's platforms may pick
 // an image built for p.
-func (r *Resolver) mayRun(p policy.Platform) bool {
+func (r *Resolver) mayRun(p imagefacts.Platform) bool {
 	for _, node := range r.settings.Platforms {
 		if node.MayRun(p) {
 			return true
@@ -172,13 +172,13 @@ func (r *Resolver) mayRun(p policy.Platform) bool {
 	return false
 }
 
-func imageConfig(img v1.Image) (policy.ImageConfig, error) {
+func imageConfig(img v1.Image) (imagefacts.ImageConfig, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return policy.ImageConfig{}, err
+		return imagefacts.ImageConfig{}, err
 	}
-	return policy.ImageConfig{
-		Platform: policy.Platform{OS: cf.OS, Arch: cf.Architecture, Variant: cf.Variant},
+	return imagefacts.ImageConfig{
+		Platform: imagefacts.Platform{OS: cf.OS, Arch: cf.Architecture, Variant: cf.Variant},
 		User:     cf.Config.User,
 		Created:  cf.Created.Time,
 		Labels:   cf.Config.Labels,

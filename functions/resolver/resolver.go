@@ -17,16 +17,16 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/admitfn/admitfn/functions/egress"
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/internal/httpx"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/readcap"
 )
 
 // Resolver fetches image facts from registries. It is safe for concurrent
 // use.
 type Resolver struct {
-	settings  policy.Registry
+	settings  imagefacts.Registry
 	keychain  authn.Keychain
 	transport http.RoundTripper
 	now       func() time.Time
@@ -69,7 +69,7 @@ func WithUserAgent(ua string) Option { return func(r *Resolver) { r.userAgent = 
 
 // New returns a Resolver for the policy's registry settings. It makes no
 // network call.
-func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
+func New(settings imagefacts.Registry, opts ...Option) (*Resolver, error) {
 	r := &Resolver{
 		settings:  settings,
 		keychain:  authn.DefaultKeychain,
@@ -111,7 +111,7 @@ func New(settings policy.Registry, opts ...Option) (*Resolver, error) {
 // defaults, with connections to inward addresses (loopback, link-local,
 // private) refused unless the policy lists the registry as internal
 // (package egress).
-func NewTransport(settings policy.Registry) *http.Transport {
+func NewTransport(settings imagefacts.Registry) *http.Transport {
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = egress.DialContext(func(hostport string) bool {
 		if settings.IsInternal(hostport) {
@@ -136,9 +136,9 @@ func (r *Resolver) Close() {
 // its own onRegistryError. ctx bounds how long the caller waits; the shared
 // lookup itself is bounded by the policy's registry timeout, so a caller
 // that gives up does not cancel it for the others.
-func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.Level) policy.Facts {
-	if level == policy.LevelName {
-		return policy.Facts{Level: policy.LevelName}
+func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level imagefacts.Level) imagefacts.Facts {
+	if level == imagefacts.LevelName {
+		return imagefacts.Facts{Level: imagefacts.LevelName}
 	}
 	key := cacheKey(ref, level)
 	if f, ok := r.fresh(ref, level); ok {
@@ -150,7 +150,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.L
 		// singleflight re-raises a panic of DoChan's function in a
 		// goroutine of its own, where nothing can recover it: a defect in
 		// one lookup would end the process. It is a failed lookup instead.
-		defer httpx.Recovered(ctx, func(err error) { facts = policy.Facts{Level: level, Err: err} })
+		defer httpx.Recovered(ctx, func(err error) { facts = imagefacts.Facts{Level: level, Err: err} })
 		// A flight for key may have ended, its answer cached, between the
 		// miss above and this one starting.
 		if f, ok := r.fresh(ref, level); ok {
@@ -162,27 +162,27 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level policy.L
 	})
 	select {
 	case res := <-ch:
-		return res.Val.(policy.Facts)
+		return res.Val.(imagefacts.Facts)
 	case <-ctx.Done():
 		err := fmt.Errorf("registry %s did not answer before the review deadline: %w", ref.Registry, ctx.Err())
-		return r.staleOr(key, policy.Facts{Level: level, Err: err})
+		return r.staleOr(key, imagefacts.Facts{Level: level, Err: err})
 	}
 }
 
 // fresh returns a cached answer within its TTL, at the level asked or more.
-func (r *Resolver) fresh(ref imageref.Ref, level policy.Level) (policy.Facts, bool) {
+func (r *Resolver) fresh(ref imageref.Ref, level imagefacts.Level) (imagefacts.Facts, bool) {
 	now := r.now()
-	for l := level; l <= policy.LevelAttestations; l++ {
+	for l := level; l <= imagefacts.LevelAttestations; l++ {
 		if e, ok := r.cache.get(cacheKey(ref, l)); ok && now.Before(e.expires) {
 			return e.facts, true
 		}
 	}
-	return policy.Facts{}, false
+	return imagefacts.Facts{}, false
 }
 
 // lookup asks the registry and records the answer. Failures are not cached:
 // the next review asks again, and meanwhile a stale answer may stand in.
-func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, level policy.Level) policy.Facts {
+func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, level imagefacts.Level) imagefacts.Facts {
 	f := r.fetch(ctx, ref, level)
 	now := r.now()
 	switch {
@@ -205,7 +205,7 @@ func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, lev
 
 // staleOr returns the cached answer for key if it is within its stale
 // window, marked stale; otherwise failed.
-func (r *Resolver) staleOr(key string, failed policy.Facts) policy.Facts {
+func (r *Resolver) staleOr(key string, failed imagefacts.Facts) imagefacts.Facts {
 	if e, ok := r.cache.get(key); ok && r.now().Before(e.staleBy) && !e.facts.NotFound {
 		f := e.facts
 		f.Stale = true
@@ -219,16 +219,16 @@ func (r *Resolver) staleOr(key string, failed policy.Facts) policy.Facts {
 // signature (or, at LevelAttestations, no attestation) of any kind: a
 // signature bundle among the referrers counts as both, so an image signed
 // keylessly only is not taken for unsigned.
-func unsigned(f policy.Facts) bool {
+func unsigned(f imagefacts.Facts) bool {
 	switch {
-	case f.Level < policy.LevelSignatures:
+	case f.Level < imagefacts.LevelSignatures:
 		return false
 	case len(f.Signatures) == 0 && len(f.Bundles) == 0:
 		return true
 	}
-	return f.Level >= policy.LevelAttestations && len(f.Attestations) == 0 && len(f.Bundles) == 0
+	return f.Level >= imagefacts.LevelAttestations && len(f.Attestations) == 0 && len(f.Bundles) == 0
 }
 
-func cacheKey(ref imageref.Ref, level policy.Level) string {
+func cacheKey(ref imageref.Ref, level imagefacts.Level) string {
 	return fmt.Sprintf("%d|%s", level, ref.String())
 }

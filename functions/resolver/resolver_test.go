@@ -12,8 +12,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
@@ -30,11 +30,11 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func settings(insecure ...string) policy.Registry {
-	s := policy.Registry{
+func settings(insecure ...string) imagefacts.Registry {
+	s := imagefacts.Registry{
 		Timeout: 5 * time.Second, CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second,
 		StaleWindow: time.Hour, CacheSize: 100,
-		Platforms: []policy.Platform{{OS: "linux", Arch: "amd64"}, {OS: "linux", Arch: "arm64"}},
+		Platforms: []imagefacts.Platform{{OS: "linux", Arch: "amd64"}, {OS: "linux", Arch: "arm64"}},
 	}
 	for _, h := range insecure {
 		p, err := imageref.ParseHostPattern(h)
@@ -94,7 +94,7 @@ func TestResolveAgainstRegistry(t *testing.T) {
 
 	t.Run("tag resolves by HEAD", func(t *testing.T) {
 		before := reg.Requests()
-		f := r.Resolve(ctx, ref(t, reg.Ref("app", ":v1")), policy.LevelDigest)
+		f := r.Resolve(ctx, ref(t, reg.Ref("app", ":v1")), imagefacts.LevelDigest)
 		if f.Err != nil || f.NotFound || f.Digest != plain {
 			t.Fatalf("Resolve = %+v, want digest %s", f, plain)
 		}
@@ -104,25 +104,25 @@ func TestResolveAgainstRegistry(t *testing.T) {
 		}
 	})
 	t.Run("missing tag is not found", func(t *testing.T) {
-		f := r.Resolve(ctx, ref(t, reg.Ref("app", ":nope")), policy.LevelDigest)
+		f := r.Resolve(ctx, ref(t, reg.Ref("app", ":nope")), imagefacts.LevelDigest)
 		if !f.NotFound || f.Err != nil {
 			t.Fatalf("Resolve = %+v, want NotFound", f)
 		}
 	})
 	t.Run("missing repository is not found", func(t *testing.T) {
-		f := r.Resolve(ctx, ref(t, reg.Ref("nobody/here", ":v1")), policy.LevelConfig)
+		f := r.Resolve(ctx, ref(t, reg.Ref("nobody/here", ":v1")), imagefacts.LevelConfig)
 		if !f.NotFound || f.Err != nil {
 			t.Fatalf("Resolve = %+v, want NotFound", f)
 		}
 	})
 	t.Run("root user config", func(t *testing.T) {
-		f := r.Resolve(ctx, ref(t, reg.Ref("root", ":v1")), policy.LevelConfig)
+		f := r.Resolve(ctx, ref(t, reg.Ref("root", ":v1")), imagefacts.LevelConfig)
 		if f.Err != nil || f.Digest != rootImg || len(f.Configs) != 1 || f.Configs[0].User != "" {
 			t.Fatalf("Resolve = %+v, want one config with an empty user", f)
 		}
 	})
 	t.Run("old image config", func(t *testing.T) {
-		f := r.Resolve(ctx, ref(t, reg.Ref("old", ":v1")), policy.LevelConfig)
+		f := r.Resolve(ctx, ref(t, reg.Ref("old", ":v1")), imagefacts.LevelConfig)
 		if f.Err != nil || f.Digest != old || len(f.Configs) != 1 {
 			t.Fatalf("Resolve = %+v", f)
 		}
@@ -131,7 +131,7 @@ func TestResolveAgainstRegistry(t *testing.T) {
 		}
 	})
 	t.Run("index digest and inspected platforms", func(t *testing.T) {
-		f := r.Resolve(ctx, ref(t, reg.Ref("multi", ":v1")), policy.LevelConfig)
+		f := r.Resolve(ctx, ref(t, reg.Ref("multi", ":v1")), imagefacts.LevelConfig)
 		if f.Err != nil || f.Digest != idx {
 			t.Fatalf("Resolve = %+v, want index digest %s", f, idx)
 		}
@@ -148,7 +148,7 @@ func TestResolveAgainstRegistry(t *testing.T) {
 		}
 	})
 	t.Run("digest reference", func(t *testing.T) {
-		f := r.Resolve(ctx, ref(t, reg.Ref("app", "@"+plain)), policy.LevelConfig)
+		f := r.Resolve(ctx, ref(t, reg.Ref("app", "@"+plain)), imagefacts.LevelConfig)
 		if f.Err != nil || f.Digest != plain {
 			t.Fatalf("Resolve = %+v", f)
 		}
@@ -164,26 +164,26 @@ func TestMovedAndDeletedTags(t *testing.T) {
 	ctx := context.Background()
 	app := ref(t, reg.Ref("app", ":stable"))
 
-	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != first {
+	if f := r.Resolve(ctx, app, imagefacts.LevelDigest); f.Digest != first {
 		t.Fatalf("first resolve = %+v, want %s", f, first)
 	}
 	second := reg.Push("app:stable", registrytest.Image(t, nil))
-	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != first {
+	if f := r.Resolve(ctx, app, imagefacts.LevelDigest); f.Digest != first {
 		t.Errorf("within the TTL the cached digest stands: got %+v, want %s", f, first)
 	}
 	c.Advance(2 * time.Minute)
-	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != second {
+	if f := r.Resolve(ctx, app, imagefacts.LevelDigest); f.Digest != second {
 		t.Errorf("after the TTL the moved tag resolves anew: got %+v, want %s", f, second)
 	}
 	reg.Delete("app:stable")
 	c.Advance(2 * time.Minute)
-	if f := r.Resolve(ctx, app, policy.LevelDigest); !f.NotFound {
+	if f := r.Resolve(ctx, app, imagefacts.LevelDigest); !f.NotFound {
 		t.Errorf("deleted tag: got %+v, want NotFound", f)
 	}
 	// "Not found" is cached for the shorter negative TTL only.
 	reg.Push("app:stable", registrytest.Image(t, nil))
 	c.Advance(11 * time.Second)
-	if f := r.Resolve(ctx, app, policy.LevelDigest); f.NotFound || f.Digest == "" {
+	if f := r.Resolve(ctx, app, imagefacts.LevelDigest); f.NotFound || f.Digest == "" {
 		t.Errorf("re-pushed tag after the negative TTL: got %+v, want a digest", f)
 	}
 }
@@ -205,7 +205,7 @@ func TestOneRegistryCallForConcurrentLookups(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			digests[i] = r.Resolve(context.Background(), busy, policy.LevelConfig).Digest
+			digests[i] = r.Resolve(context.Background(), busy, imagefacts.LevelConfig).Digest
 		}()
 	}
 	close(start)
@@ -248,10 +248,10 @@ func TestLookupAfterAFlightEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	race := ref(t, reg.Ref("race", ":v1"))
-	results := make(chan policy.Facts, 2)
-	go func() { results <- r.Resolve(context.Background(), race, policy.LevelDigest) }()
+	results := make(chan imagefacts.Facts, 2)
+	go func() { results <- r.Resolve(context.Background(), race, imagefacts.LevelDigest) }()
 	<-firstMissed
-	go func() { results <- r.Resolve(context.Background(), race, policy.LevelDigest) }()
+	go func() { results <- r.Resolve(context.Background(), race, imagefacts.LevelDigest) }()
 	first := <-results
 	close(firstDone)
 	second := <-results
@@ -277,22 +277,22 @@ func TestRegistryFailures(t *testing.T) {
 	app := ref(t, reg.Ref("app", ":v1"))
 	ctx := context.Background()
 
-	if f := r.Resolve(ctx, app, policy.LevelDigest); f.Digest != want {
+	if f := r.Resolve(ctx, app, imagefacts.LevelDigest); f.Digest != want {
 		t.Fatalf("warm-up resolve = %+v", f)
 	}
 	reg.SetFault(registrytest.ServerError)
 	c.Advance(2 * time.Minute) // past the TTL, within the stale window
-	f := r.Resolve(ctx, app, policy.LevelDigest)
+	f := r.Resolve(ctx, app, imagefacts.LevelDigest)
 	if f.Err != nil || !f.Stale || f.Digest != want {
 		t.Errorf("registry failing within stale window: got %+v, want stale digest %s", f, want)
 	}
 	c.Advance(2 * time.Hour) // past the stale window
-	f = r.Resolve(ctx, app, policy.LevelDigest)
+	f = r.Resolve(ctx, app, imagefacts.LevelDigest)
 	if f.Err == nil || f.Stale {
 		t.Errorf("registry failing past stale window: got %+v, want an error", f)
 	}
 	other := ref(t, reg.Ref("other", ":v1"))
-	if f := r.Resolve(ctx, other, policy.LevelDigest); f.Err == nil || f.NotFound {
+	if f := r.Resolve(ctx, other, imagefacts.LevelDigest); f.Err == nil || f.NotFound {
 		t.Errorf("uncached ref with failing registry: got %+v, want an error, not NotFound", f)
 	}
 
@@ -300,7 +300,7 @@ func TestRegistryFailures(t *testing.T) {
 	dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
 	hung := ref(t, reg.Ref("hung", ":v1"))
-	f = r.Resolve(dctx, hung, policy.LevelDigest)
+	f = r.Resolve(dctx, hung, imagefacts.LevelDigest)
 	if f.Err == nil || !strings.Contains(f.Err.Error(), "deadline") {
 		t.Errorf("hanging registry: got %+v, want a deadline error", f)
 	}
@@ -320,7 +320,7 @@ func TestPlainHTTPNeedsPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := r.Resolve(context.Background(), ref(t, reg.Ref("app", ":v1")), policy.LevelDigest)
+	f := r.Resolve(context.Background(), ref(t, reg.Ref("app", ":v1")), imagefacts.LevelDigest)
 	if f.Err == nil || !strings.Contains(f.Err.Error(), "spec.registry.insecure") {
 		t.Errorf("Resolve = %+v, want an error saying plain HTTP needs spec.registry.insecure", f)
 	}
@@ -350,7 +350,7 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 	t.Parallel()
 	const bound = 1 << 20
 	c := newCache(4096, bound)
-	big := policy.Facts{Signatures: []policy.Signature{{Payload: make([]byte, 64<<10)}}}
+	big := imagefacts.Facts{Signatures: []imagefacts.Signature{{Payload: make([]byte, 64<<10)}}}
 	for i := range 100 {
 		c.put(entry{key: fmt.Sprint(i), facts: big})
 	}

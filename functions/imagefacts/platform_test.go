@@ -1,4 +1,4 @@
-package policy
+package imagefacts
 
 import (
 	"testing"
