@@ -5,7 +5,6 @@
 package admission
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
-	reviewpkg "github.com/admitfn/admitfn/functions/review"
 )
 
 // Versions this package answers.
@@ -24,57 +22,66 @@ const (
 	V1beta1 = "admission.k8s.io/v1beta1"
 )
 
-// Func decides one request within b. It never returns nil.
-type Func func(ctx context.Context, b reviewpkg.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
-
-// Handler serves AdmissionReviews with Admit.
-type Handler struct {
-	// Route is the path it is mounted at.
-	Route string
-	// Admit decides.
-	Admit Func
-	// Budget starts a request's budget from the apiserver's ?timeout=
-	// parameter (review.Reviewer.BudgetFor); nil gives the zero Budget.
-	Budget func(timeoutParam string) reviewpkg.Budget
+// Review is a decoded AdmissionReview: its request, and the version to
+// answer in.
+type Review struct {
+	// Version is admission.k8s.io/v1 or v1beta1 (v1 when the body did
+	// not say a supported one).
+	Version string
+	// Request is nil when the body held none.
+	Request *admissionv1.AdmissionRequest
 }
 
-// Path is where the handler is mounted.
-func (h Handler) Path() string { return h.Route }
-
-// ServeHTTP checks the request, decodes the review, calls Admit and encodes
-// its answer in the review's version. Input it cannot use is answered with
-// a well-formed review whose status carries the HTTP code and a message.
-func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, herr := httpx.ReadJSONPost(w, r, httpx.MaxAdmissionReview)
-	if herr != nil {
-		write(w, V1, herr.Code, Errored("", herr.Code, herr.Message))
-		return
+// uid is the request's uid, or "" when there is no request.
+func (r Review) uid() string {
+	if r.Request == nil {
+		return ""
 	}
+	return string(r.Request.UID)
+}
+
+// Codec is the AdmissionReview wire format (webhook.Codec): v1 and
+// v1beta1, answered in the version asked, with the request's uid. Input
+// it cannot use is answered with a well-formed review whose status
+// carries the HTTP code and a message.
+type Codec struct{}
+
+// Limit is the largest AdmissionReview body accepted.
+func (Codec) Limit() int64 { return httpx.MaxAdmissionReview }
+
+// Decode reads a review (see Decode).
+func (Codec) Decode(body []byte) (Review, *httpx.Error) {
 	review, version, err := Decode(body)
+	r := Review{Version: version}
+	if review != nil {
+		r.Request = review.Request
+	}
 	if err != nil {
-		uid := ""
-		if review != nil && review.Request != nil {
-			uid = string(review.Request.UID)
-		}
-		write(w, version, http.StatusBadRequest, Errored(uid, http.StatusBadRequest, err.Error()))
-		return
+		return r, httpx.Errorf(http.StatusBadRequest, "%v", err)
 	}
-	var b reviewpkg.Budget
-	if h.Budget != nil {
-		b = h.Budget(r.URL.Query().Get("timeout"))
-	}
-	resp := h.admit(r.Context(), b, review.Request)
-	resp.UID = review.Request.UID
-	write(w, version, http.StatusOK, resp)
+	return r, nil
 }
 
-// admit is Admit with a panic answered as an errored review that keeps the
-// request's uid.
-func (h Handler) admit(ctx context.Context, b reviewpkg.Budget, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse) {
-	defer httpx.Recovered(ctx, func(err error) {
-		resp = Errored(string(req.UID), http.StatusInternalServerError, err.Error())
-	})
-	return h.Admit(ctx, b, req)
+// Reply writes resp with the request's uid.
+func (Codec) Reply(w http.ResponseWriter, r Review, resp *admissionv1.AdmissionResponse) {
+	resp.UID = types.UID(r.uid())
+	write(w, r.Version, http.StatusOK, resp)
+}
+
+// Refuse answers input that cannot be judged with e's status code.
+func (Codec) Refuse(w http.ResponseWriter, r Review, e *httpx.Error) {
+	version := r.Version
+	if version == "" {
+		version = V1
+	}
+	write(w, version, e.Code, Errored(r.uid(), e.Code, e.Message))
+}
+
+// Broken answers a review admitfn failed to judge as an errored review
+// with status 200: a denial whatever the webhook's failurePolicy, since a
+// defect must not let a request through where Ignore is set.
+func (Codec) Broken(w http.ResponseWriter, r Review, err error) {
+	write(w, r.Version, http.StatusOK, Errored(r.uid(), http.StatusInternalServerError, err.Error()))
 }
 
 // Decode reads an AdmissionReview of either version. It returns the version

@@ -7,27 +7,40 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
+	"github.com/admitfn/admitfn/functions/observe"
+	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/webhook"
 )
 
-// echo allows everything and records the timeout parameter the handler
-// started the review's budget from.
-func echo(t *testing.T) (Handler, *string) {
-	var timeout string
-	return Handler{
-		Admit: func(context.Context, review.Budget, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			return Allowed()
-		},
-		Budget: func(timeoutParam string) review.Budget {
-			timeout = timeoutParam
-			return review.Budget{}
-		},
-	}, &timeout
+// echo allows everything and records the budget it was given.
+type echo struct {
+	budget *review.Budget
+	panics bool
+}
+
+func (echo) Path() string { return "/validate" }
+
+func (e echo) Admit(_ context.Context, _ review.Snapshot, b review.Budget, _ Review) (*admissionv1.AdmissionResponse, observe.Record) {
+	if e.panics {
+		panic("boom")
+	}
+	if e.budget != nil {
+		*e.budget = b
+	}
+	return Allowed(), observe.Record{}
+}
+
+// serve is the AdmissionReview codec behind the one handler every
+// endpoint has.
+func serve(a webhook.Admitter[Review, *admissionv1.AdmissionResponse]) http.Handler {
+	return webhook.Handler[Review, *admissionv1.AdmissionResponse](a, Codec{}, review.New(policy.Default(), nil), observe.Observers{})
 }
 
 type reply struct {
@@ -62,8 +75,8 @@ func do(t *testing.T, h http.Handler, method, contentType, url, body string) (re
 	return r, msg
 }
 
-func TestHandler(t *testing.T) {
-	h, _ := echo(t)
+func TestCodec(t *testing.T) {
+	h := serve(echo{})
 	const pod = `"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":[]}}`
 	tests := []struct {
 		name, method, contentType, body string
@@ -98,19 +111,17 @@ func TestHandler(t *testing.T) {
 }
 
 func TestHandlerHonoursTimeout(t *testing.T) {
-	h, timeout := echo(t)
-	do(t, h, "POST", "application/json", "/validate?timeout=7s", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"DELETE"}}`)
-	if *timeout != "7s" {
-		t.Errorf("Admit's context was bound with timeout %q, want the request's 7s", *timeout)
+	var b review.Budget
+	do(t, serve(echo{budget: &b}), "POST", "application/json", "/validate?timeout=7s", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"DELETE"}}`)
+	if got := b.Allowance(time.Minute); got != 6*time.Second {
+		t.Errorf("Admit's budget allows %v, want the request's 7s less its 1s margin", got)
 	}
 }
 
 // TestPanicAnswersTheReview: a defect in deciding answers that review,
 // with its uid and a 500 status, instead of dropping the connection.
 func TestPanicAnswersTheReview(t *testing.T) {
-	srv := httptest.NewServer(Handler{Admit: func(context.Context, review.Budget, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-		panic("boom")
-	}})
+	srv := httptest.NewServer(serve(echo{panics: true}))
 	defer srv.Close()
 	resp, err := http.Post(srv.URL, "application/json", strings.NewReader(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-panic"}}`))
 	if err != nil {

@@ -10,8 +10,22 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/review"
 )
+
+// reader reads the facts of each request, as the validating handler
+// does, and allows it.
+type reader struct{}
+
+func (reader) Path() string { return "/validate" }
+
+func (reader) Admit(_ context.Context, _ review.Snapshot, _ review.Budget, r Review) (*admissionv1.AdmissionResponse, observe.Record) {
+	if _, err := Read(r.Request, nil); err != nil {
+		return Errored(string(r.Request.UID), http.StatusBadRequest, err.Error()), observe.Record{}
+	}
+	return Allowed(), observe.Record{}
+}
 
 // FuzzAdmissionReview decodes arbitrary bodies and reads the facts of what
 // decodes: every answer is a well-formed review, never a panic.
@@ -20,12 +34,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Node"},"operation":"UPDATE","object":{"metadata":{"labels":{"a":"b"}}},"oldObject":{}}}`)
 	f.Add(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"subResource":"ephemeralcontainers","operation":"UPDATE","object":{"spec":{"ephemeralContainers":[{"image":"x"}]}},"oldObject":{"spec":{}}}}`)
 	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Service"},"operation":"CREATE","object":{"spec":{"type":"LoadBalancer"}}}}`)
-	h := Handler{Admit: func(_ context.Context, _ review.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-		if _, err := Read(req, nil); err != nil {
-			return Errored(string(req.UID), http.StatusBadRequest, err.Error())
-		}
-		return Allowed()
-	}}
+	h := serve(reader{})
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest(http.MethodPost, "/validate", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -29,21 +29,15 @@ import (
 	"github.com/admitfn/admitfn/functions/resolver"
 	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/validating"
+	"github.com/admitfn/admitfn/functions/webhook"
 )
 
-// Endpoint is what every admission handler is: a path and what serves it.
-type Endpoint interface {
-	http.Handler
-	Path() string
-}
-
-// endpoints builds each handler by name. The mutating handler records no
-// decisions: a patch is not a judgement.
-func endpoints() map[string]func(*review.Reviewer, observe.Observer) Endpoint {
-	return map[string]func(*review.Reviewer, observe.Observer) Endpoint{
-		"imagepolicy": func(rv *review.Reviewer, obs observe.Observer) Endpoint { return imagepolicy.New(rv, obs) },
-		"validating":  func(rv *review.Reviewer, obs observe.Observer) Endpoint { return validating.New(rv, obs) },
-		"mutating":    func(rv *review.Reviewer, _ observe.Observer) Endpoint { return mutating.New(rv) },
+// endpoints builds each handler by name; each is one webhook.Handler.
+func endpoints() map[string]func(*review.Reviewer, observe.Observer) webhook.Endpoint {
+	return map[string]func(*review.Reviewer, observe.Observer) webhook.Endpoint{
+		"imagepolicy": imagepolicy.New,
+		"validating":  validating.New,
+		"mutating":    mutating.New,
 	}
 }
 

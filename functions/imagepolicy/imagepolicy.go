@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"k8s.io/api/imagepolicy/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +14,7 @@ import (
 	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/webhook"
 )
 
 // Path is where the handler is mounted.
@@ -22,60 +22,60 @@ const Path = "/imagepolicy"
 
 var reviewType = metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "ImageReview"}
 
-// Handler answers ImageReviews.
-type Handler struct {
-	reviewer *review.Reviewer
-	observer observe.Observer
+// New returns the handler, judging with rv's policy and telling obs of
+// every decision.
+func New(rv *review.Reviewer, obs observe.Observer) webhook.Endpoint {
+	return webhook.Handler[*v1alpha1.ImageReview, *v1alpha1.ImageReview](Admitter{}, Codec{}, rv, obs)
 }
 
-// Path is where the handler is mounted (see Path const).
-func (h *Handler) Path() string { return Path }
+// Codec is the ImageReview wire format (webhook.Codec). Requests it
+// cannot read get a 4xx with a metav1.Status body, which the apiserver's
+// client shows to the user; a review it failed to judge gets a 500, which
+// the plugin retries and then decides by its defaultAllow.
+type Codec struct{}
 
-// New returns a Handler that judges with rv and tells obs of every
-// decision.
-func New(rv *review.Reviewer, obs observe.Observer) *Handler {
-	return &Handler{reviewer: rv, observer: obs}
-}
+// Limit is the largest ImageReview body accepted.
+func (Codec) Limit() int64 { return httpx.MaxImageReview }
 
-// ServeHTTP decodes the review, asks the reviewer and encodes its decision.
-// Requests it cannot read get a 4xx with a metav1.Status body, which the
-// apiserver's client shows to the user.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, herr := httpx.ReadJSONPost(w, r, httpx.MaxImageReview)
-	if herr != nil {
-		httpx.WriteStatus(w, herr)
-		return
-	}
+// Decode reads an imagepolicy.k8s.io/v1alpha1 ImageReview.
+func (Codec) Decode(body []byte) (*v1alpha1.ImageReview, *httpx.Error) {
 	var in v1alpha1.ImageReview
 	if err := httpx.DecodeJSON(body, &in); err != nil {
-		httpx.WriteStatus(w, httpx.Errorf(http.StatusBadRequest, "request is not a valid ImageReview: %v", err))
-		return
+		return nil, httpx.Errorf(http.StatusBadRequest, "request is not a valid ImageReview: %v", err)
 	}
 	if in.APIVersion != reviewType.APIVersion || in.Kind != reviewType.Kind {
-		httpx.WriteStatus(w, httpx.Errorf(http.StatusBadRequest, "expected apiVersion %q and kind %q, got %q and %q",
-			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind))
-		return
+		return nil, httpx.Errorf(http.StatusBadRequest, "expected apiVersion %q and kind %q, got %q and %q",
+			reviewType.APIVersion, reviewType.Kind, in.APIVersion, in.Kind)
 	}
-	out, err := h.review(r.Context(), h.reviewer.BudgetFor(r.URL.Query().Get("timeout")), &in)
-	if err != nil {
-		httpx.WriteStatus(w, httpx.Errorf(http.StatusInternalServerError, "%v", err))
-		return
-	}
+	return &in, nil
+}
+
+// Reply writes the answer.
+func (Codec) Reply(w http.ResponseWriter, _ *v1alpha1.ImageReview, out *v1alpha1.ImageReview) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // reasons read "nginx:<version>", not "\u003cversion\u003e"
 	_ = enc.Encode(out)
 }
 
-// review is Review with a panic logged and returned as an error: the
-// plugin gets a 500, retries, and then applies its defaultAllow.
-func (h *Handler) review(ctx context.Context, b review.Budget, in *v1alpha1.ImageReview) (out *v1alpha1.ImageReview, err error) {
-	defer httpx.Recovered(ctx, func(e error) { out, err = nil, e })
-	return h.Review(ctx, b, in), nil
+// Refuse answers a request that cannot be judged.
+func (Codec) Refuse(w http.ResponseWriter, _ *v1alpha1.ImageReview, e *httpx.Error) {
+	httpx.WriteStatus(w, e)
 }
 
-// Review judges one decoded ImageReview within b and returns the reply.
-func (h *Handler) Review(ctx context.Context, b review.Budget, in *v1alpha1.ImageReview) *v1alpha1.ImageReview {
+// Broken answers a review admitfn failed to judge.
+func (Codec) Broken(w http.ResponseWriter, _ *v1alpha1.ImageReview, err error) {
+	httpx.WriteStatus(w, httpx.Errorf(http.StatusInternalServerError, "%v", err))
+}
+
+// Admitter judges ImageReviews.
+type Admitter struct{}
+
+// Path is where the handler is mounted.
+func (Admitter) Path() string { return Path }
+
+// Admit judges one decoded ImageReview by the snapshot's policy within b.
+func (Admitter) Admit(ctx context.Context, s review.Snapshot, b review.Budget, in *v1alpha1.ImageReview) (*v1alpha1.ImageReview, observe.Record) {
 	req := policy.Request{Namespace: in.Spec.Namespace, Annotations: in.Spec.Annotations}
 	rec := observe.Record{Handler: "imagepolicy", Kind: "Pod", Namespace: in.Spec.Namespace}
 	for _, c := range in.Spec.Containers {
@@ -86,10 +86,8 @@ func (h *Handler) Review(ctx context.Context, b review.Budget, in *v1alpha1.Imag
 		// image alone rather than a field path that could mislead.
 		req.Images = append(req.Images, policy.Image{Ref: c.Image})
 	}
-	start := time.Now()
-	d := h.reviewer.Review(ctx, b, req)
-	rec.Decision, rec.Duration = d, time.Since(start)
-	h.observer.Decided(ctx, rec)
+	d := s.Review(ctx, b, req)
+	rec.Decision = d
 	return &v1alpha1.ImageReview{
 		TypeMeta: reviewType,
 		Status: v1alpha1.ImageReviewStatus{
@@ -97,5 +95,5 @@ func (h *Handler) Review(ctx context.Context, b review.Budget, in *v1alpha1.Imag
 			Reason:           d.Reason(),
 			AuditAnnotations: d.AuditAnnotations(),
 		},
-	}
+	}, rec
 }

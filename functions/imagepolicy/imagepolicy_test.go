@@ -320,7 +320,7 @@ func TestPanicsAnswerTheReview(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		h    *Handler
+		h    http.Handler
 		code int
 		want string
 	}{

@@ -14,23 +14,45 @@ import (
 
 	"github.com/admitfn/admitfn/functions/admission"
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/webhook"
 	"github.com/admitfn/admitfn/functions/workload"
 )
 
 // Path is where the handler is mounted.
 const Path = "/mutate"
 
-// New returns the handler; rv supplies the policy and the resolver.
-func New(rv *review.Reviewer) admission.Handler {
-	return admission.Handler{
-		Route: Path,
-		Admit: func(ctx context.Context, b review.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			return Admit(ctx, b, rv, req)
-		},
-		Budget: rv.BudgetFor,
+// New returns the handler; rv supplies the policy and the resolver, obs
+// is told of each answer (patched or unchanged).
+func New(rv *review.Reviewer, obs observe.Observer) webhook.Endpoint {
+	return webhook.Handler[admission.Review, *admissionv1.AdmissionResponse](Admitter{}, admission.Codec{}, rv, obs)
+}
+
+// Admitter computes patches for the mutating webhook.
+type Admitter struct{}
+
+// Path is where the handler is mounted.
+func (Admitter) Path() string { return Path }
+
+// Admit computes the patch for one request (see patch) and the record of
+// it.
+func (Admitter) Admit(ctx context.Context, s review.Snapshot, b review.Budget, r admission.Review) (*admissionv1.AdmissionResponse, observe.Record) {
+	req := r.Request
+	resp, images := patch(ctx, s, b, req)
+	if resp.Result != nil {
+		return resp, observe.Record{} // the request could not be read
 	}
+	rec := observe.Record{
+		Handler: "mutating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
+		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Images: images,
+		Decision: policy.Decision{Allowed: true, Policy: s.Policy().Name}, Mutation: "unchanged",
+	}
+	if resp.Patch != nil {
+		rec.Mutation = "patched"
+	}
+	return resp, rec
 }
 
 // patchOp is one RFC 6902 operation.
@@ -40,23 +62,25 @@ type patchOp struct {
 	Value string `json:"value"`
 }
 
-// Admit computes the patch for one request. It never denies on policy
-// grounds: that is the validating handler's job, and it runs after this
-// one on the pinned references, so the digest pinned is the digest judged.
-// An image whose digest cannot be resolved is left as written, with a
-// warning.
-func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	// One policy decodes the request and decides the patch, whatever a
-	// reload does meanwhile.
-	snap := rv.Snapshot()
+// patch computes the patch for one request and returns the images it
+// read. It never denies on policy grounds: that is the validating
+// handler's job, and it runs after this one on the pinned references, so
+// the digest pinned is the digest judged. An image whose digest cannot be
+// resolved is left as written, with a warning. The snapshot's one policy
+// decodes the request and decides the patch.
+func patch(ctx context.Context, snap review.Snapshot, b review.Budget, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, []string) {
 	p := snap.Policy()
 	resp := admission.Allowed()
 	if !p.MutatesIn(req.Namespace) {
-		return resp
+		return resp, nil
 	}
 	facts, err := admission.Read(req, p.Workloads)
 	if err != nil {
-		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
+		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error()), nil
+	}
+	var images []string
+	for _, img := range facts.Images {
+		images = append(images, img.Ref)
 	}
 	m := p.Mutation
 	var ops []patchOp
@@ -99,12 +123,12 @@ func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, req *admis
 	if len(ops) > 0 {
 		patch, err := json.Marshal(ops)
 		if err != nil {
-			return admission.Errored(string(req.UID), http.StatusInternalServerError, "encoding the patch: "+err.Error())
+			return admission.Errored(string(req.UID), http.StatusInternalServerError, "encoding the patch: "+err.Error()), images
 		}
 		pt := admissionv1.PatchTypeJSONPatch
 		resp.Patch, resp.PatchType = patch, &pt
 	}
-	return resp
+	return resp, images
 }
 
 // pin writes ref with the digest, keeping the tag for tagAndDigest.

@@ -1,10 +1,14 @@
 package mutating
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -15,7 +19,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/admitfn/admitfn/functions/admission"
+	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -54,7 +61,7 @@ func mutate(t *testing.T, rv *review.Reviewer, ns string, containers ...corev1.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp := Admit(context.Background(), review.Budget{}, rv, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+	resp := admit(rv, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
 		Operation: admissionv1.Create, Namespace: ns, Name: "web", Object: runtime.RawExtension{Raw: raw}})
 	if !resp.Allowed {
 		t.Fatalf("mutating handler denied: %+v", resp.Result)
@@ -168,5 +175,67 @@ func TestNoLookupForImagesDeniedByName(t *testing.T) {
 	}
 	if n := reg.ManifestRequests(); n != 1 {
 		t.Errorf("manifest requests = %d, want 1 (app:v1 only)", n)
+	}
+}
+
+// admit computes the patch for req with rv's policy, as the handler does
+// once it has decoded the review.
+func admit(rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	resp, _ := Admitter{}.Admit(context.Background(), rv.Snapshot(), review.Budget{}, admission.Review{Version: admission.V1, Request: req})
+	return resp
+}
+
+// recorder keeps what it is told.
+type recorder struct {
+	mu      sync.Mutex
+	records []observe.Record
+}
+
+func (r *recorder) Decided(_ context.Context, rec observe.Record) {
+	r.mu.Lock()
+	r.records = append(r.records, rec)
+	r.mu.Unlock()
+}
+
+// TestMutationsAreObserved: the mutating handler tells its observers of
+// each answer, through the same webhook.Handler as the others: patched
+// where the policy mutates, unchanged where it does not.
+func TestMutationsAreObserved(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	reg.Push("app:v1", registrytest.Image(t, nil))
+	rv := newReviewer(t, reg, `{namespaces: [team-*], pinDigests: true}`)
+	obs := &recorder{}
+	srv := httptest.NewServer(New(rv, obs))
+	defer srv.Close()
+	for _, ns := range []string{"team-a", "kube-system"} {
+		d := appsv1.Deployment{}
+		d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "app", Image: reg.Ref("app", ":v1")}}
+		object, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := json.Marshal(admissionv1.AdmissionReview{
+			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+			Request: &admissionv1.AdmissionRequest{UID: types.UID("u-" + ns), Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+				Operation: admissionv1.Create, Namespace: ns, Name: "web", Object: runtime.RawExtension{Raw: object}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post(srv.URL+Path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	type seen struct{ Handler, UID, Namespace, Result string }
+	var got []seen
+	for _, r := range obs.records {
+		got = append(got, seen{r.Handler, r.UID, r.Namespace, r.Result()})
+	}
+	want := []seen{{"mutating", "u-team-a", "team-a", "patched"}, {"mutating", "u-kube-system", "kube-system", "unchanged"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("records (-want +got):\n%s", diff)
 	}
 }

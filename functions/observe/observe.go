@@ -26,11 +26,17 @@ type Record struct {
 	// Images are the images judged, as written.
 	Images   []string
 	Duration time.Duration
+	// Mutation is set by the mutating handler, which judges nothing:
+	// "patched" when it answered with a patch, else "unchanged".
+	Mutation string
 }
 
 // Result is the decision in one word: allowed, denied, warned or
-// failed-open.
+// failed-open; for the mutating handler, patched or unchanged.
 func (r Record) Result() string {
+	if r.Mutation != "" {
+		return r.Mutation
+	}
 	switch d := r.Decision; {
 	case !d.Allowed:
 		return "denied"

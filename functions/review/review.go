@@ -97,6 +97,12 @@ func (r *Reviewer) Snapshot() Snapshot { return Snapshot{r: r, st: r.state.Load(
 // Policy is the snapshot's policy.
 func (s Snapshot) Policy() *policy.Policy { return s.st.policy }
 
+// Allowance is how long the review may wait for registries in all (see
+// the package function Allowance), from when the budget started.
+func (b Budget) Allowance(policyCap time.Duration) time.Duration {
+	return Allowance(b.timeoutParam, policyCap)
+}
+
 // Review is Reviewer.Review on a snapshot taken now.
 func (r *Reviewer) Review(ctx context.Context, b Budget, req policy.Request) policy.Decision {
 	return r.Snapshot().Review(ctx, b, req)
@@ -157,7 +163,7 @@ func (r *Reviewer) gather(ctx context.Context, st *state, b Budget, need map[str
 	// most need no registry, and a timer per request cost more than their
 	// whole policy evaluation.
 	if !b.start.IsZero() {
-		left := Allowance(b.timeoutParam, st.policy.Registry.Timeout) - r.now().Sub(b.start)
+		left := b.Allowance(st.policy.Registry.Timeout) - r.now().Sub(b.start)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, left)
 		defer cancel()

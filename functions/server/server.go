@@ -53,11 +53,11 @@ type Config struct {
 
 // Server is a started server.
 type Server struct {
-	ln       net.Listener
-	srv      *http.Server
-	ready    atomic.Bool
-	scheme   string
-	grace    time.Duration
+	ln     net.Listener
+	srv    *http.Server
+	ready  atomic.Bool
+	scheme string
+	grace  time.Duration
 	// serveErr is what Serve returned; set before closed is closed.
 	serveErr error
 	// stopWatch ends the certificate watch.

@@ -6,7 +6,6 @@ package validating
 import (
 	"context"
 	"net/http"
-	"time"
 	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -14,6 +13,7 @@ import (
 	"github.com/admitfn/admitfn/functions/admission"
 	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/webhook"
 )
 
 // Path is where the handler is mounted.
@@ -23,37 +23,34 @@ const Path = "/validate"
 // apiserver may truncate long ones.
 const maxWarning = 240
 
-// New returns the handler, judging with rv and telling obs of every
-// decision.
-func New(rv *review.Reviewer, obs observe.Observer) admission.Handler {
-	return admission.Handler{
-		Route: Path,
-		Admit: func(ctx context.Context, b review.Budget, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-			return Admit(ctx, b, rv, obs, req)
-		},
-		Budget: rv.BudgetFor,
-	}
+// New returns the handler, judging with rv's policy and telling obs of
+// every decision.
+func New(rv *review.Reviewer, obs observe.Observer) webhook.Endpoint {
+	return webhook.Handler[admission.Review, *admissionv1.AdmissionResponse](Admitter{}, admission.Codec{}, rv, obs)
 }
 
-// Admit decides one request: decode, ask the reviewer, encode.
-func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, obs observe.Observer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	// One policy decodes and judges the request, whatever a reload does
-	// meanwhile.
-	snap := rv.Snapshot()
-	facts, err := admission.Read(req, snap.Policy().Workloads)
+// Admitter decides AdmissionReviews for the validating webhook.
+type Admitter struct{}
+
+// Path is where the handler is mounted.
+func (Admitter) Path() string { return Path }
+
+// Admit decides one request by the snapshot's policy: decode, ask the
+// engine, encode.
+func (Admitter) Admit(ctx context.Context, s review.Snapshot, b review.Budget, r admission.Review) (*admissionv1.AdmissionResponse, observe.Record) {
+	req := r.Request
+	facts, err := admission.Read(req, s.Policy().Workloads)
 	if err != nil {
-		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error())
+		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error()), observe.Record{}
 	}
-	start := time.Now()
-	d := snap.Review(ctx, b, facts.Request)
+	d := s.Review(ctx, b, facts.Request)
 	rec := observe.Record{
 		Handler: "validating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
-		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Decision: d, Duration: time.Since(start),
+		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Decision: d,
 	}
 	for _, img := range facts.Request.Images {
 		rec.Images = append(rec.Images, img.Ref)
 	}
-	obs.Decided(ctx, rec)
 	resp := admission.Allowed()
 	if !d.Allowed {
 		resp = admission.Denied(d.Reason())
@@ -62,7 +59,7 @@ func Admit(ctx context.Context, b review.Budget, rv *review.Reviewer, obs observ
 		resp.Warnings = append(resp.Warnings, shorten(w, maxWarning))
 	}
 	resp.AuditAnnotations = d.AuditAnnotations()
-	return resp
+	return resp, rec
 }
 
 // shorten cuts s to at most max bytes, "..." included, at a character

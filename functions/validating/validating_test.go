@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/admitfn/admitfn/functions/observe"
+	"github.com/admitfn/admitfn/functions/admission"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/review"
 )
@@ -110,7 +110,7 @@ func TestObjectKinds(t *testing.T) {
 				for _, dryRun := range []bool{false, true} {
 					req := &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Kind: kind}, Operation: admissionv1.Create,
 						Namespace: "default", Name: "x", Object: raw(t, make(tc.img)), DryRun: &dryRun}
-					resp := Admit(context.Background(), review.Budget{}, rv, observe.Observers{}, req)
+					resp := admit(rv, req)
 					got := result{Allowed: resp.Allowed, Warnings: len(resp.Warnings)}
 					msg := strings.Join(resp.Warnings, "\n")
 					if resp.Result != nil {
@@ -165,7 +165,7 @@ func TestRequestRules(t *testing.T) {
 			if tc.old != nil {
 				op = admissionv1.Update
 			}
-			resp := Admit(context.Background(), review.Budget{}, rv, observe.Observers{}, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Kind: tc.kind},
+			resp := admit(rv, &admissionv1.AdmissionRequest{UID: "u", Kind: metav1.GroupVersionKind{Kind: tc.kind},
 				Operation: op, Namespace: tc.ns, Name: tc.obj, UserInfo: tc.user, Object: raw(t, tc.object), OldObject: raw(t, tc.old)})
 			if resp.Allowed != tc.allowed {
 				t.Fatalf("allowed = %v, want %v (%+v)", resp.Allowed, tc.allowed, resp.Result)
@@ -203,4 +203,11 @@ func TestShortenCutsAtACharacter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// admit decides req with rv's policy, as the handler does once it has
+// decoded the review.
+func admit(rv *review.Reviewer, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	resp, _ := Admitter{}.Admit(context.Background(), rv.Snapshot(), review.Budget{}, admission.Review{Version: admission.V1, Request: req})
+	return resp
 }

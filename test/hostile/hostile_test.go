@@ -49,7 +49,7 @@ spec:
 	mux := http.NewServeMux()
 	mux.Handle(imagepolicy.Path, imagepolicy.New(rv, observe.Observers{}))
 	mux.Handle(validating.Path, validating.New(rv, observe.Observers{}))
-	mux.Handle(mutating.Path, mutating.New(rv))
+	mux.Handle(mutating.Path, mutating.New(rv, observe.Observers{}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
