@@ -196,7 +196,7 @@ func (a *artifactReader) layers(desc *remote.Descriptor, what string, keep func(
 			a.skip(what + " layer larger than " + readcap.Size(maxArtifactLayer))
 			continue
 		}
-		blob, err := readLayer(img, l)
+		blob, err := a.readLayer(l)
 		if err != nil {
 			if err := a.passOver(what+" layer", err); err != nil {
 				return nil, err
@@ -212,9 +212,16 @@ func (a *artifactReader) layers(desc *remote.Descriptor, what string, keep func(
 }
 
 // readLayer reads one small layer, at most maxArtifactLayer bytes whatever
-// its descriptor says.
-func readLayer(img v1.Image, l v1.Descriptor) ([]byte, error) {
-	layer, err := img.LayerByDigest(l.Digest)
+// its descriptor says, by its digest from the repository (checked against
+// it at the end). Not through the artifact's v1.Image: go-containerregistry
+// parses the manifest again for every layer asked of a remote image, and a
+// manifest of thousands of layers would cost admitfn that many times over.
+func (a *artifactReader) readLayer(l v1.Descriptor) ([]byte, error) {
+	d, err := name.NewDigest(a.repo+"@"+l.Digest.String(), a.nopts...)
+	if err != nil {
+		return nil, &shapeError{"a layer with a malformed digest"}
+	}
+	layer, err := a.r.puller.Layer(a.ctx, d)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
@@ -70,7 +71,8 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts
 		if err != nil {
 			return r.failure(level, ref, err)
 		}
-		if err := r.indexChildren(idx, 0, &f); err != nil {
+		c := children{r: r, ctx: ctx, repo: ref.Repo(), nopts: nopts}
+		if err := c.read(idx, 0, &f); err != nil {
 			return r.failure(level, ref, err)
 		}
 	case desc.MediaType.IsImage():
@@ -101,7 +103,34 @@ type shapeError struct{ what string }
 
 func (e *shapeError) Error() string { return e.what }
 
-// indexChildren records the platforms an index provides and reads the
+// children reads the children of an index by digest from the repository:
+// not through the remote index, which go-containerregistry parses again
+// for every child asked of it, so an index of many children would cost
+// admitfn that many times over.
+type children struct {
+	r     *Resolver
+	ctx   context.Context
+	repo  string
+	nopts []name.Option
+}
+
+// get fetches the child manifest d of the repository.
+func (c children) get(d v1.Hash) (*remote.Descriptor, error) {
+	ref, err := name.NewDigest(c.repo+"@"+d.String(), c.nopts...)
+	if err != nil {
+		return nil, &shapeError{fmt.Sprintf("the index lists a malformed digest %q", d)}
+	}
+	desc, err := c.r.puller.Get(c.ctx, ref)
+	if err != nil {
+		if kind, _ := classify(err); kind == failNotFound {
+			return nil, &shapeError{fmt.Sprintf("the index lists %s, which the registry does not have", d)}
+		}
+		return nil, err
+	}
+	return desc, nil
+}
+
+// read records the platforms an index provides and reads the
 // config of every child a node of the cluster could pick
 // (imagefacts.Platform.MayRun): children that name their platform and match
 // one of spec.registry.platforms, and children that name none, which
@@ -109,7 +138,8 @@ func (e *shapeError) Error() string { return e.what }
 // read is a failure of the whole lookup, never skipped. Children of
 // another kind (attestation manifests, which name platform unknown/unknown,
 // or artifacts containerd does not run) are passed over.
-func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error {
+func (c children) read(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error {
+	r := c.r
 	manifest, err := idx.IndexManifest()
 	if err != nil {
 		return fmt.Errorf("reading the index: %w", err)
@@ -133,17 +163,33 @@ func (r *Resolver) indexChildren(idx v1.ImageIndex, depth int, f *imagefacts.Fac
 			if depth+1 >= maxIndexDepth {
 				return &shapeError{fmt.Sprintf("the index nests indexes more than %d deep", maxIndexDepth)}
 			}
-			child, err := idx.ImageIndex(m.Digest)
+			desc, err := c.get(m.Digest)
 			if err != nil {
 				return fmt.Errorf("fetching the index %s: %w", m.Digest, err)
 			}
-			if err := r.indexChildren(child, depth+1, f); err != nil {
+			if !desc.MediaType.IsIndex() {
+				return &shapeError{fmt.Sprintf("the index lists %s as an index, and the registry serves a %s", m.Digest, desc.MediaType)}
+			}
+			child, err := desc.ImageIndex()
+			if err != nil {
+				return fmt.Errorf("reading the index %s: %w", m.Digest, err)
+			}
+			if err := c.read(child, depth+1, f); err != nil {
 				return err
 			}
 		case m.MediaType.IsImage():
-			img, err := idx.Image(m.Digest)
+			desc, err := c.get(m.Digest)
 			if err != nil {
 				return fmt.Errorf("fetching the image %s: %w", m.Digest, err)
+			}
+			// go-containerregistry would pick one platform of an index
+			// served where an image was listed; every one must be judged.
+			if !desc.MediaType.IsImage() {
+				return &shapeError{fmt.Sprintf("the index lists %s as an image, and the registry serves a %s", m.Digest, desc.MediaType)}
+			}
+			img, err := desc.Image()
+			if err != nil {
+				return fmt.Errorf("reading the image %s: %w", m.Digest, err)
 			}
 			cfg, err := imageConfig(img)
 			if err != nil {

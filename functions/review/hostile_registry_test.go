@@ -396,3 +396,32 @@ func maxOf(a, b uint64) uint64 {
 	}
 	return b
 }
+
+// TestManyChildrenCostLinearly: an index of 120 children a node may run
+// (within the limits) is read child by child by digest; what one review
+// allocates must not grow with the square of the children, as reading
+// them through go-containerregistry's remote index did (it parses the
+// index again for every child).
+func TestManyChildrenCostLinearly(t *testing.T) {
+	reg := registrytest.New(t)
+	children := make([]registrytest.Child, 120)
+	for i := range children {
+		children[i] = registrytest.Child{Image: registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Variant = fmt.Sprintf("v%d", i%4+1) }),
+			Platform: &v1.Platform{OS: "linux", Architecture: "amd64", Variant: fmt.Sprintf("v%d", i%4+1)}}
+	}
+	reg.PushIndexOf("wide:v1", children...)
+	rv := hostileReviewer(t, reg, nonRootRule)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	d := reviewOne(rv, reg.Ref("wide", ":v1"))
+	runtime.ReadMemStats(&after)
+	n := after.TotalAlloc - before.TotalAlloc
+	t.Logf("an index of 120 children: %.1f MiB allocated; %s", float64(n)/(1<<20), d.Reason())
+	if !d.Allowed {
+		t.Errorf("denied: %s", d.Reason())
+	}
+	if n > 8<<20 {
+		t.Errorf("one review of an index of 120 children allocated %.1f MiB, more than 8 MiB", float64(n)/(1<<20))
+	}
+}
