@@ -14,6 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/admitfn/admitfn/functions/internal/httpx"
+	"github.com/admitfn/admitfn/functions/observe"
+	reviewpkg "github.com/admitfn/admitfn/functions/review"
+	"github.com/admitfn/admitfn/functions/webhook"
 )
 
 // Versions this package answers.
@@ -38,6 +41,12 @@ func (r Review) uid() string {
 		return ""
 	}
 	return string(r.Request.UID)
+}
+
+// Serve is an AdmissionReview endpoint: a's decisions behind the one
+// handler every endpoint has (webhook.Handler), in this package's Codec.
+func Serve(a webhook.Admitter[Review, *admissionv1.AdmissionResponse], rv *reviewpkg.Reviewer, obs observe.Observer) webhook.Endpoint {
+	return webhook.Handler[Review, *admissionv1.AdmissionResponse](a, Codec{}, rv, obs)
 }
 
 // Codec is the AdmissionReview wire format (webhook.Codec): v1 and

@@ -40,7 +40,7 @@ func (e echo) Admit(_ context.Context, _ review.Snapshot, b review.Budget, _ Rev
 // serve is the AdmissionReview codec behind the one handler every
 // endpoint has.
 func serve(a webhook.Admitter[Review, *admissionv1.AdmissionResponse]) http.Handler {
-	return webhook.Handler[Review, *admissionv1.AdmissionResponse](a, Codec{}, review.New(policy.Default(), nil), observe.Observers{})
+	return Serve(a, review.New(policy.Default(), nil), observe.Observers{})
 }
 
 type reply struct {

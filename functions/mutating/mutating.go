@@ -27,7 +27,7 @@ const Path = "/mutate"
 // New returns the handler; rv supplies the policy and the resolver, obs
 // is told of each answer (patched or unchanged).
 func New(rv *review.Reviewer, obs observe.Observer) webhook.Endpoint {
-	return webhook.Handler[admission.Review, *admissionv1.AdmissionResponse](Admitter{}, admission.Codec{}, rv, obs)
+	return admission.Serve(Admitter{}, rv, obs)
 }
 
 // Admitter computes patches for the mutating webhook.

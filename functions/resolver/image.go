@@ -114,18 +114,23 @@ type children struct {
 	nopts []name.Option
 }
 
-// get fetches the child manifest d of the repository.
-func (c children) get(d v1.Hash) (*remote.Descriptor, error) {
-	ref, err := name.NewDigest(c.repo+"@"+d.String(), c.nopts...)
+// get fetches the child m lists from the repository, which must serve
+// the kind m says: go-containerregistry would pick one platform of an
+// index served where an image was listed, and every one must be judged.
+func (c children) get(m v1.Descriptor) (*remote.Descriptor, error) {
+	ref, err := name.NewDigest(c.repo+"@"+m.Digest.String(), c.nopts...)
 	if err != nil {
-		return nil, &shapeError{fmt.Sprintf("the index lists a malformed digest %q", d)}
+		return nil, &shapeError{fmt.Sprintf("the index lists a malformed digest %q", m.Digest)}
 	}
 	desc, err := c.r.puller.Get(c.ctx, ref)
 	if err != nil {
 		if kind, _ := classify(err); kind == failNotFound {
-			return nil, &shapeError{fmt.Sprintf("the index lists %s, which the registry does not have", d)}
+			return nil, &shapeError{fmt.Sprintf("the index lists %s, which the registry does not have", m.Digest)}
 		}
-		return nil, err
+		return nil, fmt.Errorf("fetching %s: %w", m.Digest, err)
+	}
+	if desc.MediaType.IsIndex() != m.MediaType.IsIndex() || desc.MediaType.IsImage() != m.MediaType.IsImage() {
+		return nil, &shapeError{fmt.Sprintf("the index lists %s as a %s, and the registry serves a %s", m.Digest, m.MediaType, desc.MediaType)}
 	}
 	return desc, nil
 }
@@ -163,12 +168,9 @@ func (c children) read(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error 
 			if depth+1 >= maxIndexDepth {
 				return &shapeError{fmt.Sprintf("the index nests indexes more than %d deep", maxIndexDepth)}
 			}
-			desc, err := c.get(m.Digest)
+			desc, err := c.get(m)
 			if err != nil {
-				return fmt.Errorf("fetching the index %s: %w", m.Digest, err)
-			}
-			if !desc.MediaType.IsIndex() {
-				return &shapeError{fmt.Sprintf("the index lists %s as an index, and the registry serves a %s", m.Digest, desc.MediaType)}
+				return err
 			}
 			child, err := desc.ImageIndex()
 			if err != nil {
@@ -178,14 +180,9 @@ func (c children) read(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error 
 				return err
 			}
 		case m.MediaType.IsImage():
-			desc, err := c.get(m.Digest)
+			desc, err := c.get(m)
 			if err != nil {
-				return fmt.Errorf("fetching the image %s: %w", m.Digest, err)
-			}
-			// go-containerregistry would pick one platform of an index
-			// served where an image was listed; every one must be judged.
-			if !desc.MediaType.IsImage() {
-				return &shapeError{fmt.Sprintf("the index lists %s as an image, and the registry serves a %s", m.Digest, desc.MediaType)}
+				return err
 			}
 			img, err := desc.Image()
 			if err != nil {

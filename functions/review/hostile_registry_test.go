@@ -125,6 +125,8 @@ func TestHostileImagesAreVerdicts(t *testing.T) {
 	reg.PushIndexOf("many:children", many...)
 	reg.Push("endless:v1", registrytest.Image(t, nil))
 	reg.Push("garbage:v1", registrytest.Image(t, nil))
+	// An index whose amd64 child the registry does not have.
+	missing := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":500,"platform":{"os":"linux","architecture":"amd64"}}]}`, strings.Repeat("ab", 32))
 	reg.Intercept(func(w http.ResponseWriter, req *http.Request) bool {
 		switch {
 		case req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/endless/manifests/"):
@@ -137,6 +139,10 @@ func TestHostileImagesAreVerdicts(t *testing.T) {
 					return true
 				}
 			}
+			return true
+		case req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/lacking/manifests/v1"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+			w.Write([]byte(missing))
 			return true
 		case req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/garbage/manifests/"):
 			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
@@ -151,6 +157,7 @@ func TestHostileImagesAreVerdicts(t *testing.T) {
 		{reg.Ref("many", ":children"), "the index lists 500 manifests, more than the 128 admitfn reads"},
 		{reg.Ref("endless", ":v1"), "cannot be judged"},
 		{reg.Ref("garbage", ":v1"), "cannot be judged"},
+		{reg.Ref("lacking", ":v1"), "the index lists sha256:abab"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {

@@ -26,7 +26,7 @@ const maxWarning = 240
 // New returns the handler, judging with rv's policy and telling obs of
 // every decision.
 func New(rv *review.Reviewer, obs observe.Observer) webhook.Endpoint {
-	return webhook.Handler[admission.Review, *admissionv1.AdmissionResponse](Admitter{}, admission.Codec{}, rv, obs)
+	return admission.Serve(Admitter{}, rv, obs)
 }
 
 // Admitter decides AdmissionReviews for the validating webhook.
