@@ -364,3 +364,35 @@ func TestCacheIsBoundedInBytes(t *testing.T) {
 		t.Errorf("newest entry evicted")
 	}
 }
+
+// TestSignedImagesAreCachedAsSigned: an image whose only signature is a
+// bundle among its referrers (keyless, as cosign v3 signs) is a positive
+// answer, kept for cacheTTL; an unsigned one for negativeCacheTTL only.
+func TestSignedImagesAreCachedAsSigned(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t, registrytest.WithReferrers())
+	signed := reg.Push("signed:v1", registrytest.Image(t, nil))
+	reg.AttachBundle("signed", signed, []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","dsseEnvelope":{"payload":"e30=","payloadType":"application/vnd.in-toto+json"}}`))
+	reg.Push("unsigned:v1", registrytest.Image(t, nil))
+	c := &clock{now: time.Now()}
+	r := newResolver(t, reg, c) // cacheTTL 1m, negativeCacheTTL 10s
+	ctx := context.Background()
+	for _, tc := range []struct {
+		repo     string
+		cachedAt time.Duration // past negativeCacheTTL, within cacheTTL
+		cached   bool
+	}{{"signed", 30 * time.Second, true}, {"unsigned", 30 * time.Second, false}} {
+		t.Run(tc.repo, func(t *testing.T) {
+			if f := r.Resolve(ctx, ref(t, reg.Ref(tc.repo, ":v1")), imagefacts.LevelSignatures); f.Err != nil || f.Malformed != nil {
+				t.Fatalf("Resolve = %+v", f)
+			}
+			c.Advance(tc.cachedAt)
+			defer c.Advance(-tc.cachedAt)
+			before := reg.ManifestRequests()
+			r.Resolve(ctx, ref(t, reg.Ref(tc.repo, ":v1")), imagefacts.LevelSignatures)
+			if asked := reg.ManifestRequests() > before; asked == tc.cached {
+				t.Errorf("%s after %v: registry asked again = %v, want %v", tc.repo, tc.cachedAt, asked, !tc.cached)
+			}
+		})
+	}
+}
