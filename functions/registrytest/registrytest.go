@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -71,6 +72,62 @@ type Registry struct {
 	closed atomic.Int32
 	// intercept, when set, answers requests before the registry does.
 	intercept atomic.Pointer[func(http.ResponseWriter, *http.Request) bool]
+	// auth, when set, is the credential every /v2/ request needs (token:
+	// through a bearer token from /token).
+	auth  *Credentials
+	token bool
+	// tokens are the bearer tokens issued and still valid.
+	tokens sync.Map
+	issued atomic.Int64
+}
+
+// ExpireTokens makes every token issued so far invalid, as an expired
+// one is: clients must fetch a new one.
+func (r *Registry) ExpireTokens() { r.tokens.Clear() }
+
+// authorized answers the authentication a registry made WithBasicAuth or
+// WithTokenAuth asks for; it reports whether req may go on.
+func (r *Registry) authorized(w http.ResponseWriter, req *http.Request) bool {
+	if r.auth == nil {
+		return true
+	}
+	if r.token && req.URL.Path == "/token" {
+		if user, pass, ok := req.BasicAuth(); !ok || user != r.auth.Username || pass != r.auth.Password {
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}`, http.StatusUnauthorized)
+			return false
+		}
+		tok := fmt.Sprintf("token-%d", r.issued.Add(1))
+		r.tokens.Store(tok, true)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"token":%q,"access_token":%q,"expires_in":300}`, tok, tok)
+		return false
+	}
+	if !strings.HasPrefix(req.URL.Path, "/v2/") {
+		return true
+	}
+	if r.token {
+		if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok {
+			if _, valid := r.tokens.Load(tok); valid {
+				return true
+			}
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="registrytest"`, r.Host()))
+	} else {
+		if user, pass, ok := req.BasicAuth(); ok && user == r.auth.Username && pass == r.auth.Password {
+			return true
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
+	}
+	http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+	return false
+}
+
+// remoteOptions are what the test's own pushes need: its credentials.
+func (r *Registry) remoteOptions() []remote.Option {
+	if r.auth == nil {
+		return nil
+	}
+	return []remote.Option{remote.WithAuth(&authn.Basic{Username: r.auth.Username, Password: r.auth.Password})}
 }
 
 // Intercept sets h to see every request first: when it returns true it has
@@ -83,11 +140,31 @@ func (r *Registry) Intercept(h func(w http.ResponseWriter, req *http.Request) bo
 // Option configures the registry.
 type Option func(*options)
 
-type options struct{ referrers bool }
+type options struct {
+	referrers bool
+	auth      *Credentials
+	token     bool
+}
+
+// Credentials are the username and password a registry made WithBasicAuth
+// or WithTokenAuth accepts.
+type Credentials struct{ Username, Password string }
 
 // WithReferrers makes the registry serve the OCI referrers API (without
 // it, clients fall back to the sha256-<hex> tag).
 func WithReferrers() Option { return func(o *options) { o.referrers = true } }
+
+// WithBasicAuth makes every /v2/ request need HTTP basic authentication
+// with c, as a private registry answering 401 with a Basic challenge.
+func WithBasicAuth(c Credentials) Option { return func(o *options) { o.auth = &c } }
+
+// WithTokenAuth makes every /v2/ request need a bearer token, which
+// GET /token gives in exchange for basic authentication with c: the
+// realm flow of Docker Hub, GHCR, Harbor and most others. Tokens live
+// for the registry's life; ExpireTokens makes the issued ones invalid.
+func WithTokenAuth(c Credentials) Option {
+	return func(o *options) { o.auth, o.token = &c, true }
+}
 
 // New starts a registry that stops when the test ends.
 func New(t testing.TB, opts ...Option) *Registry {
@@ -96,11 +173,14 @@ func New(t testing.TB, opts ...Option) *Registry {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	r := &Registry{t: t, counts: map[string]int{}}
+	r := &Registry{t: t, counts: map[string]int{}, auth: o.auth, token: o.token}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(o.referrers))
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.count(req)
 		if h := r.intercept.Load(); h != nil && (*h)(w, req) {
+			return
+		}
+		if !r.authorized(w, req) {
 			return
 		}
 		switch Fault(r.fault.Load()) {
@@ -248,7 +328,7 @@ func Image(t testing.TB, tweak func(*v1.ConfigFile)) v1.Image {
 func (r *Registry) Push(repoTag string, img v1.Image) string {
 	r.t.Helper()
 	ref := r.reference(repoTag)
-	if err := remote.Write(ref, img); err != nil {
+	if err := remote.Write(ref, img, r.remoteOptions()...); err != nil {
 		r.t.Fatal(err)
 	}
 	d, err := img.Digest()
@@ -273,7 +353,7 @@ func (r *Registry) PushIndex(repoTag string, platforms []v1.Platform, tweak func
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
 	}
 	ref := r.reference(repoTag)
-	if err := remote.WriteIndex(ref, idx); err != nil {
+	if err := remote.WriteIndex(ref, idx, r.remoteOptions()...); err != nil {
 		r.t.Fatal(err)
 	}
 	d, err := idx.Digest()
@@ -298,7 +378,7 @@ func (r *Registry) PushIndexOf(repoTag string, children ...Child) string {
 	for _, c := range children {
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: c.Image, Descriptor: v1.Descriptor{Platform: c.Platform}})
 	}
-	if err := remote.WriteIndex(r.reference(repoTag), idx); err != nil {
+	if err := remote.WriteIndex(r.reference(repoTag), idx, r.remoteOptions()...); err != nil {
 		r.t.Fatal(err)
 	}
 	d, err := idx.Digest()
@@ -342,7 +422,7 @@ func (r *Registry) SignedPayload(repo, digest string) []byte {
 func (r *Registry) Delete(repoTag string) {
 	r.t.Helper()
 	ref := r.reference(repoTag)
-	if err := remote.Delete(ref); err != nil {
+	if err := remote.Delete(ref, r.remoteOptions()...); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -372,7 +452,7 @@ func (r *Registry) Sign(repo, digest string, sign func(payload []byte) []byte) {
 // image, its one layer the bundle.
 func (r *Registry) AttachBundle(repo, digest string, bundle []byte) {
 	r.t.Helper()
-	subject, err := remote.Head(r.reference(repo + "@" + digest))
+	subject, err := remote.Head(r.reference(repo+"@"+digest), r.remoteOptions()...)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -389,7 +469,7 @@ func (r *Registry) AttachBundle(repo, digest string, bundle []byte) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if err := remote.Write(r.reference(repo+"@"+d.String()), artifact); err != nil {
+	if err := remote.Write(r.reference(repo+"@"+d.String()), artifact, r.remoteOptions()...); err != nil {
 		r.t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -514,5 +515,78 @@ func TestCertificateRenewalDuringReviews(t *testing.T) {
 	}
 	if len(serials) != 2 {
 		t.Errorf("reviews saw %d certificates, want the first and the renewed one", len(serials))
+	}
+}
+
+// TestCheckWithPullCredentials: check judges a private image with the
+// credentials the cluster's kubelet would use — a pull Secret manifest, a
+// node's docker config — and only those, against registries that ask
+// for basic authentication and for the bearer-token realm flow.
+func TestCheckWithPullCredentials(t *testing.T) {
+	t.Parallel()
+	creds := registrytest.Credentials{Username: "puller", Password: "s3cret-pull-token"}
+	for _, flow := range []struct {
+		name string
+		opt  registrytest.Option
+	}{{"basic", registrytest.WithBasicAuth(creds)}, {"token", registrytest.WithTokenAuth(creds)}} {
+		t.Run(flow.name, func(t *testing.T) {
+			t.Parallel()
+			reg := registrytest.New(t, flow.opt)
+			digest := reg.Push("private/app:v1", registrytest.Image(t, nil))
+			dir := t.TempDir()
+			policyFile := filepath.Join(dir, "policy.yaml")
+			os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: non-root
+    nonRoot: true
+`, reg.Host())), 0o644)
+			secret := func(name, host, user, pass string) string {
+				auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+				f := filepath.Join(dir, name+".yaml")
+				os.WriteFile(f, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: team-a}
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{"auths":{%q:{"auth":%q}}}'
+`, name, host, auth)), 0o600)
+				return f
+			}
+			dockerDir := filepath.Join(dir, "docker")
+			os.MkdirAll(dockerDir, 0o700)
+			os.WriteFile(filepath.Join(dockerDir, "config.json"), []byte(fmt.Sprintf(`{"auths":{%q:{"username":%q,"password":%q}}}`, reg.Host(), creds.Username, creds.Password)), 0o600)
+			opaque := filepath.Join(dir, "opaque.yaml")
+			os.WriteFile(opaque, []byte("apiVersion: v1\nkind: Secret\nmetadata: {name: opaque}\ntype: Opaque\nstringData: {token: x}\n"), 0o600)
+			img := reg.Ref("private/app", ":v1")
+
+			tests := []struct {
+				name string
+				args []string
+				code int
+				want string
+			}{
+				{"no credentials", nil, 1, "refused admitfn access"},
+				{"the pull Secret", []string{"--pull-secret", secret("regcred", reg.Host(), creds.Username, creds.Password)}, 0, "allowed " + img + " " + digest},
+				{"a wrong password", []string{"--pull-secret", secret("wrong", reg.Host(), creds.Username, "nope")}, 1, "refused admitfn access"},
+				{"a Secret for a look-alike host", []string{"--pull-secret", secret("elsewhere", "evil.io/"+reg.Host(), creds.Username, creds.Password)}, 1, "refused admitfn access"},
+				{"a wrong Secret, then the right docker config", []string{"--pull-secret", secret("wrong2", "other.corp", "x", "y"), "--docker-config", dockerDir}, 0, "allowed " + img},
+				{"the node's docker config", []string{"--docker-config", dockerDir}, 0, "allowed " + img},
+				{"a Secret of another type", []string{"--pull-secret", opaque}, 2, `is of type "Opaque"`},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					code, out := runCheck(t, append(append([]string{"--policy", policyFile}, tc.args...), img)...)
+					if code != tc.code || !strings.Contains(out, tc.want) {
+						t.Errorf("exit %d, want %d with %q; output:\n%s", code, tc.code, tc.want, out)
+					}
+					if strings.Contains(out, creds.Password) {
+						t.Errorf("the output holds the password:\n%s", out)
+					}
+				})
+			}
+		})
 	}
 }

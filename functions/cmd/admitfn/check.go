@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/pullcreds"
 	"github.com/admitfn/admitfn/functions/resolver"
 	"github.com/admitfn/admitfn/functions/review"
 )
@@ -19,8 +21,14 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	policyFile := fs.String("policy", "", "policy file (default: the embedded policy)")
 	namespace := fs.String("namespace", "default", "namespace the images would run in")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long registry lookups may take in all")
+	dockerConfig := fs.String("docker-config", "", "a folder holding config.json: the node's registry credentials")
+	var pullSecrets []string
+	fs.Func("pull-secret", "a pull Secret manifest (kubernetes.io/dockerconfigjson), tried before --docker-config as the kubelet tries a pod's; repeatable", func(f string) error {
+		pullSecrets = append(pullSecrets, f)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: admitfn check [--policy FILE] [--namespace NS] IMAGE...")
+		fmt.Fprintln(stderr, "Usage: admitfn check [--policy FILE] [--namespace NS] [--pull-secret FILE]... [--docker-config DIR] IMAGE...")
 		fmt.Fprintln(stderr, "Prints one line per image; exits 0 if all are allowed, 1 if any is denied, 2 on bad usage or policy.")
 		fs.PrintDefaults()
 	}
@@ -37,7 +45,16 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
 		return 2
 	}
-	res, err := resolver.New(p.Registry, resolver.WithUserAgent("admitfn/"+version))
+	opts := []resolver.Option{resolver.WithUserAgent("admitfn/" + version)}
+	if len(pullSecrets) > 0 || *dockerConfig != "" {
+		keyrings, err := checkKeyrings(pullSecrets, *dockerConfig)
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn check: %v\n", err)
+			return 2
+		}
+		opts = append(opts, resolver.WithKeychain(keyrings.Keychain()))
+	}
+	res, err := resolver.New(p.Registry, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "admitfn check: %v\n", err)
 		return 2
@@ -54,6 +71,33 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+// checkKeyrings reads the credentials check judges with, in the kubelet's
+// order: the pull Secrets, then the node's docker config. Only they are
+// used: a run of check judges as the cluster's kubelet would, not with
+// whatever the machine running it is logged in to.
+func checkKeyrings(pullSecrets []string, dockerConfig string) (pullcreds.Keyrings, error) {
+	var out pullcreds.Keyrings
+	for _, f := range pullSecrets {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		k, err := pullcreds.ReadSecretManifest(data)
+		if err != nil {
+			return nil, fmt.Errorf("--pull-secret %s: %v", f, err)
+		}
+		out = append(out, k)
+	}
+	if dockerConfig != "" {
+		k, err := pullcreds.ReadDockerConfigDir(dockerConfig)
+		if err != nil {
+			return nil, fmt.Errorf("--docker-config: %v", err)
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 // checkLine is "RESULT IMAGE [DIGEST] [rule] problem; to pass, fix" for
