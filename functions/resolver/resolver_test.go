@@ -396,3 +396,30 @@ func TestSignedImagesAreCachedAsSigned(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiredTokenIsRenewed: a registry's bearer token expires between two
+// lookups; the second fetches a new one instead of failing as refused.
+func TestExpiredTokenIsRenewed(t *testing.T) {
+	t.Parallel()
+	creds := registrytest.Credentials{Username: "puller", Password: "pw"}
+	reg := registrytest.New(t, registrytest.WithTokenAuth(creds))
+	reg.Push("private:v1", registrytest.Image(t, nil))
+	c := &clock{now: time.Now()}
+	r, err := New(settings(reg.Host()), WithClock(c.Now), WithKeychain(staticKeychain{authn.FromConfig(authn.AuthConfig{Username: creds.Username, Password: creds.Password})}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 2 {
+		if f := r.Resolve(ctx, ref(t, reg.Ref("private", ":v1")), imagefacts.LevelConfig); f.Err != nil || f.Unauthorized || len(f.Configs) != 1 {
+			t.Fatalf("lookup %d: %+v", i+1, f)
+		}
+		reg.ExpireTokens()
+		c.Advance(2 * time.Minute) // past cacheTTL: ask the registry again
+	}
+}
+
+// staticKeychain answers every resource with one authenticator.
+type staticKeychain struct{ a authn.Authenticator }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
