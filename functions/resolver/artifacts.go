@@ -24,15 +24,20 @@ import (
 // admitfn reads the newest within the limits, passes over the malformed,
 // and says in Facts.Skipped what it did not read. A valid signature among
 // junk is still found as long as it is among the newest maxArtifacts.
+// Every fetch counts against a limit, the failed ones too: the work of a
+// lookup, not only what it keeps, is bounded (at most 2+2×maxArtifacts
+// requests for the tags and 1+2×maxArtifacts for the referrers), so junk
+// cannot run a lookup past the registry timeout and into
+// onRegistryError.
 const (
-	// maxArtifacts bounds the signatures of the .sig tag, the envelopes of
-	// the .att tag and the referrers read, each.
-	maxArtifacts = 64
+	// maxArtifacts bounds the layers of the .sig tag, those of the .att
+	// tag and the referrers admitfn tries to read, each.
+	maxArtifacts = 32
 	// maxArtifactLayer bounds one signature payload, envelope or bundle.
 	maxArtifactLayer = 64 << 10
-	// maxBundleLayers bounds the layers of one referrer artifact (cosign
-	// writes one).
-	maxBundleLayers = 4
+	// maxBundleLayers bounds the layers read of one referrer artifact
+	// (cosign writes one).
+	maxBundleLayers = 1
 )
 
 // bundleMediaType prefixes the media type of a sigstore bundle.
@@ -183,8 +188,9 @@ func (a *artifactReader) layers(desc *remote.Descriptor, what string, keep func(
 		return nil, a.passOver(what, err)
 	}
 	var out []storedLayer
+	tried := 0
 	for i, l := range slices.Backward(m.Layers) {
-		if len(out) == max {
+		if tried == max {
 			a.skipN(what+" layers past the newest "+fmt.Sprint(max), i+1)
 			break
 		}
@@ -196,6 +202,7 @@ func (a *artifactReader) layers(desc *remote.Descriptor, what string, keep func(
 			a.skip(what + " layer larger than " + readcap.Size(maxArtifactLayer))
 			continue
 		}
+		tried++
 		blob, err := a.readLayer(l)
 		if err != nil {
 			if err := a.passOver(what+" layer", err); err != nil {

@@ -188,7 +188,9 @@ func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, lev
 	switch {
 	case f.Err != nil:
 		return r.staleOr(key, f)
-	case f.NotFound:
+	case f.NotFound, f.Malformed != nil:
+		// Negative answers: a tag pushed, or pushed again in a shape
+		// admitfn reads, must not wait out the positive TTL.
 		r.cache.put(entry{key: key, facts: f, expires: now.Add(r.settings.NegativeCacheTTL), staleBy: now.Add(r.settings.NegativeCacheTTL)})
 	case unsigned(f):
 		// "Not signed" or "not attested" is a negative answer too: an image

@@ -217,13 +217,13 @@ func TestSignatureFloodsAndJunk(t *testing.T) {
 		{"valid among malformed and oversized layers", func(repo, d string) []registrytest.Layer {
 			return []registrytest.Layer{valid(repo, d), unreadable, huge}
 		}, ""},
-		{"valid but older than the newest 64 of 200", func(repo, d string) []registrytest.Layer {
+		{"valid but older than the newest 32 of 201", func(repo, d string) []registrytest.Layer {
 			ls := []registrytest.Layer{valid(repo, d)}
 			for i := range 200 {
 				ls = append(ls, junk(i))
 			}
 			return ls
-		}, "(admitfn passed over 137 .sig artifact layers past the newest 64)"},
+		}, "(admitfn passed over 169 .sig artifact layers past the newest 32)"},
 		{"junk only", func(repo, d string) []registrytest.Layer { return []registrytest.Layer{junk(1), unreadable, huge} },
 			`is signed, but not by key "release" (admitfn passed over 1 .sig artifact layer larger than 64 KiB, 1 .sig layer whose signature is not base64)`},
 	}
@@ -248,6 +248,44 @@ func TestSignatureFloodsAndJunk(t *testing.T) {
 		d := reviewOne(hostileReviewer(t, reg, signedRule(key)), reg.Ref("sigindex", ":v1"))
 		if d.Allowed || !strings.Contains(d.Reason(), "has no signature") || !strings.Contains(d.Reason(), ".sig artifact that is not an image manifest") {
 			t.Errorf("allowed=%v reason %q", d.Allowed, d.Reason())
+		}
+	})
+
+	t.Run("2000 layers whose blobs the registry lacks cost at most the newest 32 requests", func(t *testing.T) {
+		digest := reg.Push("lacking:v1", registrytest.Image(t, nil))
+		var layers []map[string]any
+		for i := range 2000 {
+			layers = append(layers, map[string]any{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "size": 10,
+				"digest": fmt.Sprintf("sha256:%064x", i), "annotations": map[string]string{"dev.cosignproject.cosign/signature": "AAAA"}})
+		}
+		manifest, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+			"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+			"layers": layers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var blobs int
+		var mu sync.Mutex
+		reg.Intercept(func(w http.ResponseWriter, req *http.Request) bool {
+			switch {
+			case strings.HasSuffix(req.URL.Path, "/lacking/manifests/"+sigTag(digest)):
+				w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+				w.Write(manifest)
+				return true
+			case strings.Contains(req.URL.Path, "/lacking/blobs/"):
+				mu.Lock()
+				blobs++
+				mu.Unlock()
+			}
+			return false
+		})
+		defer reg.Intercept(func(http.ResponseWriter, *http.Request) bool { return false })
+		d := reviewOne(hostileReviewer(t, reg, signedRule(key)), reg.Ref("lacking", ":v1"))
+		if d.Allowed || len(d.FailedOpen) > 0 || !strings.Contains(d.Reason(), "1968 .sig artifact layers past the newest 32") {
+			t.Errorf("allowed=%v failedOpen=%v reason %q", d.Allowed, d.FailedOpen, d.Reason())
+		}
+		if blobs > 32+1 { // the layers tried, and the image's config
+			t.Errorf("%d blob requests for one review, want at most 33", blobs)
 		}
 	})
 

@@ -93,7 +93,7 @@ func TestHostileRegistry(t *testing.T) {
 			}
 			reg.PushArtifact("flood:"+sigTag(d), layers...)
 			return ref
-		}, "admitfn passed over 137 .sig artifact layers past the newest 64"},
+		}, "admitfn passed over 169 .sig artifact layers past the newest 32"},
 		{"a .sig tag that is an index", func() string {
 			ref, d := signedImage("sigindex")
 			reg.PushIndexOf("sigindex:"+sigTag(d), registrytest.Child{Image: registrytest.Image(t, nil)})
