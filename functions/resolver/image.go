@@ -25,6 +25,11 @@ const (
 	MaxLookupBytes = 1 << 20
 	// maxIndexChildren bounds the manifests an index may list.
 	maxIndexChildren = 128
+	// maxChildrenRead bounds the children read of an index, nested ones
+	// included: those a node may run, and those that name no platform.
+	// Every read is two requests; the bound keeps what a pusher can make
+	// one lookup do well inside the registry timeout.
+	maxChildrenRead = 32
 	// maxIndexDepth bounds indexes within indexes (containerd follows
 	// them; real images have none).
 	maxIndexDepth = 2
@@ -71,7 +76,7 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts
 		if err != nil {
 			return r.failure(level, ref, err)
 		}
-		c := children{r: r, ctx: ctx, repo: ref.Repo(), nopts: nopts}
+		c := children{r: r, ctx: ctx, repo: ref.Repo(), nopts: nopts, fetched: new(int)}
 		if err := c.read(idx, 0, &f); err != nil {
 			return r.failure(level, ref, err)
 		}
@@ -112,12 +117,17 @@ type children struct {
 	ctx   context.Context
 	repo  string
 	nopts []name.Option
+	// fetched counts the children fetched so far.
+	fetched *int
 }
 
 // get fetches the child m lists from the repository, which must serve
 // the kind m says: go-containerregistry would pick one platform of an
 // index served where an image was listed, and every one must be judged.
 func (c children) get(m v1.Descriptor) (*remote.Descriptor, error) {
+	if *c.fetched++; *c.fetched > maxChildrenRead {
+		return nil, &shapeError{fmt.Sprintf("the index holds more than %d images a node may run (or that name no platform), more than admitfn reads", maxChildrenRead)}
+	}
 	ref, err := name.NewDigest(c.repo+"@"+m.Digest.String(), c.nopts...)
 	if err != nil {
 		return nil, &shapeError{fmt.Sprintf("the index lists a malformed digest %q", m.Digest)}
