@@ -65,15 +65,17 @@ func ReadDockerConfigDir(dir string) (*Keyring, error) {
 }
 
 // ReadSecretManifest reads a pull Secret from a manifest (YAML or JSON,
-// data in base64 or stringData in clear, as kubectl applies it) into a
-// keyring. A Secret of another type is an error: it would pull nothing.
-func ReadSecretManifest(data []byte) (*Keyring, error) {
+// data in base64 or stringData in clear, as kubectl applies it): where
+// its credentials come from ("secret NS/NAME") and its config, for
+// Keyring.Add. A Secret of another type is an error: it would pull
+// nothing.
+func ReadSecretManifest(data []byte) (source string, cfg Config, err error) {
 	var s corev1.Secret
 	if err := yaml.UnmarshalStrict(data, &s); err != nil {
-		return nil, fmt.Errorf("is not a Secret manifest: %v", err)
+		return "", nil, fmt.Errorf("is not a Secret manifest: %v", err)
 	}
 	if s.Kind != "Secret" {
-		return nil, fmt.Errorf("is a %q, not a Secret", s.Kind)
+		return "", nil, fmt.Errorf("is a %q, not a Secret", s.Kind)
 	}
 	if s.Data == nil {
 		s.Data = map[string][]byte{}
@@ -81,17 +83,16 @@ func ReadSecretManifest(data []byte) (*Keyring, error) {
 	for k, v := range s.StringData {
 		s.Data[k] = []byte(v)
 	}
-	source := "secret " + s.Name
+	source = "secret " + s.Name
 	if s.Namespace != "" {
 		source = "secret " + s.Namespace + "/" + s.Name
 	}
 	cfg, ok, err := SecretConfig(string(s.Type), s.Data)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%s %v", source, err)
+		return "", nil, fmt.Errorf("%s %v", source, err)
 	case !ok:
-		return nil, fmt.Errorf("%s is of type %q with no %s: the kubelet pulls nothing with it (use type %s)", source, s.Type, DockerConfigJSONKey, SecretTypeDockerConfigJSON)
+		return "", nil, fmt.Errorf("%s is of type %q with no %s: the kubelet pulls nothing with it (use type %s)", source, s.Type, DockerConfigJSONKey, SecretTypeDockerConfigJSON)
 	}
-	var k Keyring
-	return &k, k.Add(source, cfg)
+	return source, cfg, nil
 }

@@ -51,8 +51,8 @@ const cosignSignatureAnnotation = "dev.cosignproject.cosign/signature"
 // LevelSignatures, cosign's .att tag too for LevelAttestations. Only a
 // registry that cannot be asked fails the lookup; what anyone may push
 // there — junk, floods, oversized layers — is passed over and noted.
-func (r *Resolver) artifacts(ctx context.Context, ref imageref.Ref, level imagefacts.Level, nopts []name.Option, f *imagefacts.Facts) *imagefacts.Facts {
-	a := artifactReader{r: r, ctx: ctx, repo: ref.Repo(), nopts: nopts}
+func (r *Resolver) artifacts(ctx context.Context, p *remote.Puller, ref imageref.Ref, level imagefacts.Level, nopts []name.Option, f *imagefacts.Facts) *imagefacts.Facts {
+	a := artifactReader{r: r, p: p, ctx: ctx, repo: ref.Repo(), nopts: nopts}
 	fail := func(what string, err error) *imagefacts.Facts {
 		failed := r.failure(level, ref, fmt.Errorf("reading its %s: %w", what, err))
 		return &failed
@@ -91,6 +91,7 @@ func (r *Resolver) artifacts(ctx context.Context, ref imageref.Ref, level imagef
 // over.
 type artifactReader struct {
 	r     *Resolver
+	p     *remote.Puller
 	ctx   context.Context
 	repo  string
 	nopts []name.Option
@@ -158,7 +159,7 @@ func (a *artifactReader) tagLayers(digest, suffix string, keep func(v1.Descripto
 		return nil, err
 	}
 	what := suffix + " artifact"
-	desc, err := a.r.puller.Get(a.ctx, tag)
+	desc, err := a.p.Get(a.ctx, tag)
 	if err != nil {
 		if kind, _ := classify(err); kind == failNotFound {
 			return nil, nil
@@ -228,7 +229,7 @@ func (a *artifactReader) readLayer(l v1.Descriptor) ([]byte, error) {
 	if err != nil {
 		return nil, &shapeError{"a layer with a malformed digest"}
 	}
-	layer, err := a.r.puller.Layer(a.ctx, d)
+	layer, err := a.p.Layer(a.ctx, d)
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +265,7 @@ func (a *artifactReader) bundles(digest string) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	idx, err := remote.Referrers(d, remote.WithContext(a.ctx), remote.Reuse(a.r.puller))
+	idx, err := remote.Referrers(d, remote.WithContext(a.ctx), remote.Reuse(a.p))
 	if err != nil {
 		if kind, _ := classify(err); kind == failNotFound {
 			return nil, nil
@@ -306,7 +307,7 @@ func (a *artifactReader) bundles(digest string) ([][]byte, error) {
 			a.skip("referrer with a malformed digest")
 			continue
 		}
-		rdesc, err := a.r.puller.Get(a.ctx, child)
+		rdesc, err := a.p.Get(a.ctx, child)
 		if err != nil {
 			if err := a.passOver("referrer", err); err != nil {
 				return nil, err

@@ -39,9 +39,9 @@ const (
 	maxLookups = 16
 )
 
-// fetch asks the registry about ref to the level asked, within a budget of
-// MaxLookupBytes.
-func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts.Level) imagefacts.Facts {
+// fetchWith asks the registry through p about ref to the level asked,
+// within a budget of MaxLookupBytes.
+func (r *Resolver) fetchWith(ctx context.Context, p *remote.Puller, ref imageref.Ref, level imagefacts.Level, nopts []name.Option) imagefacts.Facts {
 	select {
 	case r.flights <- struct{}{}:
 		defer func() { <-r.flights }()
@@ -49,23 +49,19 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts
 		return imagefacts.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: "did not answer within the registry timeout (admitfn was busy with other lookups)", detail: ctx.Err()}}
 	}
 	ctx = readcap.With(ctx, readcap.New(MaxLookupBytes))
-	var nopts []name.Option
-	if r.settings.IsInsecure(ref.Registry) {
-		nopts = append(nopts, name.Insecure)
-	}
 	nref, err := ref.Reference(nopts...)
 	if err != nil {
 		return imagefacts.Facts{Level: level, Err: err}
 	}
 	if level == imagefacts.LevelDigest {
-		desc, err := r.puller.Head(ctx, nref)
+		desc, err := p.Head(ctx, nref)
 		if err != nil {
 			return r.failure(level, ref, err)
 		}
 		return imagefacts.Facts{Level: level, Digest: desc.Digest.String()}
 	}
 
-	desc, err := r.puller.Get(ctx, nref)
+	desc, err := p.Get(ctx, nref)
 	if err != nil {
 		return r.failure(level, ref, err)
 	}
@@ -76,7 +72,7 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts
 		if err != nil {
 			return r.failure(level, ref, err)
 		}
-		c := children{r: r, ctx: ctx, repo: ref.Repo(), nopts: nopts, fetched: new(int)}
+		c := children{r: r, p: p, ctx: ctx, repo: ref.Repo(), nopts: nopts, fetched: new(int)}
 		if err := c.read(idx, 0, &f); err != nil {
 			return r.failure(level, ref, err)
 		}
@@ -95,7 +91,7 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts
 		return imagefacts.Facts{Level: level, Digest: f.Digest, Malformed: fmt.Errorf("the registry serves a %s, not an image or an image index", desc.MediaType)}
 	}
 	if level >= imagefacts.LevelSignatures {
-		if failed := r.artifacts(ctx, ref, level, nopts, &f); failed != nil {
+		if failed := r.artifacts(ctx, p, ref, level, nopts, &f); failed != nil {
 			return *failed
 		}
 	}
@@ -114,6 +110,7 @@ func (e *shapeError) Error() string { return e.what }
 // admitfn that many times over.
 type children struct {
 	r     *Resolver
+	p     *remote.Puller
 	ctx   context.Context
 	repo  string
 	nopts []name.Option
@@ -132,7 +129,7 @@ func (c children) get(m v1.Descriptor) (*remote.Descriptor, error) {
 	if err != nil {
 		return nil, &shapeError{fmt.Sprintf("the index lists a malformed digest %q", m.Digest)}
 	}
-	desc, err := c.r.puller.Get(c.ctx, ref)
+	desc, err := c.p.Get(c.ctx, ref)
 	if err != nil {
 		if kind, _ := classify(err); kind == failNotFound {
 			return nil, &shapeError{fmt.Sprintf("the index lists %s, which the registry does not have", m.Digest)}

@@ -34,8 +34,11 @@ type Resolver struct {
 	onCache   func(result string)
 	onFailure func(ref string, detail error)
 
-	puller *remote.Puller
-	cache  *cache
+	// puller asks with the resolver's own credentials (the keychain:
+	// the node's); pullerOptions make pullers for a request's.
+	puller        *remote.Puller
+	pullerOptions []remote.Option
+	cache         *cache
 	group  singleflight.Group
 	// flights holds a token per lookup in flight (maxLookups).
 	flights chan struct{}
@@ -90,8 +93,7 @@ func New(settings imagefacts.Registry, opts ...Option) (*Resolver, error) {
 	}
 	r.cache = newCache(size, maxCachedBytes)
 	r.flights = make(chan struct{}, maxLookups)
-	p, err := remote.NewPuller(
-		remote.WithAuthFromKeychain(r.keychain),
+	r.pullerOptions = []remote.Option{
 		// Every body is charged to the lookup's byte budget
 		// (readcap), token answers included.
 		remote.WithTransport(schemeGuard{next: readcap.Transport{Next: r.transport}, insecure: settings.IsInsecure}),
@@ -99,7 +101,8 @@ func New(settings imagefacts.Registry, opts ...Option) (*Resolver, error) {
 		// The review deadline bounds the whole lookup; one quick retry of
 		// a temporary failure is all it has room for.
 		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}),
-	)
+	}
+	p, err := remote.NewPuller(append([]remote.Option{remote.WithAuthFromKeychain(r.keychain)}, r.pullerOptions...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -140,8 +143,9 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level imagefac
 	if level == imagefacts.LevelName {
 		return imagefacts.Facts{Level: imagefacts.LevelName}
 	}
-	key := cacheKey(ref, level)
-	if f, ok := r.fresh(ref, level); ok {
+	creds := requestCredentials(ctx, ref)
+	key := cacheKey(ref, level, creds.key)
+	if f, ok := r.fresh(ref, level, creds.key); ok {
 		r.onCache("hit")
 		return f
 	}
@@ -153,12 +157,12 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level imagefac
 		defer httpx.Recovered(ctx, func(err error) { facts = imagefacts.Facts{Level: level, Err: err} })
 		// A flight for key may have ended, its answer cached, between the
 		// miss above and this one starting.
-		if f, ok := r.fresh(ref, level); ok {
+		if f, ok := r.fresh(ref, level, creds.key); ok {
 			return f, nil
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.settings.Timeout)
 		defer cancel()
-		return r.lookup(fctx, key, ref, level), nil
+		return r.lookup(fctx, key, ref, level, creds), nil
 	})
 	select {
 	case res := <-ch:
@@ -169,11 +173,12 @@ func (r *Resolver) Resolve(ctx context.Context, ref imageref.Ref, level imagefac
 	}
 }
 
-// fresh returns a cached answer within its TTL, at the level asked or more.
-func (r *Resolver) fresh(ref imageref.Ref, level imagefacts.Level) (imagefacts.Facts, bool) {
+// fresh returns a cached answer within its TTL, at the level asked or more,
+// learnt with the same credentials.
+func (r *Resolver) fresh(ref imageref.Ref, level imagefacts.Level, credsKey string) (imagefacts.Facts, bool) {
 	now := r.now()
 	for l := level; l <= imagefacts.LevelAttestations; l++ {
-		if e, ok := r.cache.get(cacheKey(ref, l)); ok && now.Before(e.expires) {
+		if e, ok := r.cache.get(cacheKey(ref, l, credsKey)); ok && now.Before(e.expires) {
 			return e.facts, true
 		}
 	}
@@ -182,8 +187,8 @@ func (r *Resolver) fresh(ref imageref.Ref, level imagefacts.Level) (imagefacts.F
 
 // lookup asks the registry and records the answer. Failures are not cached:
 // the next review asks again, and meanwhile a stale answer may stand in.
-func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, level imagefacts.Level) imagefacts.Facts {
-	f := r.fetch(ctx, ref, level)
+func (r *Resolver) lookup(ctx context.Context, key string, ref imageref.Ref, level imagefacts.Level, creds lookupCredentials) imagefacts.Facts {
+	f := r.fetch(ctx, ref, level, creds)
 	now := r.now()
 	switch {
 	case f.Err != nil:
@@ -231,6 +236,9 @@ func unsigned(f imagefacts.Facts) bool {
 	return f.Level >= imagefacts.LevelAttestations && len(f.Attestations) == 0 && len(f.Bundles) == 0
 }
 
-func cacheKey(ref imageref.Ref, level imagefacts.Level) string {
-	return fmt.Sprintf("%d|%s", level, ref.String())
+// cacheKey names an answer: the level, the image, and the identities of
+// the request's credentials (empty without any), so an answer learnt with
+// one tenant's credentials is never another's.
+func cacheKey(ref imageref.Ref, level imagefacts.Level, credsKey string) string {
+	return fmt.Sprintf("%d|%s|%s", level, ref.String(), credsKey)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/pullcreds"
 	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
@@ -423,3 +424,51 @@ func TestExpiredTokenIsRenewed(t *testing.T) {
 type staticKeychain struct{ a authn.Authenticator }
 
 func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+
+// TestCredentialsStayWithTheirRequest: an answer learnt with one request's
+// credentials is never given to a request without them (another tenant's
+// pod, naming the same private image right after); a request's
+// credentials are tried in order, as the kubelet tries them.
+func TestCredentialsStayWithTheirRequest(t *testing.T) {
+	t.Parallel()
+	right := registrytest.Credentials{Username: "team-a", Password: "a-secret-password"}
+	reg := registrytest.New(t, registrytest.WithBasicAuth(right))
+	reg.Push("private/app:v1", registrytest.Image(t, nil))
+	c := &clock{now: time.Now()}
+	r := newResolver(t, reg, c) // no credentials of its own
+	keyring := func(creds ...registrytest.Credentials) pullcreds.Keyrings {
+		var k pullcreds.Keyring
+		for i, cr := range creds {
+			// One key each: two entries under one key are one
+			// config's, tried in map order.
+			if err := k.Add(fmt.Sprint("secret ", i), pullcreds.Config{reg.Host() + fmt.Sprintf("/private%s", strings.Repeat("/", i)): {Username: cr.Username, Password: cr.Password}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return pullcreds.Keyrings{&k}
+	}
+	wrong := registrytest.Credentials{Username: "team-b", Password: "b-wrong"}
+	img := ref(t, reg.Ref("private/app", ":v1"))
+	tests := []struct {
+		name       string
+		ctx        context.Context
+		authorized bool
+	}{
+		{"team A's Secret", WithCredentials(context.Background(), keyring(right)), true},
+		{"right after, a pod with no Secret", context.Background(), false},
+		{"a pod with another Secret", WithCredentials(context.Background(), keyring(wrong)), false},
+		{"a wrong Secret, then the right one", WithCredentials(context.Background(), keyring(right, wrong)), true},
+		{"team A's Secret again: from the cache", WithCredentials(context.Background(), keyring(right)), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := r.Resolve(tt.ctx, img, imagefacts.LevelConfig)
+			if got := !f.Unauthorized && f.Err == nil && len(f.Configs) == 1; got != tt.authorized {
+				t.Errorf("read the image = %v, want %v: %+v", got, tt.authorized, f)
+			}
+			if f.Err != nil && (strings.Contains(f.Err.Error(), right.Password) || strings.Contains(f.Err.Error(), wrong.Password)) {
+				t.Errorf("the error holds a password: %v", f.Err)
+			}
+		})
+	}
+}

@@ -572,7 +572,10 @@ stringData:
 				{"the pull Secret", []string{"--pull-secret", secret("regcred", reg.Host(), creds.Username, creds.Password)}, 0, "allowed " + img + " " + digest},
 				{"a wrong password", []string{"--pull-secret", secret("wrong", reg.Host(), creds.Username, "nope")}, 1, "refused admitfn access"},
 				{"a Secret for a look-alike host", []string{"--pull-secret", secret("elsewhere", "evil.io/"+reg.Host(), creds.Username, creds.Password)}, 1, "refused admitfn access"},
-				{"a wrong Secret, then the right docker config", []string{"--pull-secret", secret("wrong2", "other.corp", "x", "y"), "--docker-config", dockerDir}, 0, "allowed " + img},
+				{"a Secret for another registry, then the right docker config", []string{"--pull-secret", secret("wrong2", "other.corp", "x", "y"), "--docker-config", dockerDir}, 0, "allowed " + img},
+				// The kubelet tries each matching credential in turn.
+				{"a wrong Secret for the registry, then the right docker config", []string{"--pull-secret", secret("wrong3", reg.Host(), creds.Username, "nope"), "--docker-config", dockerDir}, 0, "allowed " + img},
+				{"a wrong Secret, then the right one", []string{"--pull-secret", secret("wrong4", reg.Host()+"/private", creds.Username, "nope"), "--pull-secret", secret("right2", reg.Host(), creds.Username, creds.Password)}, 0, "allowed " + img},
 				{"the node's docker config", []string{"--docker-config", dockerDir}, 0, "allowed " + img},
 				{"a Secret of another type", []string{"--pull-secret", opaque}, 2, `is of type "Opaque"`},
 			}

@@ -46,13 +46,17 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	opts := []resolver.Option{resolver.WithUserAgent("admitfn/" + version)}
+	var secrets pullcreds.Keyrings
 	if len(pullSecrets) > 0 || *dockerConfig != "" {
-		keyrings, err := checkKeyrings(pullSecrets, *dockerConfig)
+		var node pullcreds.Keyrings
+		secrets, node, err = checkKeyrings(pullSecrets, *dockerConfig)
 		if err != nil {
 			fmt.Fprintf(stderr, "admitfn check: %v\n", err)
 			return 2
 		}
-		opts = append(opts, resolver.WithKeychain(keyrings.Keychain()))
+		// The node's credentials are the resolver's own; the Secrets
+		// are the pod's, tried first.
+		opts = append(opts, resolver.WithKeychain(node.Keychain()))
 	}
 	res, err := resolver.New(p.Registry, opts...)
 	if err != nil {
@@ -62,6 +66,9 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rv := review.New(p, res)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	if len(secrets) > 0 {
+		ctx = resolver.WithCredentials(ctx, secrets)
+	}
 	code := 0
 	for _, img := range fs.Args() {
 		d := rv.Review(ctx, review.Budget{}, policy.Request{Namespace: *namespace, Images: []policy.Image{{Ref: img}}})
@@ -73,31 +80,38 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// checkKeyrings reads the credentials check judges with, in the kubelet's
-// order: the pull Secrets, then the node's docker config. Only they are
-// used: a run of check judges as the cluster's kubelet would, not with
-// whatever the machine running it is logged in to.
-func checkKeyrings(pullSecrets []string, dockerConfig string) (pullcreds.Keyrings, error) {
-	var out pullcreds.Keyrings
+// checkKeyrings reads the credentials check judges with: the pull
+// Secrets (the pod's, tried first, each matching one in turn) and the
+// node's docker config. Only they are used: a run of check judges as the
+// cluster's kubelet would, not with whatever the machine running it is
+// logged in to.
+func checkKeyrings(pullSecrets []string, dockerConfig string) (secrets, node pullcreds.Keyrings, err error) {
+	// One keyring for all the pod's Secrets, as the kubelet merges them.
+	var pod pullcreds.Keyring
 	for _, f := range pullSecrets {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		k, err := pullcreds.ReadSecretManifest(data)
+		source, cfg, err := pullcreds.ReadSecretManifest(data)
 		if err != nil {
-			return nil, fmt.Errorf("--pull-secret %s: %v", f, err)
+			return nil, nil, fmt.Errorf("--pull-secret %s: %v", f, err)
 		}
-		out = append(out, k)
+		if err := pod.Add(source, cfg); err != nil {
+			return nil, nil, fmt.Errorf("--pull-secret %s: %v", f, err)
+		}
+	}
+	if pod.Len() > 0 {
+		secrets = pullcreds.Keyrings{&pod}
 	}
 	if dockerConfig != "" {
 		k, err := pullcreds.ReadDockerConfigDir(dockerConfig)
 		if err != nil {
-			return nil, fmt.Errorf("--docker-config: %v", err)
+			return nil, nil, fmt.Errorf("--docker-config: %v", err)
 		}
-		out = append(out, k)
+		node = pullcreds.Keyrings{k}
 	}
-	return out, nil
+	return secrets, node, nil
 }
 
 // checkLine is "RESULT IMAGE [DIGEST] [rule] problem; to pass, fix" for

@@ -1,0 +1,93 @@
+package resolver
+
+import (
+	"context"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/admitfn/admitfn/functions/imagefacts"
+	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/pullcreds"
+)
+
+// Credentials are a request's registry credentials: those the kubelet
+// would try for one pod (its pull Secrets), in its order, looked up by
+// the repository as the kubelet names it. pullcreds.Keyrings is one.
+type Credentials interface {
+	Lookup(repo string) []pullcreds.Auth
+}
+
+type credentialsKey struct{}
+
+// WithCredentials returns ctx carrying creds: lookups made with it try
+// them first, in order, and then the resolver's own (the node's), as the
+// kubelet tries a pod's pull Secrets before the node's credentials. Their
+// answers are cached apart from every other set of credentials'.
+func WithCredentials(ctx context.Context, creds Credentials) context.Context {
+	return context.WithValue(ctx, credentialsKey{}, creds)
+}
+
+// lookupCredentials are the request's credentials for one image, and the
+// key their answers are cached under.
+type lookupCredentials struct {
+	auths []pullcreds.Auth
+	// key is the identities of auths, in order ("" for none).
+	key string
+}
+
+func requestCredentials(ctx context.Context, ref imageref.Ref) lookupCredentials {
+	creds, _ := ctx.Value(credentialsKey{}).(Credentials)
+	if creds == nil {
+		return lookupCredentials{}
+	}
+	auths := creds.Lookup(pullcreds.KubeletName(ref.Repo()))
+	ids := make([]string, len(auths))
+	for i, a := range auths {
+		ids[i] = a.Identity()
+	}
+	return lookupCredentials{auths: auths, key: strings.Join(ids, ",")}
+}
+
+// pullers are the ways a lookup asks the registry, in the kubelet's
+// order: with each of the request's credentials, then with the resolver's
+// own when it holds one for ref (or when the request holds none: then
+// anonymously too, as the kubelet pulls without credentials).
+func (r *Resolver) pullers(ref imageref.Ref, creds lookupCredentials, nopts []name.Option) []*remote.Puller {
+	if len(creds.auths) == 0 {
+		return []*remote.Puller{r.puller}
+	}
+	var out []*remote.Puller
+	for _, a := range creds.auths {
+		p, err := remote.NewPuller(append([]remote.Option{remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password}))}, r.pullerOptions...)...)
+		if err == nil {
+			out = append(out, p)
+		}
+	}
+	if repo, err := name.NewRepository(ref.Repo(), nopts...); err == nil {
+		if own, err := r.keychain.Resolve(repo); err == nil && own != authn.Anonymous {
+			out = append(out, r.puller)
+		}
+	}
+	return out
+}
+
+// fetch asks the registry about ref with each of the pullers in turn,
+// until one is not refused: the kubelet tries the next credential when a
+// registry refuses one.
+func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts.Level, creds lookupCredentials) imagefacts.Facts {
+	var nopts []name.Option
+	if r.settings.IsInsecure(ref.Registry) {
+		nopts = append(nopts, name.Insecure)
+	}
+	pullers := r.pullers(ref, creds, nopts)
+	var f imagefacts.Facts
+	for _, p := range pullers {
+		if f = r.fetchWith(ctx, p, ref, level, nopts); !f.Unauthorized {
+			break
+		}
+	}
+	return f
+}
