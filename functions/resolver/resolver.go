@@ -39,7 +39,7 @@ type Resolver struct {
 	puller        *remote.Puller
 	pullerOptions []remote.Option
 	cache         *cache
-	group  singleflight.Group
+	group         singleflight.Group
 	// flights holds a token per lookup in flight (maxLookups).
 	flights chan struct{}
 }
