@@ -30,12 +30,6 @@ type Budget struct {
 // New returns a budget of limit bytes.
 func New(limit int64) *Budget { return &Budget{limit: limit} }
 
-// Used is how many bytes were charged so far.
-func (b *Budget) Used() int64 { return b.used.Load() }
-
-// Limit is the budget's size.
-func (b *Budget) Limit() int64 { return b.limit }
-
 // charge takes n bytes, or reports that the budget would be exceeded.
 func (b *Budget) charge(n int64) error {
 	if b.used.Add(n) > b.limit {
@@ -88,8 +82,8 @@ func With(ctx context.Context, b *Budget) context.Context {
 	return context.WithValue(ctx, ctxKey{}, b)
 }
 
-// From returns the budget ctx carries, or nil.
-func From(ctx context.Context) *Budget {
+// from returns the budget ctx carries, or nil.
+func from(ctx context.Context) *Budget {
 	b, _ := ctx.Value(ctxKey{}).(*Budget)
 	return b
 }
@@ -102,7 +96,7 @@ type Transport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	b := From(req.Context())
+	b := from(req.Context())
 	resp, err := t.Next.RoundTrip(req)
 	if err != nil || b == nil {
 		return resp, err
