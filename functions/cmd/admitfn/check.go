@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -56,7 +55,7 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		// The node's credentials are the resolver's own; the Secrets
 		// are the pod's, tried first.
-		opts = append(opts, resolver.WithKeychain(node.Keychain()))
+		opts = append(opts, resolver.WithKeychain(keychain{node}))
 	}
 	res, err := resolver.New(p.Registry, opts...)
 	if err != nil {
@@ -78,40 +77,6 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
-}
-
-// checkKeyrings reads the credentials check judges with: the pull
-// Secrets (the pod's, tried first, each matching one in turn) and the
-// node's docker config. Only they are used: a run of check judges as the
-// cluster's kubelet would, not with whatever the machine running it is
-// logged in to.
-func checkKeyrings(pullSecrets []string, dockerConfig string) (secrets, node pullcreds.Keyrings, err error) {
-	// One keyring for all the pod's Secrets, as the kubelet merges them.
-	var pod pullcreds.Keyring
-	for _, f := range pullSecrets {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, nil, err
-		}
-		source, cfg, err := pullcreds.ReadSecretManifest(data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--pull-secret %s: %v", f, err)
-		}
-		if err := pod.Add(source, cfg); err != nil {
-			return nil, nil, fmt.Errorf("--pull-secret %s: %v", f, err)
-		}
-	}
-	if pod.Len() > 0 {
-		secrets = pullcreds.Keyrings{&pod}
-	}
-	if dockerConfig != "" {
-		k, err := pullcreds.ReadDockerConfigDir(dockerConfig)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--docker-config: %v", err)
-		}
-		node = pullcreds.Keyrings{k}
-	}
-	return secrets, node, nil
 }
 
 // checkLine is "RESULT IMAGE [DIGEST] [rule] problem; to pass, fix" for
