@@ -11,6 +11,7 @@ import (
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/pullcreds"
+	"github.com/admitfn/admitfn/functions/readcap"
 )
 
 // Credentials are a request's registry credentials: those the kubelet
@@ -76,8 +77,17 @@ func (r *Resolver) pullers(ref imageref.Ref, creds lookupCredentials, nopts []na
 
 // fetch asks the registry about ref with each of the pullers in turn,
 // until one is not refused: the kubelet tries the next credential when a
-// registry refuses one.
+// registry refuses one. The lookup holds one of the process's maxLookups
+// slots and reads within one budget of MaxLookupBytes, however many
+// credentials it tries.
 func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts.Level, creds lookupCredentials) imagefacts.Facts {
+	select {
+	case r.flights <- struct{}{}:
+		defer func() { <-r.flights }()
+	case <-ctx.Done():
+		return imagefacts.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: "did not answer within the registry timeout (admitfn was busy with other lookups)", detail: ctx.Err()}}
+	}
+	ctx = readcap.With(ctx, readcap.New(MaxLookupBytes))
 	var nopts []name.Option
 	if r.settings.IsInsecure(ref.Registry) {
 		nopts = append(nopts, name.Insecure)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
-	"github.com/admitfn/admitfn/functions/readcap"
 )
 
 // Limits on what one lookup reads. Real images are far below them: a
@@ -39,16 +38,9 @@ const (
 	maxLookups = 16
 )
 
-// fetchWith asks the registry through p about ref to the level asked,
-// within a budget of MaxLookupBytes.
+// fetchWith asks the registry through p about ref to the level asked. ctx
+// carries the lookup's byte budget (see fetch).
 func (r *Resolver) fetchWith(ctx context.Context, p *remote.Puller, ref imageref.Ref, level imagefacts.Level, nopts []name.Option) imagefacts.Facts {
-	select {
-	case r.flights <- struct{}{}:
-		defer func() { <-r.flights }()
-	case <-ctx.Done():
-		return imagefacts.Facts{Level: level, Err: &LookupError{Image: ref.String(), Registry: ref.Registry, Kind: "did not answer within the registry timeout (admitfn was busy with other lookups)", detail: ctx.Err()}}
-	}
-	ctx = readcap.With(ctx, readcap.New(MaxLookupBytes))
 	nref, err := ref.Reference(nopts...)
 	if err != nil {
 		return imagefacts.Facts{Level: level, Err: err}
@@ -72,7 +64,7 @@ func (r *Resolver) fetchWith(ctx context.Context, p *remote.Puller, ref imageref
 		if err != nil {
 			return r.failure(level, ref, err)
 		}
-		c := children{r: r, p: p, ctx: ctx, repo: ref.Repo(), nopts: nopts, fetched: new(int)}
+		c := &children{r: r, p: p, ctx: ctx, repo: ref.Repo(), nopts: nopts}
 		if err := c.read(idx, 0, &f); err != nil {
 			return r.failure(level, ref, err)
 		}
@@ -115,14 +107,14 @@ type children struct {
 	repo  string
 	nopts []name.Option
 	// fetched counts the children fetched so far.
-	fetched *int
+	fetched int
 }
 
 // get fetches the child m lists from the repository, which must serve
 // the kind m says: go-containerregistry would pick one platform of an
 // index served where an image was listed, and every one must be judged.
-func (c children) get(m v1.Descriptor) (*remote.Descriptor, error) {
-	if *c.fetched++; *c.fetched > maxChildrenRead {
+func (c *children) get(m v1.Descriptor) (*remote.Descriptor, error) {
+	if c.fetched++; c.fetched > maxChildrenRead {
 		return nil, &shapeError{fmt.Sprintf("the index holds more than %d images a node may run (or that name no platform), more than admitfn reads", maxChildrenRead)}
 	}
 	ref, err := name.NewDigest(c.repo+"@"+m.Digest.String(), c.nopts...)
@@ -150,7 +142,7 @@ func (c children) get(m v1.Descriptor) (*remote.Descriptor, error) {
 // read is a failure of the whole lookup, never skipped. Children of
 // another kind (attestation manifests, which name platform unknown/unknown,
 // or artifacts containerd does not run) are passed over.
-func (c children) read(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error {
+func (c *children) read(idx v1.ImageIndex, depth int, f *imagefacts.Facts) error {
 	r := c.r
 	manifest, err := idx.IndexManifest()
 	if err != nil {
