@@ -49,6 +49,16 @@ func Serve(a webhook.Admitter[Review, *admissionv1.AdmissionResponse], rv *revie
 	return webhook.Handler[Review, *admissionv1.AdmissionResponse](a, Codec{}, rv, obs)
 }
 
+// Record is what the observers are told of r by handler, before the
+// handler adds its decision: which request it was.
+func (r Review) Record(handler string) observe.Record {
+	req := r.Request
+	return observe.Record{
+		Handler: handler, UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
+		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun,
+	}
+}
+
 // Codec is the AdmissionReview wire format (webhook.Codec): v1 and
 // v1beta1, answered in the version asked, with the request's uid. Input
 // it cannot use is answered with a well-formed review whose status

@@ -44,11 +44,8 @@ func (Admitter) Admit(ctx context.Context, s review.Snapshot, b review.Budget, r
 	if resp.Result != nil {
 		return resp, observe.Record{} // the request could not be read
 	}
-	rec := observe.Record{
-		Handler: "mutating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
-		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Images: images,
-		Decision: policy.Decision{Allowed: true, Policy: s.Policy().Name}, Mutation: "unchanged",
-	}
+	rec := r.Record("mutating")
+	rec.Images, rec.Decision, rec.Mutation = images, policy.Decision{Allowed: true, Policy: s.Policy().Name}, "unchanged"
 	if resp.Patch != nil {
 		rec.Mutation = "patched"
 	}

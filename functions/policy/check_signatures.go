@@ -57,12 +57,18 @@ func (s signer) verifies(message, sig []byte) bool {
 // verifies, else the reason.
 func (s signer) verifiesBundle(bundle []byte, digest string, now time.Time) string {
 	return s.verified.check(bundle, []byte(digest), now, func() (string, time.Time) {
-		v := s.keyless.Verify(bundle, digest, now)
-		if v.Err != nil {
-			return v.Err.Error(), v.Until
-		}
-		return "", v.Until
+		return s.keylessAnswer(bundle, digest, now)
 	})
+}
+
+// keylessAnswer is the keyless authority's verdict on bundle at now, as
+// the memo keeps it: "" or the reason, and the instant it stops holding.
+func (s signer) keylessAnswer(bundle []byte, digest string, now time.Time) (string, time.Time) {
+	v := s.keyless.Verify(bundle, digest, now)
+	if v.Err != nil {
+		return v.Err.Error(), v.Until
+	}
+	return "", v.Until
 }
 
 // notASignature is verifiesSignatureBundle's answer for a bundle that
@@ -78,11 +84,7 @@ func (s signer) verifiesSignatureBundle(bundle []byte, digest string, now time.T
 		if !signsImage(bundle, digest) {
 			return notASignature, keyless.Forever
 		}
-		v := s.keyless.Verify(bundle, digest, now)
-		if v.Err != nil {
-			return v.Err.Error(), v.Until
-		}
-		return "", v.Until
+		return s.keylessAnswer(bundle, digest, now)
 	})
 }
 

@@ -44,10 +44,8 @@ func (Admitter) Admit(ctx context.Context, s review.Snapshot, b review.Budget, r
 		return admission.Errored(string(req.UID), http.StatusBadRequest, err.Error()), observe.Record{}
 	}
 	d := s.Review(ctx, b, facts.Request)
-	rec := observe.Record{
-		Handler: "validating", UID: string(req.UID), Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name,
-		Operation: string(req.Operation), DryRun: req.DryRun != nil && *req.DryRun, Decision: d,
-	}
+	rec := r.Record("validating")
+	rec.Decision = d
 	for _, img := range facts.Request.Images {
 		rec.Images = append(rec.Images, img.Ref)
 	}
