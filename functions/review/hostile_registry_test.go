@@ -12,12 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
-	"github.com/admitfn/admitfn/functions/resolver"
 )
 
 // What anyone who may push to a repository can put there — junk
@@ -39,11 +37,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return New(p, res)
+	return registryReviewer(t, p)
 }
 
 const nonRootRule = `  - name: non-root

@@ -62,11 +62,7 @@ func TestReviewResolvesEachImageOnce(t *testing.T) {
 	reg := registrytest.New(t)
 	digest := reg.Push("app:v1", registrytest.Image(t, nil))
 	p := resolvablePolicy(t, reg.Host())
-	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rv := New(p, res)
+	rv := registryReviewer(t, p)
 	reg.ResetCounts()
 	img := reg.Ref("app", ":v1")
 	d := rv.Review(context.Background(), Budget{}, policy.Request{Namespace: "default", Images: []policy.Image{
@@ -94,12 +90,7 @@ func TestConcurrentReviewsShareOneLookup(t *testing.T) {
 	reg := registrytest.New(t)
 	reg.Push("hot:v1", registrytest.Image(t, nil))
 	p := resolvablePolicy(t, reg.Host())
-	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()),
-		resolver.WithTransport(http.DefaultTransport.(*http.Transport).Clone()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rv := New(p, res)
+	rv := registryReviewer(t, p, resolver.WithTransport(http.DefaultTransport.(*http.Transport).Clone()))
 	reg.ResetCounts()
 	req := policy.Request{Namespace: "default", Images: []policy.Image{{Ref: reg.Ref("hot", ":v1")}}}
 	var wg sync.WaitGroup
@@ -207,11 +198,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rv := New(p, res)
+	rv := registryReviewer(t, p)
 	tests := []struct {
 		name        string
 		image       string
@@ -283,4 +270,15 @@ func TestSnapshotKeepsItsPolicy(t *testing.T) {
 	if d := rv.Review(context.Background(), Budget{}, req); !d.Allowed || d.Policy != "lax" {
 		t.Errorf("a new review judged by %q (allowed=%v); want lax", d.Policy, d.Allowed)
 	}
+}
+
+// registryReviewer is a reviewer of p asking the registries p names, with
+// no credentials but the request's (none of the machine's docker config).
+func registryReviewer(t testing.TB, p *policy.Policy, opts ...resolver.Option) *Reviewer {
+	t.Helper()
+	res, err := resolver.New(p.Registry, append([]resolver.Option{resolver.WithKeychain(authn.NewMultiKeychain())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(p, res)
 }

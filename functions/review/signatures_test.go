@@ -6,12 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
-	"github.com/admitfn/admitfn/functions/resolver"
 )
 
 // signedSetup is a registry holding app:v1, signed cosign's way, and
@@ -39,13 +36,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := func() *Reviewer {
-		res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return New(p, res)
-	}
+	fresh := func() *Reviewer { return registryReviewer(t, p) }
 	return reg, fresh(), fresh
 }
 
@@ -149,11 +140,7 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return New(p, res)
+		return registryReviewer(t, p)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/validating"
+	"github.com/admitfn/admitfn/functions/webhook"
 )
 
 func server(t *testing.T) *httptest.Server {
@@ -45,11 +46,17 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rv := review.New(p, nil)
+	return serveAll(t, review.New(p, nil))
+}
+
+// serveAll serves the three handlers, judging with rv, until the test
+// ends.
+func serveAll(t *testing.T, rv *review.Reviewer) *httptest.Server {
+	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(imagepolicy.Path, imagepolicy.New(rv, observe.Observers{}))
-	mux.Handle(validating.Path, validating.New(rv, observe.Observers{}))
-	mux.Handle(mutating.Path, mutating.New(rv, observe.Observers{}))
+	for _, ep := range []webhook.Endpoint{imagepolicy.New(rv, observe.Observers{}), validating.New(rv, observe.Observers{}), mutating.New(rv, observe.Observers{})} {
+		mux.Handle(ep.Path(), ep)
+	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/admitfn/admitfn/functions/imagepolicy"
 	"github.com/admitfn/admitfn/functions/mutating"
-	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -183,17 +181,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	rv := review.New(p, res)
-	mux := http.NewServeMux()
-	for _, ep := range []interface {
-		http.Handler
-		Path() string
-	}{imagepolicy.New(rv, observe.Observers{}), validating.New(rv, observe.Observers{}), mutating.New(rv, observe.Observers{})} {
-		mux.Handle(ep.Path(), ep)
-	}
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
+	return serveAll(t, review.New(p, res))
 }
 
 func imageReview(img string) []byte {
