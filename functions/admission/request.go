@@ -53,6 +53,7 @@ func Read(req *admissionv1.AdmissionRequest, kinds workload.Kinds) (Facts, error
 			return f, err
 		}
 		f.Request.Annotations = obj.Annotations
+		f.Request.Puller = &policy.Puller{Secrets: obj.PullSecrets, ServiceAccount: obj.ServiceAccount}
 		unchanged := map[string]bool{}
 		if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
 			// An annotation (break-glass) is read for every image: when

@@ -25,6 +25,7 @@ import (
 	"github.com/admitfn/admitfn/functions/mutating"
 	"github.com/admitfn/admitfn/functions/observe"
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/pullsecrets"
 	"github.com/admitfn/admitfn/functions/reload"
 	"github.com/admitfn/admitfn/functions/resolver"
 	"github.com/admitfn/admitfn/functions/review"
@@ -71,6 +72,10 @@ type Config struct {
 	// MetricsApart leaves /metrics out of Handler: the caller
 	// serves Metrics.Handler() on a listener of its own.
 	MetricsApart bool
+	// PullSecrets, when set, reads pods' pull Secrets (a
+	// *pullsecrets.Client): reviews of pods then ask registries with the
+	// credentials the pod's kubelet would pull with.
+	PullSecrets pullsecrets.Getter
 }
 
 // App is an assembled admitfn.
@@ -129,7 +134,11 @@ func New(cfg Config) (*App, error) {
 		return nil, err
 	}
 	a.resolver.Store(res)
-	a.Reviewer = review.New(p, res)
+	var opts []review.Option
+	if cfg.PullSecrets != nil {
+		opts = append(opts, review.WithPullSecrets(pullsecrets.New(cfg.PullSecrets)))
+	}
+	a.Reviewer = review.New(p, res, opts...)
 	obs := observe.Observers{observe.Log{}, a.Metrics}
 	if sink := cfg.Getenv("K_SINK"); sink != "" {
 		service := cfg.Getenv("K_SERVICE")

@@ -90,7 +90,7 @@ func patch(ctx context.Context, snap review.Snapshot, b review.Budget, req *admi
 				need[img.Ref] = policy.LevelDigest
 			}
 		}
-		resolved := snap.Facts(ctx, b, need)
+		resolved := snap.Facts(ctx, b, facts.Request, need)
 		pinned := map[string]string{}
 		for _, img := range facts.Images {
 			f, ok := resolved[img.Ref]

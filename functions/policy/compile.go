@@ -121,6 +121,12 @@ func Compile(doc Document, opts ...Option) (*Policy, error) {
 		platforms = []string{"linux/amd64", "linux/arm64"}
 	}
 	p.Registry.Platforms = checkPlatforms("spec.registry.platforms", platforms, fail)
+	if ps := reg.PullSecrets; ps != nil {
+		p.PullSecrets = PullSecretScope{
+			Namespaces:       checkGlobs("spec.registry.pullSecrets.namespaces", ps.Namespaces, fail),
+			ExemptNamespaces: checkGlobs("spec.registry.pullSecrets.exemptNamespaces", ps.ExemptNamespaces, fail),
+		}
+	}
 
 	if spec.Mutation != nil {
 		m := *spec.Mutation

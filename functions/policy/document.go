@@ -100,6 +100,21 @@ type RegistrySettings struct {
 	// Platforms are the platforms of a multi-arch index whose configs are
 	// inspected (default linux/amd64 and linux/arm64).
 	Platforms []string `json:"platforms,omitempty"`
+	// PullSecrets says whose pull Secrets admitfn reads (default: every
+	// namespace's, when it can reach the apiserver).
+	PullSecrets *PullSecretSettings `json:"pullSecrets,omitempty"`
+}
+
+// PullSecretSettings limits the namespaces whose pull Secrets (and
+// ServiceAccounts) admitfn reads to judge a pod as its kubelet would pull
+// it. Elsewhere a private image is judged with the node's credentials
+// only: unauthorized, unless they reach it.
+type PullSecretSettings struct {
+	// Namespaces are namespace globs (default: all).
+	Namespaces []string `json:"namespaces,omitempty"`
+	// ExemptNamespaces are namespace globs whose Secrets admitfn never
+	// reads.
+	ExemptNamespaces []string `json:"exemptNamespaces,omitempty"`
 }
 
 // Rule is one named check (or a few) over the images in its scope.

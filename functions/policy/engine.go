@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -38,6 +39,18 @@ type Request struct {
 	Node *NodeChange
 	// ServiceType is set for requests on Services ("ClusterIP" when unset).
 	ServiceType string
+	// Puller is set for objects that hold a pod: whose credentials the
+	// kubelet pulls its images with. An ImageReview carries none.
+	Puller *Puller
+}
+
+// Puller is what chooses the credentials the kubelet pulls a pod's images
+// with: the pod's imagePullSecrets, else its ServiceAccount's.
+type Puller struct {
+	// Secrets are the pod's imagePullSecrets, in order.
+	Secrets []string
+	// ServiceAccount is the pod's serviceAccountName ("" for "default").
+	ServiceAccount string
 }
 
 // User is the requester as the apiserver authenticated it.
@@ -436,7 +449,7 @@ func (c *check) registryAnswered() bool {
 			c.failedOpen = "registry refused admitfn: " + f.Err.Error()
 			return false
 		}
-		c.fail("give admitfn pull access to the repository (a docker config in its pod), or set onRegistryUnauthorized: allow on the rule",
+		c.fail("give the pod (or its serviceaccount) a pull secret for the repository, or the node's credentials access to it, or set onRegistryUnauthorized: allow on the rule",
 			"registry %s refused admitfn access (%v), so the image cannot be verified", c.ref.Registry, f.Err)
 		return false
 	case f.Err != nil:
@@ -450,8 +463,12 @@ func (c *check) registryAnswered() bool {
 	case f.Malformed != nil:
 		// Not a registry failure: whoever pushed the image made it so, and
 		// onRegistryError must not let it through.
-		c.fail("push an image admitfn can read: a valid manifest or index of runnable images, within admitfn's size limits",
-			"cannot be judged: %v", f.Malformed)
+		fix := "push an image admitfn can read: a valid manifest or index of runnable images, within admitfn's size limits"
+		var fixer interface{ Fix() string }
+		if errors.As(f.Malformed, &fixer) {
+			fix = fixer.Fix()
+		}
+		c.fail(fix, "cannot be judged: %v", f.Malformed)
 		return false
 	case f.Level < c.rule.level(c.ref):
 		// The caller asked for less than the rule needs: a defect, but the

@@ -87,13 +87,29 @@ type Policy struct {
 	ExemptNamespaces []string
 	BreakGlass       *BreakGlass
 	Registry         Registry
-	Mutation         *Mutation
+	// PullSecrets is where pods' pull Secrets are read.
+	PullSecrets PullSecretScope
+	Mutation    *Mutation
 	// Workloads are the declared pod-template kinds, beside the built-in.
 	Workloads workload.Kinds
 	Rules     []CompiledRule
 	// Files are the files the policy names (keyFile, trustedRootFile), as
 	// read when it was compiled: a watcher re-reads them with the policy.
 	Files []string
+}
+
+// PullSecretScope is the checked form of spec.registry.pullSecrets.
+type PullSecretScope struct {
+	// Namespaces are globs; nil means all.
+	Namespaces, ExemptNamespaces []string
+}
+
+// Reads reports whether admitfn reads the pull Secrets of pods in ns.
+func (s PullSecretScope) Reads(ns string) bool {
+	if matchAnyGlob(s.ExemptNamespaces, ns) {
+		return false
+	}
+	return s.Namespaces == nil || matchAnyGlob(s.Namespaces, ns)
 }
 
 // CompiledRule is the checked form of a Rule.

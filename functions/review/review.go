@@ -5,6 +5,7 @@ package review
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,9 @@ import (
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/internal/httpx"
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/pullcreds"
+	"github.com/admitfn/admitfn/functions/pullsecrets"
+	"github.com/admitfn/admitfn/functions/resolver"
 )
 
 // FactSource answers questions about images; *resolver.Resolver is one.
@@ -28,6 +32,9 @@ type Reviewer struct {
 	now      func() time.Time
 	parallel int
 	refs     *imageref.Cache
+	// secrets reads pods' pull Secrets; nil when admitfn cannot reach
+	// the apiserver.
+	secrets *pullsecrets.Reader
 }
 
 // parsedRefs bounds the reviewer's cache of parsed references.
@@ -43,6 +50,12 @@ type Option func(*Reviewer)
 
 // WithClock sets the clock rules such as maxAge read.
 func WithClock(now func() time.Time) Option { return func(r *Reviewer) { r.now = now } }
+
+// WithPullSecrets has reviews of pods read their pull Secrets with sr and
+// ask registries with them, as the pod's kubelet would.
+func WithPullSecrets(sr *pullsecrets.Reader) Option {
+	return func(r *Reviewer) { r.secrets = sr }
+}
 
 // New returns a Reviewer. facts may be nil when the policy never needs the
 // registry; a rule that does then fails as if the registry were down.
@@ -130,19 +143,72 @@ func (s Snapshot) Review(ctx context.Context, b Budget, req policy.Request) poli
 			need[img.Ref] = lookup{ref, level}
 		}
 	}
-	return st.policy.Evaluate(req, r.gather(ctx, st, b, need), r.now())
+	return st.policy.Evaluate(req, s.lookup(ctx, b, req, need), r.now())
 }
 
-// Facts asks the snapshot's fact source about each image (as written) to
-// the level given, a few at a time. Images that do not parse are left out.
-func (s Snapshot) Facts(ctx context.Context, b Budget, need map[string]policy.Level) map[string]policy.Facts {
+// lookup gathers the facts of need with the credentials the kubelet would
+// pull req's pod's images with (its pull Secrets, then the node's); a
+// refusal's reason says which were tried.
+func (s Snapshot) lookup(ctx context.Context, b Budget, req policy.Request, need map[string]lookup) map[string]policy.Facts {
+	r, st := s.r, s.st
+	if len(need) == 0 || req.Puller == nil {
+		return r.gather(ctx, st, b, need)
+	}
+	creds, err := r.podCredentials(ctx, st.policy, req)
+	if err != nil {
+		// The kubelet pulls none of the pod's images: nor is any judged.
+		facts := make(map[string]policy.Facts, len(need))
+		for raw, l := range need {
+			facts[raw] = policy.Facts{Level: l.level, Malformed: err}
+		}
+		return facts
+	}
+	facts := r.gather(resolver.WithCredentials(ctx, creds), st, b, need)
+	for raw, f := range facts {
+		if f.Unauthorized && f.Err != nil {
+			f.Err = fmt.Errorf("%w; %s", f.Err, creds.describe)
+			facts[raw] = f
+		}
+	}
+	return facts
+}
+
+// podCredentials are the credentials the kubelet would pull req's pod's
+// images with, as far as admitfn may read them, and what a refusal's
+// reason says about them.
+type podCredentials struct {
+	resolver.Credentials
+	describe string
+}
+
+// podCredentials reads the pull Secrets of req's pod, where the policy
+// lets admitfn read them. The error is a pull Secret the kubelet cannot
+// read.
+func (r *Reviewer) podCredentials(ctx context.Context, p *policy.Policy, req policy.Request) (podCredentials, error) {
+	switch {
+	case r.secrets == nil:
+		return podCredentials{Credentials: pullcreds.Keyrings{}, describe: "admitfn reads no pull secrets (it has no access to the apiserver)"}, nil
+	case !p.PullSecrets.Reads(req.Namespace):
+		return podCredentials{Credentials: pullcreds.Keyrings{}, describe: fmt.Sprintf("admitfn reads no pull secrets in namespace %s (spec.registry.pullSecrets)", req.Namespace)}, nil
+	}
+	c, err := r.secrets.Credentials(ctx, pullsecrets.Pod{Namespace: req.Namespace, Secrets: req.Puller.Secrets, ServiceAccount: req.Puller.ServiceAccount})
+	if err != nil {
+		return podCredentials{}, err
+	}
+	return podCredentials{Credentials: c, describe: c.Describe()}, nil
+}
+
+// Facts asks the snapshot's fact source about each image (as written) of
+// req to the level given, a few at a time, with the credentials its pod
+// would be pulled with. Images that do not parse are left out.
+func (s Snapshot) Facts(ctx context.Context, b Budget, req policy.Request, need map[string]policy.Level) map[string]policy.Facts {
 	lookups := make(map[string]lookup, len(need))
 	for raw, level := range need {
 		if ref, err := s.r.refs.Parse(raw); err == nil {
 			lookups[raw] = lookup{ref, level}
 		}
 	}
-	return s.r.gather(ctx, s.st, b, lookups)
+	return s.lookup(ctx, b, req, lookups)
 }
 
 // lookup is one image to ask about, parsed once, and how much to ask.

@@ -46,6 +46,14 @@ type Object struct {
 	Images []Image
 	// Annotations of the pod (template) the images run in.
 	Annotations map[string]string
+	// PullSecrets are the names of the pod's imagePullSecrets, in order:
+	// the Secrets, in the pod's namespace, whose credentials the kubelet
+	// tries first for every image of the pod.
+	PullSecrets []string
+	// ServiceAccount is the pod's serviceAccountName (or the deprecated
+	// serviceAccount), "" when unset: whose pull Secrets a pod created
+	// from a template gets when it names none.
+	ServiceAccount string
 }
 
 // Kinds maps a kind (see Key) to where its objects keep their pod
@@ -118,11 +126,18 @@ type volume struct {
 }
 
 type podSpec struct {
-	SecurityContext     *securityContext `json:"securityContext"`
-	Containers          []container      `json:"containers"`
-	InitContainers      []container      `json:"initContainers"`
-	EphemeralContainers []container      `json:"ephemeralContainers"`
-	Volumes             []volume         `json:"volumes"`
+	SecurityContext  *securityContext `json:"securityContext"`
+	ImagePullSecrets []struct {
+		Name string `json:"name"`
+	} `json:"imagePullSecrets"`
+	ServiceAccountName string `json:"serviceAccountName"`
+	// ServiceAccount is the deprecated alias the apiserver still fills
+	// from (and into) serviceAccountName.
+	ServiceAccount      string      `json:"serviceAccount"`
+	Containers          []container `json:"containers"`
+	InitContainers      []container `json:"initContainers"`
+	EphemeralContainers []container `json:"ephemeralContainers"`
+	Volumes             []volume    `json:"volumes"`
 }
 
 type podTemplate struct {
@@ -164,7 +179,16 @@ func Read(extra Kinds, key string, raw []byte) (Object, error) {
 	if tmpl.Spec == nil {
 		return Object{}, fmt.Errorf("%s has no %s", kind, dotted(append(path, "spec")))
 	}
-	obj := Object{Annotations: tmpl.Metadata.Annotations}
+	obj := Object{Annotations: tmpl.Metadata.Annotations, ServiceAccount: tmpl.Spec.ServiceAccountName}
+	if obj.ServiceAccount == "" {
+		obj.ServiceAccount = tmpl.Spec.ServiceAccount
+	}
+	for _, s := range tmpl.Spec.ImagePullSecrets {
+		// The kubelet passes over an entry without a name.
+		if s.Name != "" {
+			obj.PullSecrets = append(obj.PullSecrets, s.Name)
+		}
+	}
 	prefix := append(append([]string(nil), path...), "spec")
 	for _, list := range []struct {
 		name       string

@@ -191,3 +191,41 @@ func TestKnativeAndDeclaredKinds(t *testing.T) {
 		})
 	}
 }
+
+func TestPullSecretsAndServiceAccount(t *testing.T) {
+	withSecrets := template()
+	withSecrets.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}, {Name: ""}, {Name: "second"}}
+	withSecrets.Spec.ServiceAccountName = "builder"
+	deprecated := template()
+	deprecated.Spec.DeprecatedServiceAccount = "old-style"
+	tests := []struct {
+		name        string
+		key         string
+		obj         any
+		wantSecrets []string
+		wantSA      string
+	}{
+		{"a pod's, the nameless entry passed over", "Pod", corev1.Pod{Spec: withSecrets.Spec}, []string{"regcred", "second"}, "builder"},
+		{"a Deployment's template", "Deployment", appsv1.Deployment{Spec: appsv1.DeploymentSpec{Template: withSecrets}}, []string{"regcred", "second"}, "builder"},
+		{"the deprecated serviceAccount field", "Pod", corev1.Pod{Spec: deprecated.Spec}, nil, "old-style"},
+		{"none", "Job", batchv1.Job{Spec: batchv1.JobSpec{Template: template()}}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, err := json.Marshal(tt.obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := Read(nil, tt.key, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.wantSecrets, o.PullSecrets); diff != "" {
+				t.Errorf("pull secrets (-want +got):\n%s", diff)
+			}
+			if o.ServiceAccount != tt.wantSA {
+				t.Errorf("service account %q, want %q", o.ServiceAccount, tt.wantSA)
+			}
+		})
+	}
+}

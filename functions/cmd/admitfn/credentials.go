@@ -4,12 +4,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/admitfn/admitfn/functions/pullcreds"
+	"github.com/admitfn/admitfn/functions/pullsecrets"
 )
 
 // checkKeyrings reads the credentials check judges with: the pull
@@ -99,4 +103,32 @@ func (k keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 		return authn.Anonymous, nil
 	}
 	return authn.FromConfig(authn.AuthConfig{Username: auths[0].Username, Password: auths[0].Password}), nil
+}
+
+// pullSecretsClient reads pull Secrets from the apiserver kubeconfig
+// names, or, with none, from the one of the pod admitfn runs in; outside
+// a pod without a kubeconfig it returns nil: none are read.
+func pullSecretsClient(kubeconfig string) (pullsecrets.Getter, error) {
+	var cfg *rest.Config
+	var err error
+	switch {
+	case kubeconfig != "":
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		cfg, err = rest.InClusterConfig()
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A review waits on these reads: they must not queue behind
+	// client-go's default 5 per second, nor outlast the review.
+	cfg.QPS, cfg.Burst, cfg.Timeout = 50, 100, 3*time.Second
+	cfg.UserAgent = "admitfn/" + version
+	c, err := pullsecrets.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }

@@ -51,6 +51,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	tokenDir := fs.String("token-dir", "", "folder of caller tokens (a mounted Secret, one token per file): every endpoint but the health probes then requires one as a bearer token; re-read while running")
 	metricsListen := fs.String("metrics-listen", "", "serve /metrics on this address instead (plain HTTP, no token): a port Knative's ingress does not route")
 	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to answer readiness probes with 503 while still serving, so traffic moves away before the listeners close (an interrupt stops at once)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the apiserver whose pods' pull secrets and serviceaccounts admitfn reads (default: in a pod, its serviceaccount's; elsewhere none are read)")
 	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration (policy, logging, TLS certificate, key and client CA) is checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -72,7 +73,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	gc := gctune.Choose(os.Getenv, os.ReadFile)
 	gc.Apply()
 	logger.Infow("garbage collector tuned for a server", "gc", gc.Why)
+	secrets, err := pullSecretsClient(*kubeconfig)
+	if err != nil {
+		return fail("--kubeconfig: %v", err)
+	}
+	if secrets == nil {
+		logger.Infow("no --kubeconfig and not in a pod: pods' pull secrets are not read, private images are read with this process's docker config only")
+	}
 	a, err := app.New(app.Config{
+		PullSecrets:  secrets,
 		PolicyFile:   *policyFile,
 		Handlers:     strings.Split(*handlers, ","),
 		Logger:       logger,
