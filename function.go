@@ -7,7 +7,10 @@
 // ADMITFN_POLICY (a policy file, default the embedded policy),
 // ADMITFN_HANDLERS (comma-separated, default imagepolicy: func.yaml
 // describes the image-policy function), ADMITFN_TOKEN_DIR (a
-// folder of caller tokens, as `admitfn serve --token-dir`) and the Knative variables
+// folder of caller tokens, as `admitfn serve --token-dir`),
+// ADMITFN_CREDENTIAL_PROVIDER_CONFIG and ADMITFN_CREDENTIAL_PROVIDER_BIN_DIR
+// (the kubelet's credential provider plugins, as `admitfn serve
+// --image-credential-provider-config`) and the Knative variables
 // K_SINK, K_CE_OVERRIDES and K_SERVICE.
 //
 // A function deployed with `func deploy` is public behind Knative's
@@ -66,6 +69,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		Getenv:     func(k string) string { return cfg[k] },
 		UserAgent:  "admitfn-function",
 		TokenDir:   cfg["ADMITFN_TOKEN_DIR"],
+		// The node's credentials, for the ImageReviews that carry no
+		// pod's: the kubelet's credential provider plugins.
+		CredentialProviderConfig: cfg["ADMITFN_CREDENTIAL_PROVIDER_CONFIG"],
+		CredentialProviderBinDir: cfg["ADMITFN_CREDENTIAL_PROVIDER_BIN_DIR"],
 	})
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/admitfn/admitfn/functions/callerauth"
+	"github.com/admitfn/admitfn/functions/credprovider"
 	"github.com/admitfn/admitfn/functions/events"
 	"github.com/admitfn/admitfn/functions/imagepolicy"
 	"github.com/admitfn/admitfn/functions/metrics"
@@ -76,6 +77,11 @@ type Config struct {
 	// *pullsecrets.Client): reviews of pods then ask registries with the
 	// credentials the pod's kubelet would pull with.
 	PullSecrets pullsecrets.Getter
+	// CredentialProviderConfig, when set, is the kubelet's
+	// CredentialProviderConfig (a file or a folder), whose plugins, in
+	// CredentialProviderBinDir, give the node's registry credentials, as
+	// they give the kubelet's.
+	CredentialProviderConfig, CredentialProviderBinDir string
 }
 
 // App is an assembled admitfn.
@@ -98,6 +104,8 @@ type App struct {
 	// resolver and leave the reviewer asking one and Close reaching the
 	// other.
 	reloading sync.Mutex
+	// node runs the kubelet's credential provider plugins; nil without.
+	node *credprovider.Providers
 	// loaded is what New read of the policy file and the files it names,
 	// as the watcher fingerprints them: the watcher's baseline, so a change
 	// between New and Watch is not lost.
@@ -121,6 +129,16 @@ func New(cfg Config) (*App, error) {
 		return nil, err
 	}
 	a := &App{cfg: cfg, Metrics: metrics.New(), loaded: loaded}
+	if cfg.CredentialProviderConfig != "" {
+		logger := cfg.Logger
+		a.node, err = credprovider.Load(cfg.CredentialProviderConfig, cfg.CredentialProviderBinDir,
+			credprovider.WithFailureLog(func(provider, repo string, err error) {
+				logger.Warnw("a credential provider plugin failed; the image is read without its credentials", "provider", provider, "repository", repo, zap.Error(err))
+			}))
+		if err != nil {
+			return nil, fmt.Errorf("credential provider config: %w", err)
+		}
+	}
 	// A step that fails after the event sender started must stop it:
 	// its goroutines would outlive the App nobody can Close.
 	ok := false
@@ -219,13 +237,17 @@ func (a *App) Handler() http.Handler { return a.handler }
 
 func (a *App) newResolver(p *policy.Policy) (*resolver.Resolver, error) {
 	logger := a.cfg.Logger
-	return resolver.New(p.Registry,
+	var node []resolver.Option
+	if a.node != nil {
+		node = append(node, resolver.WithNodeCredentials(a.node))
+	}
+	return resolver.New(p.Registry, append(node,
 		resolver.WithUserAgent(a.cfg.UserAgent),
 		resolver.WithTransport(a.Metrics.RoundTripper(resolver.NewTransport(p.Registry))),
 		resolver.WithCacheObserver(a.Metrics.CacheResult),
 		resolver.WithFailureLog(func(ref string, detail error) {
 			logger.Debugw("registry lookup failed", "image", ref, zap.Error(detail))
-		}))
+		}))...)
 }
 
 // Watch re-reads the policy file and the caller tokens every interval

@@ -284,3 +284,15 @@ func splitHost(u *url.URL) ([]string, string) {
 	}
 	return strings.Split(host, "."), port
 }
+
+// MatchImage reports whether an image's repository, as the kubelet names
+// it, matches pattern as the kubelet matches a credential provider's
+// matchImages and a docker config's keys: the same port, as many host
+// labels each matching as a glob, and the pattern's path a prefix.
+func MatchImage(pattern, repo string) bool { return urlsMatch(pattern, repo) }
+
+// ValidPattern reports whether the kubelet accepts pattern in matchImages.
+func ValidPattern(pattern string) bool {
+	_, err := url.Parse("https://" + pattern)
+	return err == nil
+}

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -20,6 +21,19 @@ import (
 type Credentials interface {
 	Lookup(repo string) []pullcreds.Auth
 }
+
+// NodeCredentials are the node's own credentials for an image, beside
+// its docker config: *credprovider.Providers runs the kubelet's credential
+// provider plugins for them.
+type NodeCredentials interface {
+	Lookup(ctx context.Context, repo string) []pullcreds.Auth
+}
+
+// WithNodeCredentials has every lookup try nc's credentials after the
+// request's and before the keychain's, as the kubelet tries its plugins'
+// after a pod's pull Secrets. They are the same for every request, so
+// answers learnt with them are cached as the node's.
+func WithNodeCredentials(nc NodeCredentials) Option { return func(r *Resolver) { r.node = nc } }
 
 type credentialsKey struct{}
 
@@ -53,15 +67,20 @@ func requestCredentials(ctx context.Context, ref imageref.Ref) lookupCredentials
 }
 
 // pullers are the ways a lookup asks the registry, in the kubelet's
-// order: with each of the request's credentials, then with the resolver's
-// own when it holds one for ref (or when the request holds none: then
-// anonymously too, as the kubelet pulls without credentials).
-func (r *Resolver) pullers(ref imageref.Ref, creds lookupCredentials, nopts []name.Option) []*remote.Puller {
-	if len(creds.auths) == 0 {
+// order: with each of the request's credentials, then the node's
+// plugins', then with the keychain's when it holds one for ref (or when
+// there are none: then anonymously, as the kubelet pulls without
+// credentials).
+func (r *Resolver) pullers(ctx context.Context, ref imageref.Ref, creds lookupCredentials, nopts []name.Option) []*remote.Puller {
+	auths := creds.auths
+	if r.node != nil {
+		auths = append(slices.Clip(auths), r.node.Lookup(ctx, pullcreds.KubeletName(ref.Repo()))...)
+	}
+	if len(auths) == 0 {
 		return []*remote.Puller{r.puller}
 	}
 	var out []*remote.Puller
-	for _, a := range creds.auths {
+	for _, a := range auths {
 		p, err := remote.NewPuller(append([]remote.Option{remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: a.Username, Password: a.Password}))}, r.pullerOptions...)...)
 		if err == nil {
 			out = append(out, p)
@@ -92,7 +111,7 @@ func (r *Resolver) fetch(ctx context.Context, ref imageref.Ref, level imagefacts
 	if r.settings.IsInsecure(ref.Registry) {
 		nopts = append(nopts, name.Insecure)
 	}
-	pullers := r.pullers(ref, creds, nopts)
+	pullers := r.pullers(ctx, ref, creds, nopts)
 	var f imagefacts.Facts
 	for _, p := range pullers {
 		if f = r.fetchWith(ctx, p, ref, level, nopts); !f.Unauthorized {

@@ -28,6 +28,9 @@ import (
 type Resolver struct {
 	settings  imagefacts.Registry
 	keychain  authn.Keychain
+	// node gives the node's credentials from its kubelet's credential
+	// provider plugins; nil without.
+	node      NodeCredentials
 	transport http.RoundTripper
 	now       func() time.Time
 	userAgent string

@@ -52,6 +52,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	metricsListen := fs.String("metrics-listen", "", "serve /metrics on this address instead (plain HTTP, no token): a port Knative's ingress does not route")
 	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to answer readiness probes with 503 while still serving, so traffic moves away before the listeners close (an interrupt stops at once)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the apiserver whose pods' pull secrets and serviceaccounts admitfn reads (default: in a pod, its serviceaccount's; elsewhere none are read)")
+	credConfig := fs.String("image-credential-provider-config", "", "the kubelet's CredentialProviderConfig (a file or folder): its plugins give the node's registry credentials to admitfn as to the kubelet")
+	credBinDir := fs.String("image-credential-provider-bin-dir", "", "the folder of the plugins --image-credential-provider-config names")
 	poll := fs.Duration("reload-interval", 2*time.Second, "how often mounted configuration (policy, logging, TLS certificate, key and client CA) is checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -81,13 +83,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Infow("no --kubeconfig and not in a pod: pods' pull secrets are not read, private images are read with this process's docker config only")
 	}
 	a, err := app.New(app.Config{
-		PullSecrets:  secrets,
-		PolicyFile:   *policyFile,
-		Handlers:     strings.Split(*handlers, ","),
-		Logger:       logger,
-		UserAgent:    "admitfn/" + version,
-		TokenDir:     *tokenDir,
-		MetricsApart: *metricsListen != "",
+		PullSecrets:              secrets,
+		CredentialProviderConfig: *credConfig,
+		CredentialProviderBinDir: *credBinDir,
+		PolicyFile:               *policyFile,
+		Handlers:                 strings.Split(*handlers, ","),
+		Logger:                   logger,
+		UserAgent:                "admitfn/" + version,
+		TokenDir:                 *tokenDir,
+		MetricsApart:             *metricsListen != "",
 	})
 	if err != nil {
 		return fail("%v", err)
