@@ -26,8 +26,8 @@ import (
 // Resolver fetches image facts from registries. It is safe for concurrent
 // use.
 type Resolver struct {
-	settings  imagefacts.Registry
-	keychain  authn.Keychain
+	settings imagefacts.Registry
+	keychain authn.Keychain
 	// node gives the node's credentials from its kubelet's credential
 	// provider plugins; nil without.
 	node      NodeCredentials
