@@ -358,7 +358,7 @@ func (p *Policy) Evaluate(req Request, facts map[string]Facts, now time.Time) De
 			if !r.applies(req.Namespace, ref) {
 				continue
 			}
-			c := check{rule: r, ref: ref, image: img, facts: f, now: now}
+			c := check{rule: r, ref: ref, image: img, facts: f, now: now, podCredentials: req.Puller != nil}
 			c.run()
 			if c.failedOpen != "" {
 				d.FailedOpen = append(d.FailedOpen, fmt.Sprintf("%s: %s: %s", r.Name, img.Ref, c.failedOpen))
@@ -409,6 +409,9 @@ type check struct {
 	failedOpen string
 	// noConfigs is set once the missing image configs were recorded.
 	noConfigs bool
+	// podCredentials tells whether the registry was asked with a pod's
+	// pull secrets: an ImageReview carries none.
+	podCredentials bool
 }
 
 func (c *check) fail(fix, format string, args ...any) {
@@ -449,7 +452,11 @@ func (c *check) registryAnswered() bool {
 			c.failedOpen = "registry refused admitfn: " + f.Err.Error()
 			return false
 		}
-		c.fail("give the pod (or its serviceaccount) a pull secret for the repository, or the node's credentials access to it, or set onRegistryUnauthorized: allow on the rule",
+		fix := "give the pod (or its serviceaccount) a pull secret for the repository, or the node's credentials access to it, or set onRegistryUnauthorized: allow on the rule"
+		if !c.podCredentials {
+			fix = "give the node's credentials (admitfn's docker config or the kubelet's credential provider plugins) access to the repository, or set onRegistryUnauthorized: allow on the rule; an ImageReview carries no pull secrets"
+		}
+		c.fail(fix,
 			"registry %s refused admitfn access (%v), so the image cannot be verified", c.ref.Registry, f.Err)
 		return false
 	case f.Err != nil:

@@ -144,6 +144,7 @@ type options struct {
 	referrers bool
 	auth      *Credentials
 	token     bool
+	address   string
 }
 
 // Credentials are the username and password a registry made WithBasicAuth
@@ -165,6 +166,10 @@ func WithBasicAuth(c Credentials) Option { return func(o *options) { o.auth = &c
 func WithTokenAuth(c Credentials) Option {
 	return func(o *options) { o.auth, o.token = &c, true }
 }
+
+// WithAddress makes the registry listen on addr ("10.244.0.1:0") instead
+// of a loopback port: where pods on a test's bridge reach it.
+func WithAddress(addr string) Option { return func(o *options) { o.address = addr } }
 
 // New starts a registry that stops when the test ends.
 func New(t testing.TB, opts ...Option) *Registry {
@@ -222,6 +227,14 @@ func New(t testing.TB, opts ...Option) *Registry {
 		}
 		inner.ServeHTTP(w, req)
 	}))
+	if o.address != "" {
+		l, err := net.Listen("tcp", o.address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.srv.Listener.Close()
+		r.srv.Listener = l
+	}
 	r.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateClosed {
 			r.closed.Add(1)

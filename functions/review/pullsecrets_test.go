@@ -109,7 +109,7 @@ spec:
 			[]string{"cannot be judged", "pull secret team-a/malformed cannot be read", "correct or remove the pull secret team-a/malformed"}},
 		{"a namespace whose secrets admitfn does not read", "team-c", &policy.Puller{Secrets: []string{"regcred"}},
 			[]string{"refused admitfn access", "admitfn reads no pull secrets in namespace team-c"}},
-		{"an ImageReview: no pod, no secrets", "team-a", nil, []string{"refused admitfn access"}},
+		{"an ImageReview: no pod, no secrets", "team-a", nil, []string{"refused admitfn access", "an ImageReview carries no pull secrets"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,10 +76,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	gc.Apply()
 	logger.Infow("garbage collector tuned for a server", "gc", gc.Why)
 	secrets, err := pullSecretsClient(*kubeconfig)
-	if err != nil {
+	switch {
+	case err != nil && *kubeconfig != "":
 		return fail("--kubeconfig: %v", err)
-	}
-	if secrets == nil {
+	case err != nil:
+		// A pod without a token (automountServiceAccountToken: false)
+		// still serves, judging with the node's credentials.
+		logger.Warnw("in a pod, but cannot reach the apiserver as its serviceaccount: pods' pull secrets are not read", zap.Error(err))
+	case secrets == nil:
 		logger.Infow("no --kubeconfig and not in a pod: pods' pull secrets are not read, private images are read with this process's docker config only")
 	}
 	a, err := app.New(app.Config{
