@@ -42,13 +42,17 @@ const (
 // cluster is a running cluster and what it was built from.
 type cluster struct {
 	*controlPlane
-	node      *node
-	reg       *registrytest.Registry
-	base      string // the base image ko builds on
-	ko        string
-	admin     identity
-	manager   *proc
-	scheduler *proc
+	node *node
+	reg  *registrytest.Registry
+	// private is a registry that wants a password (the token realm flow),
+	// on the node's bridge address: pods and containerd both reach it.
+	private      *registrytest.Registry
+	privateCreds registrytest.Credentials
+	base         string // the base image ko builds on
+	ko           string
+	admin        identity
+	manager      *proc
+	scheduler    *proc
 }
 
 // knativeHosts are the names the apiserver resolves to the ingress.
@@ -74,7 +78,8 @@ func startCluster(t *testing.T, hosts string) *cluster {
 	p := newPKI(t, dir)
 	podNetwork(t)
 	reg := registrytest.New(t)
-	c := &cluster{reg: reg, ko: ko}
+	c := &cluster{reg: reg, ko: ko, privateCreds: registrytest.Credentials{Username: "team-a", Password: randomToken(t)}}
+	c.private = registrytest.New(t, registrytest.WithTokenAuth(c.privateCreds), registrytest.WithAddress(nodeIP+":0"))
 	pause := c.pushPause(t, dir)
 	c.base = c.pushBase(t)
 
@@ -95,7 +100,7 @@ func startCluster(t *testing.T, hosts string) *cluster {
 	c.scheduler = startProc(t, dir, "kube-scheduler", toolBin("kube-scheduler"),
 		"--kubeconfig", c.clientFor(t, "system:kube-scheduler", "system:masters").Kubeconfig,
 		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(freePort(t)), "--leader-elect=false")
-	c.node = startNode(t, c.controlPlane, nodeOptions{Registry: reg.Host(), PauseImage: pause, ClusterDNS: clusterDNSIP})
+	c.node = startNode(t, c.controlPlane, nodeOptions{Registry: reg.Host(), PrivateRegistries: []string{c.private.Host()}, PauseImage: pause, ClusterDNS: clusterDNSIP})
 	for _, p := range []*proc{c.manager, c.scheduler} {
 		if p.exited() {
 			t.Fatalf("%s exited (see %s)", p.name, p.log)
@@ -142,6 +147,8 @@ func main() {
 		cf.Config.Entrypoint = []string{"/pause"}
 		cf.Config.User = "65535"
 	})
+	// The same image, private: what the pull secret cases pull.
+	c.private.Push("private/pause:v1", img)
 	return c.reg.Ref("pause", "@"+c.reg.Push("pause:latest", img))
 }
 

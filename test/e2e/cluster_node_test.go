@@ -135,6 +135,9 @@ type nodeOptions struct {
 	// Registry is the loopback registry's host:port: containerd pulls from
 	// it over plain HTTP.
 	Registry string
+	// PrivateRegistries are more registries containerd pulls from over
+	// plain HTTP, with the credentials the kubelet gives it.
+	PrivateRegistries []string
 	// PauseImage is the sandbox image, in Registry.
 	PauseImage string
 	// ClusterDNS is the kube-dns Service's address, for pods' resolv.conf.
@@ -142,6 +145,16 @@ type nodeOptions struct {
 	// StaticPods are manifests the kubelet runs without asking the
 	// apiserver (file name → YAML).
 	StaticPods map[string]string
+}
+
+// mirrors is containerd's configuration for pulling from each of hosts
+// over plain HTTP.
+func mirrors(hosts []string) string {
+	var b strings.Builder
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [\"http://%s\"]\n", h, h)
+	}
+	return b.String()
 }
 
 func startNode(t testing.TB, cp *controlPlane, o nodeOptions) *node {
@@ -195,10 +208,8 @@ state = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %q
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors.%q]
-    endpoint = ["http://%s"]
-`, filepath.Join(ctrDir, "root"), filepath.Join(ctrDir, "state"), n.ctrSocket, n.ctrSocket+".ttrpc",
-		o.PauseImage, filepath.Join(dir, "cni"), o.Registry, o.Registry))
+%s`, filepath.Join(ctrDir, "root"), filepath.Join(ctrDir, "state"), n.ctrSocket, n.ctrSocket+".ttrpc",
+		o.PauseImage, filepath.Join(dir, "cni"), mirrors(append([]string{o.Registry}, o.PrivateRegistries...))))
 	n.containerd = startProc(t, dir, "containerd", "containerd", "--config", filepath.Join(ctrDir, "config.toml"))
 	waitFor(t, 30*time.Second, "containerd's socket", func() error {
 		if n.containerd.exited() {

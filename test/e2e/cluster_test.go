@@ -51,6 +51,10 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	}
 	mark = time.Now()
 	c.koApply(t, root, "admitfn", []string{"KO_CONFIG_PATH=ko.yaml"}, "-f", "config/")
+	// A rule over the private registry, in warn mode: every pod of the
+	// pull secret cases is created, so the kubelet tries each pull, and
+	// validating's warning says what admitfn decided.
+	c.usePrivateRule(t)
 	// config/410 keeps validating's last pod for 15 minutes after a
 	// request; a test cannot wait that long to see it leave.
 	if _, _, err := c.admin.kubectl(t, "", "patch", "ksvc", "validating", "-n", "admitfn", "--type=json", "-p",
@@ -135,6 +139,8 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		t.Logf("warm pod create through the apiserver, Traefik and both backends: median %s, max %s (20 creates)",
 			warm[len(warm)/2].Round(time.Millisecond), warm[len(warm)-1].Round(time.Millisecond))
 	})
+
+	step("private images: admitfn allows exactly what the kubelet can pull, with each pod's credentials", c.kubeletOracle)
 
 	// The data path's own pods, replaced while validating is at zero, are
 	// admitted (the webhooks leave their namespaces out), and the next
