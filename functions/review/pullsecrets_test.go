@@ -155,3 +155,41 @@ func TestPinningUsesThePodsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReviewPullSecrets is a warm review of a private image: the
+// pod's pull Secret and the image's facts both kept. Beside it, the same
+// review of a public image with no credentials: what reading a pod's
+// credentials adds to a review (the Secret's keyring, the lookup of the
+// image's credentials, the cache key with their identities).
+func BenchmarkReviewPullSecrets(b *testing.B) {
+	creds := registrytest.Credentials{Username: "u", Password: "p"}
+	for _, bc := range []struct {
+		name   string
+		opts   []registrytest.Option
+		puller *policy.Puller
+	}{
+		{"public-no-credentials", nil, nil},
+		{"private-pod-secret", []registrytest.Option{registrytest.WithBasicAuth(creds)}, &policy.Puller{Secrets: []string{"regcred"}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			reg := registrytest.New(b, bc.opts...)
+			reg.Push("app:v1", registrytest.Image(b, nil))
+			p := resolvablePolicy(b, reg.Host())
+			res, err := resolver.New(p.Registry, resolver.WithKeychain(authn.NewMultiKeychain()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ns := namespaces{secrets: map[string]string{"a/regcred": dockerConfig(reg.Host(), creds)}}
+			rv := New(p, res, WithPullSecrets(pullsecrets.New(ns)))
+			req := policy.Request{Namespace: "a", Kind: "Pod", Puller: bc.puller, Images: []policy.Image{{Ref: reg.Ref("app", ":v1"), Field: "spec.containers[0].image"}}}
+			if d := rv.Review(context.Background(), Budget{}, req); !d.Allowed {
+				b.Fatal(d.Reason())
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				rv.Review(context.Background(), Budget{}, req)
+			}
+		})
+	}
+}

@@ -37,7 +37,7 @@ func TestBudget(t *testing.T) {
 	}
 }
 
-func resolvablePolicy(t *testing.T, host string) *policy.Policy {
+func resolvablePolicy(t testing.TB, host string) *policy.Policy {
 	t.Helper()
 	p, err := policy.Parse([]byte(fmt.Sprintf(`
 apiVersion: policy.admitfn.dev/v1alpha1
