@@ -133,6 +133,8 @@ type Keyring struct {
 	// key ("quay.io/coreos") comes before a shorter one ("quay.io").
 	index []string
 	creds map[string][]Auth
+	// parsed is each key of index as urlsMatch reads it, parsed once.
+	parsed map[string]schemeless
 }
 
 // Add puts cfg's credentials in the keyring, each recorded as coming from
@@ -143,7 +145,7 @@ type Keyring struct {
 // pod, so a caller judging a pod must treat the error as that.
 func (k *Keyring) Add(source string, cfg Config) error {
 	if k.creds == nil {
-		k.creds = map[string][]Auth{}
+		k.creds, k.parsed = map[string][]Auth{}, map[string]schemeless{}
 	}
 	var bad []string
 	// Keys in a stable order, so that two credentials under one key are
@@ -166,6 +168,7 @@ func (k *Keyring) Add(source string, cfg Config) error {
 		k.creds[key] = append(k.creds[key], Auth{Username: user, Password: pass, Source: source})
 		if !slices.Contains(k.index, key) {
 			k.index = append(k.index, key)
+			k.parsed[key] = parseSchemeless(key)
 		}
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(k.index)))
@@ -211,8 +214,9 @@ func (k *Keyring) Lookup(repo string) []Auth {
 		return nil
 	}
 	var out []Auth
+	target := parseSchemeless(repo)
 	for _, key := range k.index {
-		if urlsMatch(key, repo) {
+		if k.parsed[key].matches(target) {
 			out = append(out, k.creds[key]...)
 		}
 	}
@@ -256,33 +260,40 @@ func onDockerHub(repo string) bool {
 // each matching as a path.Match pattern ("*.corp" matches "a.corp", not
 // "a.b.corp"), and the key's path a prefix of the image's.
 func urlsMatch(glob, target string) bool {
-	g, err := url.Parse("https://" + glob)
-	if err != nil {
-		return false
-	}
-	t, err := url.Parse("https://" + target)
-	if err != nil {
-		return false
-	}
-	gParts, gPort := splitHost(g)
-	tParts, tPort := splitHost(t)
-	if gPort != tPort || len(gParts) != len(tParts) || !strings.HasPrefix(t.Path, g.Path) {
-		return false
-	}
-	for i, part := range gParts {
-		if ok, err := filepath.Match(part, tParts[i]); err != nil || !ok {
-			return false
-		}
-	}
-	return true
+	return parseSchemeless(glob).matches(parseSchemeless(target))
 }
 
-func splitHost(u *url.URL) ([]string, string) {
+// schemeless is a key or an image name as the kubelet parses it to match
+// them: "https://" put before it, the host split into labels and port.
+type schemeless struct {
+	ok         bool
+	labels     []string
+	port, path string
+}
+
+func parseSchemeless(s string) schemeless {
+	u, err := url.Parse("https://" + s)
+	if err != nil {
+		return schemeless{}
+	}
 	host, port, err := net.SplitHostPort(u.Host)
 	if err != nil {
 		host, port = u.Host, ""
 	}
-	return strings.Split(host, "."), port
+	return schemeless{ok: true, labels: strings.Split(host, "."), port: port, path: u.Path}
+}
+
+// matches reports whether target matches g, g being the glob.
+func (g schemeless) matches(target schemeless) bool {
+	if !g.ok || !target.ok || g.port != target.port || len(g.labels) != len(target.labels) || !strings.HasPrefix(target.path, g.path) {
+		return false
+	}
+	for i, part := range g.labels {
+		if ok, err := filepath.Match(part, target.labels[i]); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // MatchImage reports whether an image's repository, as the kubelet names

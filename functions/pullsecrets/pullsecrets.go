@@ -108,6 +108,15 @@ type Reader struct {
 
 	mu      sync.Mutex
 	entries map[string]entry
+	// pods are the Credentials built for a pod's names, kept until the
+	// first of the objects they were built from is to be read again.
+	pods map[string]built
+}
+
+type built struct {
+	creds *Credentials
+	err   error
+	until time.Time
 }
 
 type entry struct {
@@ -132,7 +141,7 @@ func WithClock(now func() time.Time) Option { return func(r *Reader) { r.now = n
 
 // New returns a Reader that reads through get.
 func New(get Getter, opts ...Option) *Reader {
-	r := &Reader{get: get, ttl: DefaultTTL, now: time.Now, entries: map[string]entry{}}
+	r := &Reader{get: get, ttl: DefaultTTL, now: time.Now, entries: map[string]entry{}, pods: map[string]built{}}
 	for _, o := range opts {
 		o(r)
 	}
@@ -146,6 +155,35 @@ func New(get Getter, opts ...Option) *Reader {
 // without it, which can only deny more). A Secret of a registry type that
 // does not parse is a *MalformedError.
 func (r *Reader) Credentials(ctx context.Context, pod Pod) (*Credentials, error) {
+	// Names are DNS labels and subdomains: no commas, no slashes.
+	key := pod.Namespace + "/" + pod.ServiceAccount + "/" + strings.Join(pod.Secrets, ",")
+	now := r.now()
+	r.mu.Lock()
+	b, ok := r.pods[key]
+	r.mu.Unlock()
+	if ok && now.Before(b.until) {
+		return b.creds, b.err
+	}
+	b = built{until: now.Add(r.ttl)}
+	keep := true
+	b.creds, b.err = r.build(ctx, pod, func(e entry, err error) {
+		if !isAnswer(err) {
+			keep = false
+		} else if e.until.Before(b.until) {
+			b.until = e.until
+		}
+	})
+	if keep {
+		r.mu.Lock()
+		evict(r.pods, now, func(b built) time.Time { return b.until })
+		r.pods[key] = b
+		r.mu.Unlock()
+	}
+	return b.creds, b.err
+}
+
+// build reads pod's Credentials, telling read of every object read.
+func (r *Reader) build(ctx context.Context, pod Pod, read func(entry, error)) (*Credentials, error) {
 	c := &Credentials{}
 	names := pod.Secrets
 	if len(names) == 0 {
@@ -157,6 +195,7 @@ func (r *Reader) Credentials(ctx context.Context, pod Pod) (*Credentials, error)
 			names, err := r.get.ServiceAccountPullSecrets(ctx, pod.Namespace, sa)
 			return entry{names: names}, err
 		})
+		read(e, err)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			c.Notes = append(c.Notes, fmt.Sprintf("serviceaccount %s/%s was not found", pod.Namespace, sa))
@@ -183,6 +222,7 @@ func (r *Reader) Credentials(ctx context.Context, pod Pod) (*Credentials, error)
 			}
 			return entry{config: cfg, ok: ok}, nil
 		})
+		read(e, err)
 		var bad *MalformedError
 		switch {
 		case errors.As(err, &bad):
@@ -214,28 +254,40 @@ func (r *Reader) read(ctx context.Context, kind, namespace, name string, fetch f
 		return e, e.err
 	}
 	e, err := fetch(ctx)
-	var bad *MalformedError
-	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrForbidden) && !errors.As(err, &bad) {
+	if !isAnswer(err) {
 		return entry{}, err
 	}
 	e.err, e.until = err, now.Add(r.ttl)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.entries) >= maxEntries {
-		for k, old := range r.entries {
-			if !now.Before(old.until) {
-				delete(r.entries, k)
-			}
-		}
-		// Still full of live entries: drop any one; it is read again
-		// when next asked for.
-		for k := range r.entries {
-			if len(r.entries) < maxEntries {
-				break
-			}
-			delete(r.entries, k)
-		}
-	}
+	evict(r.entries, now, func(e entry) time.Time { return e.until })
 	r.entries[key] = e
 	return e, err
+}
+
+// isAnswer reports whether err (nil included) is the apiserver's answer
+// about an object, kept for the TTL: found, not found, forbidden,
+// malformed. Any other error is not kept.
+func isAnswer(err error) bool {
+	var bad *MalformedError
+	return err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrForbidden) || errors.As(err, &bad)
+}
+
+// evict makes room in m for one more: expired values first, then any
+// (read again when next asked for).
+func evict[V any](m map[string]V, now time.Time, until func(V) time.Time) {
+	if len(m) < maxEntries {
+		return
+	}
+	for k, v := range m {
+		if !now.Before(until(v)) {
+			delete(m, k)
+		}
+	}
+	for k := range m {
+		if len(m) < maxEntries {
+			break
+		}
+		delete(m, k)
+	}
 }

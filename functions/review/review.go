@@ -166,7 +166,7 @@ func (s Snapshot) lookup(ctx context.Context, b Budget, req policy.Request, need
 	facts := r.gather(resolver.WithCredentials(ctx, creds), st, b, need)
 	for raw, f := range facts {
 		if f.Unauthorized && f.Err != nil {
-			f.Err = fmt.Errorf("%w; %s", f.Err, creds.describe)
+			f.Err = fmt.Errorf("%w; %s", f.Err, creds.describe())
 			facts[raw] = f
 		}
 	}
@@ -178,7 +178,8 @@ func (s Snapshot) lookup(ctx context.Context, b Budget, req policy.Request, need
 // reason says about them.
 type podCredentials struct {
 	resolver.Credentials
-	describe string
+	// describe is said only of a refusal: most reviews need no reason.
+	describe func() string
 }
 
 // podCredentials reads the pull Secrets of req's pod, where the policy
@@ -187,15 +188,17 @@ type podCredentials struct {
 func (r *Reviewer) podCredentials(ctx context.Context, p *policy.Policy, req policy.Request) (podCredentials, error) {
 	switch {
 	case r.secrets == nil:
-		return podCredentials{Credentials: pullcreds.Keyrings{}, describe: "admitfn reads no pull secrets (it has no access to the apiserver)"}, nil
+		return podCredentials{Credentials: pullcreds.Keyrings{}, describe: func() string { return "admitfn reads no pull secrets (it has no access to the apiserver)" }}, nil
 	case !p.PullSecrets.Reads(req.Namespace):
-		return podCredentials{Credentials: pullcreds.Keyrings{}, describe: fmt.Sprintf("admitfn reads no pull secrets in namespace %s (spec.registry.pullSecrets)", req.Namespace)}, nil
+		return podCredentials{Credentials: pullcreds.Keyrings{}, describe: func() string {
+			return fmt.Sprintf("admitfn reads no pull secrets in namespace %s (spec.registry.pullSecrets)", req.Namespace)
+		}}, nil
 	}
 	c, err := r.secrets.Credentials(ctx, pullsecrets.Pod{Namespace: req.Namespace, Secrets: req.Puller.Secrets, ServiceAccount: req.Puller.ServiceAccount})
 	if err != nil {
 		return podCredentials{}, err
 	}
-	return podCredentials{Credentials: c, describe: c.Describe()}, nil
+	return podCredentials{Credentials: c, describe: c.Describe}, nil
 }
 
 // Facts asks the snapshot's fact source about each image (as written) of
