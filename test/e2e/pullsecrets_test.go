@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/admitfn/admitfn/functions/pullsecrets"
 	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
@@ -208,6 +210,35 @@ spec:
 			if got := strings.TrimSpace(string(out)); got != "no" {
 				t.Errorf("admitfn's account: can-i %s = %q, want no", verb, got)
 			}
+		}
+	})
+
+	t.Run("the client's answers: found, not found, forbidden", func(t *testing.T) {
+		client := func(kubeconfig string) *pullsecrets.Client {
+			cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := pullsecrets.NewClient(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		admitfn := client(kubeconfig)
+		if typ, data, err := admitfn.Secret(ctx, "team-a", "basic-regcred"); err != nil || typ != string(corev1.SecretTypeDockerConfigJson) || len(data[corev1.DockerConfigJsonKey]) == 0 {
+			t.Errorf("Secret(team-a/basic-regcred) = %q, %d keys, %v; want a dockerconfigjson Secret", typ, len(data), err)
+		}
+		if names, err := admitfn.ServiceAccountPullSecrets(ctx, "team-a", "basic-builder"); err != nil || len(names) != 1 || names[0] != "basic-regcred" {
+			t.Errorf("ServiceAccountPullSecrets(team-a/basic-builder) = %v, %v", names, err)
+		}
+		if _, _, err := admitfn.Secret(ctx, "team-a", "missing"); !errors.Is(err, pullsecrets.ErrNotFound) {
+			t.Errorf("a missing Secret: %v, want ErrNotFound", err)
+		}
+		// The namespace's default account has no role: forbidden, an
+		// answer the Reader keeps.
+		if _, _, err := client(serviceAccountKubeconfig(t, cp, "team-a", "default")).Secret(ctx, "team-a", "basic-regcred"); !errors.Is(err, pullsecrets.ErrForbidden) {
+			t.Errorf("without the role: %v, want ErrForbidden", err)
 		}
 	})
 
