@@ -561,6 +561,25 @@ stringData:
 			opaque := filepath.Join(dir, "opaque.yaml")
 			os.WriteFile(opaque, []byte("apiVersion: v1\nkind: Secret\nmetadata: {name: opaque}\ntype: Opaque\nstringData: {token: x}\n"), 0o600)
 			img := reg.Ref("private/app", ":v1")
+			// A kubelet credential provider plugin (a script: exec'd as
+			// any binary) answering the node's credentials, and one that
+			// fails.
+			plugins := filepath.Join(dir, "plugins")
+			os.MkdirAll(plugins, 0o755)
+			os.WriteFile(filepath.Join(plugins, "node-credentials"), fmt.Appendf(nil, `#!/bin/sh
+cat >/dev/null
+echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Registry","auth":{%q:{"username":%q,"password":%q}}}'
+`, reg.Host(), creds.Username, creds.Password), 0o755)
+			os.WriteFile(filepath.Join(plugins, "broken"), []byte("#!/bin/sh\necho 'no instance profile' >&2\nexit 1\n"), 0o755)
+			providerConfig := func(name string) string {
+				f := filepath.Join(dir, name+"-providers.yaml")
+				os.WriteFile(f, fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1
+kind: CredentialProviderConfig
+providers:
+- {name: %s, apiVersion: credentialprovider.kubelet.k8s.io/v1, matchImages: [%q], defaultCacheDuration: 1m}
+`, name, reg.Host()), 0o644)
+				return f
+			}
 
 			tests := []struct {
 				name string
@@ -578,6 +597,9 @@ stringData:
 				{"a wrong Secret, then the right one", []string{"--pull-secret", secret("wrong4", reg.Host()+"/private", creds.Username, "nope"), "--pull-secret", secret("right2", reg.Host(), creds.Username, creds.Password)}, 0, "allowed " + img},
 				{"the node's docker config", []string{"--docker-config", dockerDir}, 0, "allowed " + img},
 				{"a Secret of another type", []string{"--pull-secret", opaque}, 2, `is of type "Opaque"`},
+				{"the node's credential provider plugin", []string{"--image-credential-provider-config", providerConfig("node-credentials"), "--image-credential-provider-bin-dir", plugins}, 0, "allowed " + img},
+				{"a plugin that fails", []string{"--image-credential-provider-config", providerConfig("broken"), "--image-credential-provider-bin-dir", plugins}, 1, "credential provider broken for " + reg.Host() + "/private/app"},
+				{"a wrong Secret, then the node's plugin", []string{"--pull-secret", secret("wrong5", reg.Host(), creds.Username, "nope"), "--image-credential-provider-config", providerConfig("node-credentials"), "--image-credential-provider-bin-dir", plugins}, 0, "allowed " + img},
 			}
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/admitfn/admitfn/functions/credprovider"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/pullcreds"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -21,13 +22,16 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	namespace := fs.String("namespace", "default", "namespace the images would run in")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long registry lookups may take in all")
 	dockerConfig := fs.String("docker-config", "", "a folder holding config.json: the node's registry credentials")
+	credConfig := fs.String("image-credential-provider-config", "", "the kubelet's CredentialProviderConfig (a file or folder): its plugins give the node's registry credentials")
+	credBinDir := fs.String("image-credential-provider-bin-dir", "", "the folder of the plugins --image-credential-provider-config names")
 	var pullSecrets []string
 	fs.Func("pull-secret", "a pull Secret manifest (kubernetes.io/dockerconfigjson), tried before --docker-config as the kubelet tries a pod's; repeatable", func(f string) error {
 		pullSecrets = append(pullSecrets, f)
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: admitfn check [--policy FILE] [--namespace NS] [--pull-secret FILE]... [--docker-config DIR] IMAGE...")
+		fmt.Fprintln(stderr, "Usage: admitfn check [--policy FILE] [--namespace NS] [--pull-secret FILE]... [--docker-config DIR]\n"+
+			"                     [--image-credential-provider-config FILE --image-credential-provider-bin-dir DIR] IMAGE...")
 		fmt.Fprintln(stderr, "Prints one line per image; exits 0 if all are allowed, 1 if any is denied, 2 on bad usage or policy.")
 		fs.PrintDefaults()
 	}
@@ -46,7 +50,17 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	opts := []resolver.Option{resolver.WithUserAgent("admitfn/" + version)}
 	var secrets pullcreds.Keyrings
-	if len(pullSecrets) > 0 || *dockerConfig != "" {
+	if *credConfig != "" {
+		providers, err := credprovider.Load(*credConfig, *credBinDir, credprovider.WithFailureLog(func(provider, repo string, err error) {
+			fmt.Fprintf(stderr, "admitfn check: credential provider %s for %s: %v\n", provider, repo, err)
+		}))
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn check: --image-credential-provider-config: %v\n", err)
+			return 2
+		}
+		opts = append(opts, resolver.WithNodeCredentials(providers))
+	}
+	if len(pullSecrets) > 0 || *dockerConfig != "" || *credConfig != "" {
 		var node pullcreds.Keyrings
 		secrets, node, err = checkKeyrings(pullSecrets, *dockerConfig)
 		if err != nil {
