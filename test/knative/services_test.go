@@ -18,8 +18,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"knative.dev/pkg/apis"
 	"knative.dev/pkg/observability/runtime"
@@ -92,7 +94,7 @@ func TestServicesPassKnativeValidation(t *testing.T) {
 			"autoscaling.knative.dev/min-scale":                          "0",
 			"autoscaling.knative.dev/scale-to-zero-pod-retention-period": "",
 			"autoscaling.knative.dev/target":                             "",
-		}},
+		}, serviceAccount: "admitfn-validating"}, // reads pods' pull Secrets
 	}
 	got := map[string]bool{}
 	for _, doc := range documents(t) {
@@ -126,6 +128,9 @@ func TestServicesPassKnativeValidation(t *testing.T) {
 type serviceWant struct {
 	args        []string
 	annotations map[string]string
+	// serviceAccount is the account the Service runs as: "" for none (no
+	// token mounted: it never calls the API).
+	serviceAccount string
 }
 
 // checkAdmissionService checks the choices config/ makes for an admission
@@ -149,8 +154,12 @@ func checkAdmissionService(t *testing.T, svc *servingv1.Service, want serviceWan
 	if ts := tmpl.Spec.TimeoutSeconds; ts == nil || *ts > 30 {
 		t.Errorf("timeoutSeconds %v: the apiserver waits at most 30 s for a webhook", ts)
 	}
-	if a := tmpl.Spec.AutomountServiceAccountToken; a == nil || *a {
-		t.Error("a service account token is mounted; admitfn never calls the API")
+	if want.serviceAccount == "" {
+		if a := tmpl.Spec.AutomountServiceAccountToken; a == nil || *a {
+			t.Error("a service account token is mounted; this Service never calls the API")
+		}
+	} else if got := tmpl.Spec.ServiceAccountName; got != want.serviceAccount {
+		t.Errorf("serviceAccountName %q, want %q", got, want.serviceAccount)
 	}
 	if len(tmpl.Spec.Containers) != 1 {
 		t.Fatalf("%d containers, want 1", len(tmpl.Spec.Containers))
@@ -248,6 +257,12 @@ func TestEveryDocumentDecodesStrictly(t *testing.T) {
 			into = &servingv1.Service{}
 		case "policy/v1/PodDisruptionBudget":
 			into = &policyv1.PodDisruptionBudget{}
+		case "v1/ServiceAccount":
+			into = &corev1.ServiceAccount{}
+		case "rbac.authorization.k8s.io/v1/ClusterRole":
+			into = &rbacv1.ClusterRole{}
+		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+			into = &rbacv1.ClusterRoleBinding{}
 		default:
 			t.Errorf("%s: unexpected %s under config/", doc.where, doc.gvk)
 			continue
@@ -255,5 +270,44 @@ func TestEveryDocumentDecodesStrictly(t *testing.T) {
 		if err := yaml.UnmarshalStrict(doc.data, into); err != nil {
 			t.Errorf("%s (%s): %v", doc.where, doc.kind, err)
 		}
+	}
+}
+
+// TestPullSecretReaderMayOnlyGet: the one role config/ grants lets the
+// validating Service's account get Secrets and ServiceAccounts, and
+// nothing else — no list or watch that would read Secrets no pod names.
+func TestPullSecretReaderMayOnlyGet(t *testing.T) {
+	var roles []rbacv1.ClusterRole
+	var bindings []rbacv1.ClusterRoleBinding
+	for _, doc := range documents(t) {
+		switch doc.gvk {
+		case "rbac.authorization.k8s.io/v1/ClusterRole":
+			var r rbacv1.ClusterRole
+			if err := yaml.UnmarshalStrict(doc.data, &r); err != nil {
+				t.Fatal(err)
+			}
+			roles = append(roles, r)
+		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+			var b rbacv1.ClusterRoleBinding
+			if err := yaml.UnmarshalStrict(doc.data, &b); err != nil {
+				t.Fatal(err)
+			}
+			bindings = append(bindings, b)
+		}
+	}
+	if len(roles) != 1 || len(bindings) != 1 {
+		t.Fatalf("%d ClusterRoles and %d bindings in config/, want one of each", len(roles), len(bindings))
+	}
+	wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets", "serviceaccounts"}, Verbs: []string{"get"}}}
+	if diff := cmp.Diff(wantRules, roles[0].Rules); diff != "" {
+		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+	b := bindings[0]
+	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "admitfn-validating", Namespace: "admitfn"}}
+	if diff := cmp.Diff(wantSubjects, b.Subjects); diff != "" {
+		t.Errorf("subjects (-want +got):\n%s", diff)
+	}
+	if b.RoleRef.Name != roles[0].Name || b.RoleRef.Kind != "ClusterRole" {
+		t.Errorf("the binding refers to %s %q, want the ClusterRole %q", b.RoleRef.Kind, b.RoleRef.Name, roles[0].Name)
 	}
 }
