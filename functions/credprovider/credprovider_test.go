@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/admitfn/admitfn/functions/credprovider"
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/internal/testclock"
 	"github.com/admitfn/admitfn/functions/pullcreds"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/functions/resolver"
@@ -86,18 +86,6 @@ providers:
   args: [get-credentials, --verbose]
   env: [{name: TEAM, value: platform}]
 `
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func users(auths []pullcreds.Auth) []string {
 	var out []string
@@ -171,13 +159,13 @@ func TestAnswersAreKeptAsTheirCacheKeyTypeSays(t *testing.T) {
 			dir := t.TempDir()
 			plugin(t, dir, "corp-credentials")
 			answer(t, dir, tt.keyType, tt.cacheDuration, auth)
-			c := &clock{now: time.Unix(1_700_000_000, 0)}
+			c := testclock.New(time.Unix(1_700_000_000, 0))
 			p, err := credprovider.Load(config(t, dir, oneProvider), dir, credprovider.WithClock(c.Now))
 			if err != nil {
 				t.Fatal(err)
 			}
 			for i, s := range tt.steps {
-				c.Add(s.after)
+				c.Advance(s.after)
 				before := len(runs(t, dir))
 				if got := p.Lookup(context.Background(), s.repo); len(got) != 1 {
 					t.Fatalf("step %d: Lookup(%s) = %v, want one credential", i, s.repo, got)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/admitfn/admitfn/functions/internal/testclock"
 	"github.com/admitfn/admitfn/functions/pullcreds"
 )
 
@@ -189,22 +190,10 @@ func TestMalformedSecretSpoilsThePod(t *testing.T) {
 	}
 }
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestWhatWasReadIsKeptForTheTTL(t *testing.T) {
 	t.Parallel()
 	o := cluster()
-	c := &clock{now: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	r := New(o, WithTTL(30*time.Second), WithClock(c.Now))
 	pod := Pod{Namespace: "team-a", ServiceAccount: "builder"} // a serviceaccount, a secret, a missing secret
 	read := func() int {
@@ -218,13 +207,13 @@ func TestWhatWasReadIsKeptForTheTTL(t *testing.T) {
 	if n := read(); n != 3 {
 		t.Fatalf("first review read %d objects, want 3", n)
 	}
-	c.Add(29 * time.Second)
+	c.Advance(29 * time.Second)
 	if n := read(); n != 0 {
 		t.Errorf("within the TTL, a review read %d objects, want 0 (missing ones kept too)", n)
 	}
 	// A rotated secret is in force once the TTL is past.
 	o.secrets["team-a/regcred"] = dockerConfigJSON("registry.corp", "a-rotated", "x")
-	c.Add(2 * time.Second)
+	c.Advance(2 * time.Second)
 	if n := read(); n != 3 {
 		t.Errorf("past the TTL, a review read %d objects, want 3", n)
 	}
@@ -234,7 +223,7 @@ func TestWhatWasReadIsKeptForTheTTL(t *testing.T) {
 	}
 
 	// A failure to reach the apiserver is not kept; a refusal is.
-	c.Add(time.Minute)
+	c.Advance(time.Minute)
 	o.failWith = errors.New("connection refused")
 	if n := read(); n != 1 {
 		t.Errorf("with the apiserver down, read %d, want 1 (the serviceaccount)", n)

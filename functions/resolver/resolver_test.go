@@ -14,22 +14,10 @@ import (
 
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
+	"github.com/admitfn/admitfn/functions/internal/testclock"
 	"github.com/admitfn/admitfn/functions/pullcreds"
 	"github.com/admitfn/admitfn/functions/registrytest"
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 func settings(insecure ...string) imagefacts.Registry {
 	s := imagefacts.Registry{
@@ -56,7 +44,7 @@ func mustHostPattern(t *testing.T, h string) imageref.HostPattern {
 	return p
 }
 
-func newResolver(t *testing.T, reg *registrytest.Registry, c *clock) *Resolver {
+func newResolver(t *testing.T, reg *registrytest.Registry, c *testclock.Clock) *Resolver {
 	t.Helper()
 	r, err := New(settings(reg.Host()), WithClock(c.Now), WithKeychain(authn.NewMultiKeychain()))
 	if err != nil {
@@ -89,7 +77,7 @@ func TestResolveAgainstRegistry(t *testing.T) {
 		{OS: "linux", Architecture: "arm64", Variant: "v8"},
 		{OS: "linux", Architecture: "s390x"},
 	}, func(cf *v1.ConfigFile) { cf.Config.User = "1000" })
-	c := &clock{now: time.Now()}
+	c := testclock.New(time.Now())
 	r := newResolver(t, reg, c)
 	ctx := context.Background()
 
@@ -160,7 +148,7 @@ func TestMovedAndDeletedTags(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	first := reg.Push("app:stable", registrytest.Image(t, nil))
-	c := &clock{now: time.Now()}
+	c := testclock.New(time.Now())
 	r := newResolver(t, reg, c)
 	ctx := context.Background()
 	app := ref(t, reg.Ref("app", ":stable"))
@@ -194,7 +182,7 @@ func TestOneRegistryCallForConcurrentLookups(t *testing.T) {
 	reg := registrytest.New(t)
 	want := reg.Push("busy:v1", registrytest.Image(t, nil))
 	reg.ResetCounts()
-	r := newResolver(t, reg, &clock{now: time.Now()})
+	r := newResolver(t, reg, testclock.New(time.Now()))
 	busy := ref(t, reg.Ref("busy", ":v1"))
 
 	const n = 1000
@@ -268,7 +256,7 @@ func TestRegistryFailures(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.New(t)
 	want := reg.Push("app:v1", registrytest.Image(t, nil))
-	c := &clock{now: time.Now()}
+	c := testclock.New(time.Now())
 	s := settings(reg.Host())
 	s.Timeout = time.Second // bounds the hung lookup that outlives its caller
 	r, err := New(s, WithClock(c.Now), WithKeychain(authn.NewMultiKeychain()))
@@ -375,7 +363,7 @@ func TestSignedImagesAreCachedAsSigned(t *testing.T) {
 	signed := reg.Push("signed:v1", registrytest.Image(t, nil))
 	reg.AttachBundle("signed", signed, []byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","dsseEnvelope":{"payload":"e30=","payloadType":"application/vnd.in-toto+json"}}`))
 	reg.Push("unsigned:v1", registrytest.Image(t, nil))
-	c := &clock{now: time.Now()}
+	c := testclock.New(time.Now())
 	r := newResolver(t, reg, c) // cacheTTL 1m, negativeCacheTTL 10s
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -405,7 +393,7 @@ func TestExpiredTokenIsRenewed(t *testing.T) {
 	creds := registrytest.Credentials{Username: "puller", Password: "pw"}
 	reg := registrytest.New(t, registrytest.WithTokenAuth(creds))
 	reg.Push("private:v1", registrytest.Image(t, nil))
-	c := &clock{now: time.Now()}
+	c := testclock.New(time.Now())
 	r, err := New(settings(reg.Host()), WithClock(c.Now), WithKeychain(staticKeychain{authn.FromConfig(authn.AuthConfig{Username: creds.Username, Password: creds.Password})}))
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +422,7 @@ func TestCredentialsStayWithTheirRequest(t *testing.T) {
 	right := registrytest.Credentials{Username: "team-a", Password: "a-secret-password"}
 	reg := registrytest.New(t, registrytest.WithBasicAuth(right))
 	reg.Push("private/app:v1", registrytest.Image(t, nil))
-	c := &clock{now: time.Now()}
+	c := testclock.New(time.Now())
 	r := newResolver(t, reg, c) // no credentials of its own
 	keyring := func(creds ...registrytest.Credentials) pullcreds.Keyrings {
 		var k pullcreds.Keyring
