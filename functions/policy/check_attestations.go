@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/admitfn/admitfn/functions/attestcel"
 	"github.com/admitfn/admitfn/functions/imageref"
 )
 
@@ -15,7 +17,13 @@ import (
 type attestationsCheck struct {
 	predicateType string
 	authorities   []signer
-	conditions    []AttestationCondition
+	conditions    []attestationCondition
+}
+
+// attestationCondition is a condition as written, its CEL compiled.
+type attestationCondition struct {
+	AttestationCondition
+	cel *attestcel.Condition
 }
 
 func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
@@ -41,6 +49,19 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 	}
 	for i, c := range ar.Conditions {
 		cf := fmt.Sprintf("%s.conditions[%d]", f, i)
+		if c.CEL != "" {
+			if c.Path != "" || c.Equals != "" || c.Matches != "" {
+				fail(cf, "give either cel or path with equals or matches, not both")
+				continue
+			}
+			compiled, err := attestcel.Compile(c.CEL)
+			if err != nil {
+				fail(cf+".cel", "%v", err)
+				continue
+			}
+			k.conditions = append(k.conditions, attestationCondition{c, compiled})
+			continue
+		}
 		switch {
 		case c.Path == "" || strings.Contains(c.Path, ".."):
 			fail(cf+".path", "%q is not a dotted path such as predicate.builder.id", c.Path)
@@ -49,7 +70,7 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 		case c.Matches != "":
 			checkGlobs(cf+".matches", []string{c.Matches}, fail)
 		}
-		k.conditions = append(k.conditions, c)
+		k.conditions = append(k.conditions, attestationCondition{AttestationCondition: c})
 	}
 	return k
 }
@@ -84,7 +105,7 @@ func (k attestationsCheck) evaluate(c *check) {
 				keylessReason = fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason)
 				continue
 			}
-			if problem := k.unmet(statement); problem != "" {
+			if problem := k.unmet(statement, c.now); problem != "" {
 				unmet = problem
 				continue
 			}
@@ -117,7 +138,7 @@ func (k attestationsCheck) evaluate(c *check) {
 			signedByOthers = true
 			continue
 		}
-		if problem := k.unmet(statement); problem != "" {
+		if problem := k.unmet(statement, c.now); problem != "" {
 			unmet = problem
 			continue
 		}
@@ -216,8 +237,18 @@ func statementAbout(body []byte, digest string) (map[string]any, bool) {
 }
 
 // unmet names the first condition the statement does not meet, or "".
-func (k attestationsCheck) unmet(statement map[string]any) string {
+func (k attestationsCheck) unmet(statement map[string]any, now time.Time) string {
 	for _, cond := range k.conditions {
+		if cond.cel != nil {
+			holds, err := cond.cel.Holds(statement, now)
+			switch {
+			case err != nil:
+				return fmt.Sprintf("the condition %s cannot be evaluated on it: %v", strconvQuote(cond.CEL), err)
+			case !holds:
+				return fmt.Sprintf("it does not meet the condition %s", strconvQuote(cond.CEL))
+			}
+			continue
+		}
 		var v any = statement
 		for _, seg := range strings.Split(cond.Path, ".") {
 			m, _ := v.(map[string]any)

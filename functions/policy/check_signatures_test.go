@@ -378,3 +378,65 @@ func TestKeylessVerdictEndsWithTheCertificate(t *testing.T) {
 	// an earlier review fail (each carries its own time).
 	judgedAt(t, p, facts, "", signedAt.Add(2*time.Minute))
 }
+
+// TestAttestationCELConditions: a CEL condition over the statement, as
+// the engine applies it to a signed attestation, and the load errors that
+// name the field.
+func TestAttestationCELConditions(t *testing.T) {
+	release := newSigner(t, "ecdsa")
+	const vuln = "https://cosign.sigstore.dev/attestation/vuln/v1"
+	const noCritical = `!predicate.scanner.result.Results.exists(r, has(r.Vulnerabilities) && r.Vulnerabilities.exists(v, v.Severity == 'CRITICAL'))`
+	p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: no-critical
+    attestations:
+      predicateType: %s
+      authorities:
+      - name: scanner
+        key: |
+          %s
+      conditions:
+      - cel: "%s"
+      - cel: "timestamp(predicate.metadata.scanFinishedOn) > now - duration('168h')"
+`, vuln, indent(release.pem), noCritical))
+	report := func(severity, finished string) string {
+		return fmt.Sprintf(`{"scanner":{"result":{"Results":[{"Target":"app","Vulnerabilities":[{"Severity":%q}]}]}},"metadata":{"scanFinishedOn":%q}}`, severity, finished)
+	}
+	recent := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	tests := []struct {
+		name, predicate, problem string
+	}{
+		{"a recent scan, nothing critical", report("HIGH", recent), ""},
+		{"a critical vulnerability", report("CRITICAL", recent), `does not meet the condition "` + noCritical + `"`},
+		{"a scan older than a week", report("LOW", "2020-01-01T00:00:00Z"), `does not meet the condition "timestamp(predicate.metadata.scanFinishedOn) > now - duration('168h')"`},
+		{"a report without the field", `{"scanner":{"result":{"Results":[]}}}`, "cannot be evaluated on it: no such key: metadata"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			judged(t, p, Facts{Level: LevelAttestations, Digest: dA, Attestations: [][]byte{dsse(t, release, dA, vuln, tc.predicate)}}, tc.problem)
+		})
+	}
+
+	for _, bad := range []struct{ condition, want string }{
+		{`{cel: "predicate.x =="}`, "spec.rules[0].attestations.conditions[0].cel: ERROR"},
+		{`{cel: "size(subject)"}`, "spec.rules[0].attestations.conditions[0].cel: the expression yields int"},
+		{`{cel: "true", path: predicate.x, equals: "z"}`, "spec.rules[0].attestations.conditions[0]: give either cel or path"},
+	} {
+		_, err := Parse([]byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  rules:
+  - name: r
+    attestations:
+      predicateType: x
+      authorities:
+      - name: k
+        key: |
+          %s
+      conditions:
+      - %s
+`, indent(release.pem), bad.condition)))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("condition %s: %v, want an error with %q", bad.condition, err, bad.want)
+		}
+	}
+}

@@ -238,11 +238,18 @@ type AttestationRule struct {
 }
 
 // AttestationCondition is a field of the in-toto statement, by dotted path
-// (e.g. predicate.builder.id), that must equal a string or match a glob.
+// (e.g. predicate.builder.id), that must equal a string or match a glob;
+// or a CEL expression over the statement that must yield true.
 type AttestationCondition struct {
-	Path    string `json:"path"`
+	Path    string `json:"path,omitempty"`
 	Equals  string `json:"equals,omitempty"`
 	Matches string `json:"matches,omitempty"`
+	// CEL is an expression over predicateType, subject, predicate and now
+	// (package attestcel), e.g. "predicate.runDetails.builder.id ==
+	// 'https://github.com/actions/runner'". It is type-checked when the
+	// policy loads; one that cannot be evaluated on a statement (a
+	// missing field, the cost limit) is not met.
+	CEL string `json:"cel,omitempty"`
 }
 
 // ListRule is an allow list and a deny list of patterns.
