@@ -7,9 +7,11 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"strings"
 	"sync"
 	"time"
@@ -337,16 +339,28 @@ func authorityList(names []string) string {
 	return "keys " + quoteList(names)
 }
 
-// verifySignature checks sig over payload with key, as cosign signs:
-// ECDSA (ASN.1) and RSA (PKCS #1 v1.5 or PSS) over SHA-256, Ed25519 over
-// the payload itself.
+// verifySignature checks sig over payload with key as `cosign verify
+// --key` does (sigstore's signature.LoadVerifier with SHA-256, cosign's
+// default --signature-digest-algorithm): ECDSA over SHA-256, the signature
+// ASN.1 DER or else IEEE P1363 (r‖s, what some HSMs and KMSs return); RSA
+// PKCS #1 v1.5 over SHA-256 only (cosign refuses PSS here, and so does
+// admitfn); Ed25519 over the payload itself.
 func verifySignature(key crypto.PublicKey, payload, sig []byte) bool {
 	sum := sha256.Sum256(payload)
 	switch k := key.(type) {
 	case *ecdsa.PublicKey:
-		return ecdsa.VerifyASN1(k, sum[:], sig)
+		var der struct{ R, S *big.Int }
+		if _, err := asn1.Unmarshal(sig, &der); err == nil {
+			return ecdsa.VerifyASN1(k, sum[:], sig)
+		}
+		// As sigstore's ECDSAVerifier: any even length up to P-521's.
+		if len(sig) == 0 || len(sig) > 132 || len(sig)%2 != 0 {
+			return false
+		}
+		r, s := new(big.Int).SetBytes(sig[:len(sig)/2]), new(big.Int).SetBytes(sig[len(sig)/2:])
+		return ecdsa.Verify(k, sum[:], r, s)
 	case *rsa.PublicKey:
-		return rsa.VerifyPKCS1v15(k, crypto.SHA256, sum[:], sig) == nil || rsa.VerifyPSS(k, crypto.SHA256, sum[:], sig, nil) == nil
+		return rsa.VerifyPKCS1v15(k, crypto.SHA256, sum[:], sig) == nil
 	case ed25519.PublicKey:
 		return ed25519.Verify(k, payload, sig)
 	}

@@ -37,6 +37,22 @@ func newSigner(t *testing.T, kind string) testSigner {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		pub = &k.PublicKey
 		sign = func(p []byte) []byte { h := sha256.Sum256(p); s, _ := ecdsa.SignASN1(rand.Reader, k, h[:]); return s }
+	case "ecdsa-p1363": // r‖s, fixed size, as some HSMs and KMSs sign
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		pub = &k.PublicKey
+		sign = func(p []byte) []byte {
+			h := sha256.Sum256(p)
+			r, s, _ := ecdsa.Sign(rand.Reader, k, h[:])
+			return append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+		}
+	case "rsa-pss":
+		k, _ := rsa.GenerateKey(rand.Reader, 2048)
+		pub = &k.PublicKey
+		sign = func(p []byte) []byte {
+			h := sha256.Sum256(p)
+			s, _ := rsa.SignPSS(rand.Reader, k, crypto.SHA256, h[:], nil)
+			return s
+		}
 	case "rsa":
 		k, _ := rsa.GenerateKey(rand.Reader, 2048)
 		pub = &k.PublicKey
@@ -438,5 +454,41 @@ spec:
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("condition %s: %v, want an error with %q", bad.condition, err, bad.want)
 		}
+	}
+}
+
+// TestSignatureEncodingsAsCosignVerifies: the encodings `cosign verify
+// --key` accepts and refuses (test/e2e holds the real cosign to the same
+// cases): an ECDSA signature as r‖s is one, RSA-PSS is not.
+func TestSignatureEncodingsAsCosignVerifies(t *testing.T) {
+	good := payloadFor(dA)
+	for _, tc := range []struct {
+		kind    string
+		mangle  func([]byte) []byte
+		problem string
+	}{
+		{"ecdsa", nil, ""},
+		{"ecdsa-p1363", nil, ""},
+		{"ecdsa-p1363", func(s []byte) []byte { return s[:63] }, "signed, but not by key"}, // odd length
+		{"ecdsa-p1363", func(s []byte) []byte { s[40] ^= 1; return s }, "signed, but not by key"},
+		{"rsa", nil, ""},
+		{"rsa-pss", nil, "signed, but not by key"},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			k := newSigner(t, tc.kind)
+			p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: k
+        key: |
+          %s
+`, indent(k.pem)))
+			sig := k.sign(good)
+			if tc.mangle != nil {
+				sig = tc.mangle(sig)
+			}
+			judged(t, p, Facts{Level: LevelSignatures, Digest: dA, Signatures: []Signature{{Payload: good, Signature: sig}}}, tc.problem)
+		})
 	}
 }

@@ -4,8 +4,16 @@ package e2e
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -332,6 +340,94 @@ spec:
 				"--insecure-ignore-tlog=true", "--trusted-root", trustedRoot, tc.image)
 			if (verr == nil) != tc.cosignVerifies {
 				t.Errorf("cosign verify-attestation: %v, want it to verify: %v", verr, tc.cosignVerifies)
+			}
+		})
+	}
+}
+
+// TestCosignSignatureEncodings holds admitfn to `cosign verify --key` on
+// signature encodings cosign does not write but meets: an ECDSA signature
+// as IEEE P1363 (r‖s), what some HSMs and KMSs return, which cosign
+// accepts; and RSA-PSS, which `cosign verify --key` refuses. The
+// signatures are stored as cosign stores them (registrytest.Sign), by keys
+// the test makes; the real cosign CLI is the oracle.
+func TestCosignSignatureEncodings(t *testing.T) {
+	dir := t.TempDir()
+	reg := registrytest.New(t)
+	trustedRoot := emptyTrustedRoot(t, dir)
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1363 := func(p []byte) []byte {
+		h := sha256.Sum256(p)
+		r, s, err := ecdsa.Sign(rand.Reader, ec, h[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+	}
+	tests := []struct {
+		name   string
+		key    crypto.PublicKey
+		sign   func([]byte) []byte
+		verify bool
+	}{
+		{"ECDSA, ASN.1 (as cosign signs)", &ec.PublicKey, func(p []byte) []byte {
+			h := sha256.Sum256(p)
+			s, _ := ecdsa.SignASN1(rand.Reader, ec, h[:])
+			return s
+		}, true},
+		{"ECDSA, IEEE P1363 r‖s", &ec.PublicKey, p1363, true},
+		{"ECDSA, r‖s cut short", &ec.PublicKey, func(p []byte) []byte { return p1363(p)[:62] }, false},
+		{"RSA, PKCS #1 v1.5", &rk.PublicKey, func(p []byte) []byte {
+			h := sha256.Sum256(p)
+			s, _ := rsa.SignPKCS1v15(rand.Reader, rk, crypto.SHA256, h[:])
+			return s
+		}, true},
+		{"RSA-PSS", &rk.PublicKey, func(p []byte) []byte {
+			h := sha256.Sum256(p)
+			s, _ := rsa.SignPSS(rand.Reader, rk, crypto.SHA256, h[:], nil)
+			return s
+		}, false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			repo := fmt.Sprintf("enc%d", i)
+			digest := reg.Push(repo+":v1", registrytest.Image(t, nil))
+			reg.Sign(repo, digest, tc.sign)
+			der, err := x509.MarshalPKIXPublicKey(tc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+			pubFile := filepath.Join(dir, repo+".pub")
+			os.WriteFile(pubFile, pub, 0o644)
+			policyFile := filepath.Join(dir, repo+".yaml")
+			os.WriteFile(policyFile, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: k
+        key: |
+          %s
+`, reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          ")), 0o644)
+			image := reg.Ref(repo, "@"+digest)
+			_, verr := cosign(t, dir, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--trusted-root", trustedRoot, image)
+			admitted, _ := admitfnCheck(t, policyFile, image)
+			if (verr == nil) != tc.verify {
+				t.Errorf("cosign verify = %v, want verified %v: the case is not what it says", verr, tc.verify)
+			}
+			if admitted != (verr == nil) {
+				t.Errorf("admitfn admitted = %v, cosign verify = %v: they disagree", admitted, verr)
 			}
 		})
 	}
