@@ -248,7 +248,7 @@ func (k signaturesCheck) evaluate(c *check) {
 		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle among its referrers)%s", strings.Replace(digest, ":", "-", 1), c.skipped())
 		return
 	}
-	var missing, otherDigest, refused []string
+	var missing, otherDigest, notPayload, refused []string
 	for _, a := range k.authorities {
 		if a.keyless != nil {
 			reason := "no signature bundle about this digest carries a certificate"
@@ -269,14 +269,17 @@ func (k signaturesCheck) evaluate(c *check) {
 			}
 			continue
 		}
-		signed, forOther := false, false
+		signed, forOther, notCosign := false, false, false
 		for _, s := range c.facts.Signatures {
 			if !a.verifies(s.Payload, s.Signature) {
 				continue
 			}
-			if payloadDigest(s.Payload) == digest {
+			switch payloadDigest(s.Payload) {
+			case digest:
 				signed = true
-			} else {
+			case "":
+				notCosign = true
+			default:
 				forOther = true
 			}
 		}
@@ -290,11 +293,13 @@ func (k signaturesCheck) evaluate(c *check) {
 			}
 		case forOther:
 			otherDigest = append(otherDigest, a.name)
+		case notCosign:
+			notPayload = append(notPayload, a.name)
 		default:
 			missing = append(missing, a.name)
 		}
 	}
-	if len(missing)+len(otherDigest)+len(refused) == 0 {
+	if len(missing)+len(otherDigest)+len(notPayload)+len(refused) == 0 {
 		return
 	}
 	var parts []string
@@ -307,6 +312,9 @@ func (k signaturesCheck) evaluate(c *check) {
 	}
 	if len(otherDigest) > 0 {
 		parts = append(parts, "signed by "+authorityList(otherDigest)+" for another digest, not "+digest)
+	}
+	if len(notPayload) > 0 {
+		parts = append(parts, "signed by "+authorityList(notPayload)+" over something that is not a cosign signature payload (\""+cosignSignatureType+"\" naming the digest)")
 	}
 	if k.all {
 		fix = "have every authority sign " + c.ref.Repo() + "@" + digest

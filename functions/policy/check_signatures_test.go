@@ -116,6 +116,11 @@ func TestSignatures(t *testing.T) {
 		{"signed by a stranger", "any", []Signature{{Payload: good, Signature: stranger.sign(good)}}, `signed, but not by keys "release", "ci", "rsa"`},
 		{"signature for another digest", "any", []Signature{{Payload: payloadFor(dB), Signature: release.sign(payloadFor(dB))}}, `signed by key "release" for another digest, not ` + dA},
 		{"tampered payload", "any", []Signature{{Payload: tampered, Signature: release.sign(good)}}, "signed, but not by"},
+		// Signed by the key, but not a cosign payload: an in-toto
+		// statement, a payload of another type. cosign refuses it too; the
+		// reason must not blame the digest.
+		{"a payload of another type", "any", []Signature{{Payload: []byte(`{"critical":{"type":"atomic container signature","image":{"docker-manifest-digest":"` + dA + `"}}}`), Signature: release.sign([]byte(`{"critical":{"type":"atomic container signature","image":{"docker-manifest-digest":"` + dA + `"}}}`))}},
+			`signed by key "release" over something that is not a cosign signature payload`},
 		{"tampered signature", "any", []Signature{{Payload: good, Signature: append(release.sign(good)[:8], make([]byte, 64)...)}}, "signed, but not by"},
 		{"all: every key signed", "all", []Signature{{Payload: good, Signature: release.sign(good)}, {Payload: good, Signature: ci.sign(good)}, {Payload: good, Signature: rsaKey.sign(good)}}, ""},
 		{"all: one key missing", "all", []Signature{{Payload: good, Signature: release.sign(good)}, {Payload: good, Signature: ci.sign(good)}}, `signed, but not by key "rsa"`},
