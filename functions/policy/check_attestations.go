@@ -18,6 +18,9 @@ type attestationsCheck struct {
 	predicateType string
 	authorities   []signer
 	conditions    []attestationCondition
+	// every: each attestation of the type an authority signed must meet
+	// the conditions, not one.
+	every bool
 }
 
 // attestationCondition is a condition as written, its CEL compiled.
@@ -38,7 +41,7 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 	if len(ar.Authorities) == 0 {
 		fail(f+".authorities", "is empty: list the keys whose attestations are accepted")
 	}
-	k := attestationsCheck{predicateType: ar.PredicateType}
+	k := attestationsCheck{predicateType: ar.PredicateType, every: ar.Every}
 	for i, a := range ar.Authorities {
 		s, err := compileAuthority(a)
 		if err != nil {
@@ -92,11 +95,15 @@ func (k attestationsCheck) evaluate(c *check) {
 	var signedByOthers bool
 	var unmet, keylessReason string
 	// Keyless authorities: the bundles whole, for their certificates.
+	// passed: an attestation signed by an authority met every condition
+	// (enough, unless every such attestation must).
+	var passed bool
 	for _, raw := range c.facts.Bundles {
 		statement, ok := bundleStatement(raw, digest)
 		if !ok || statement["predicateType"] != k.predicateType {
 			continue
 		}
+		verified := false
 		for _, a := range k.authorities {
 			if a.keyless == nil {
 				continue
@@ -105,12 +112,20 @@ func (k attestationsCheck) evaluate(c *check) {
 				keylessReason = fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason)
 				continue
 			}
-			if problem := k.unmet(statement, c.now); problem != "" {
-				unmet = problem
-				continue
-			}
+			verified = true
+			break
+		}
+		if !verified {
+			continue
+		}
+		if problem := k.unmet(statement, c.now); problem != "" {
+			unmet = problem
+			continue
+		}
+		if !k.every {
 			return
 		}
+		passed = true
 	}
 	// Key authorities: envelopes of the .att tag and of the bundles.
 	type signed struct {
@@ -142,9 +157,16 @@ func (k attestationsCheck) evaluate(c *check) {
 			unmet = problem
 			continue
 		}
-		return
+		if !k.every {
+			return
+		}
+		passed = true
 	}
 	switch {
+	case passed && unmet == "":
+		return
+	case passed:
+		c.fail("attest the image only with predicates that meet the rule's conditions, or drop every: true", "has attestations of type %q, but not every one meets the rule's conditions (every: true): one %s", k.predicateType, unmet)
 	case unmet != "":
 		c.fail("attest the image with a predicate that meets the rule's conditions", "has an attestation of type %q, but %s", k.predicateType, unmet)
 	case keylessReason != "":

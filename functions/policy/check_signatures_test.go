@@ -497,3 +497,45 @@ func TestSignatureEncodingsAsCosignVerifies(t *testing.T) {
 		})
 	}
 }
+
+// TestAttestationsEvery: with every: true, each attestation of the type an
+// authority signed must meet the conditions (cosign verify-attestation
+// --policy's rule); by default one is enough.
+func TestAttestationsEvery(t *testing.T) {
+	release, stranger := newSigner(t, "ecdsa"), newSigner(t, "ed25519")
+	const slsa = "https://slsa.dev/provenance/v0.2"
+	policyFor := func(every bool) *Policy {
+		return mustParse(t, fmt.Sprintf(`  rules:
+  - name: provenance
+    attestations:
+      predicateType: %s
+      every: %t
+      authorities:
+      - name: release
+        key: |
+          %s
+      conditions:
+      - {path: predicate.builder.id, matches: "https://ci.corp/*"}
+`, slsa, every, indent(release.pem)))
+	}
+	good := dsse(t, release, dA, slsa, `{"builder":{"id":"https://ci.corp/runner-7"}}`)
+	bad := dsse(t, release, dA, slsa, `{"builder":{"id":"https://laptop/x"}}`)
+	badByStranger := dsse(t, stranger, dA, slsa, `{"builder":{"id":"https://laptop/x"}}`)
+	tests := []struct {
+		name    string
+		every   bool
+		atts    [][]byte
+		problem string
+	}{
+		{"one good, one bad: one is enough", false, [][]byte{bad, good}, ""},
+		{"one good, one bad: every must", true, [][]byte{bad, good}, `not every one meets the rule's conditions (every: true): one predicate.builder.id is "https://laptop/x"`},
+		{"every good", true, [][]byte{good, good}, ""},
+		{"a bad one no authority signed does not count", true, [][]byte{good, badByStranger}, ""},
+		{"only bad ones", true, [][]byte{bad}, `has an attestation of type "https://slsa.dev/provenance/v0.2", but predicate.builder.id is "https://laptop/x"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			judged(t, policyFor(tc.every), Facts{Level: LevelAttestations, Digest: dA, Attestations: tc.atts}, tc.problem)
+		})
+	}
+}

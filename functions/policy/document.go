@@ -235,6 +235,11 @@ type AttestationRule struct {
 	Authorities []SignatureAuthority `json:"authorities"`
 	// Conditions must all hold on the attested statement.
 	Conditions []AttestationCondition `json:"conditions,omitempty"`
+	// Every, when true, wants every attestation of the type that an
+	// authority signed to meet the conditions, as cosign
+	// verify-attestation --policy does; by default one is enough (a new
+	// scan attached beside an old failing one lets the image in).
+	Every bool `json:"every,omitempty"`
 }
 
 // AttestationCondition is a field of the in-toto statement, by dotted path
