@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -425,6 +426,68 @@ spec:
 			admitted, _ := admitfnCheck(t, policyFile, image)
 			if (verr == nil) != tc.verify {
 				t.Errorf("cosign verify = %v, want verified %v: the case is not what it says", verr, tc.verify)
+			}
+			if admitted != (verr == nil) {
+				t.Errorf("admitfn admitted = %v, cosign verify = %v: they disagree", admitted, verr)
+			}
+		})
+	}
+}
+
+// TestCosignEd25519: an Ed25519 key imported into cosign signs in
+// Ed25519ph (pre-hashed, cosign's default for such keys), which `cosign
+// verify --key` (pure Ed25519) does not verify; nor does admitfn. Both
+// verify a pure Ed25519 signature stored as cosign stores signatures.
+func TestCosignEd25519(t *testing.T) {
+	dir := t.TempDir()
+	reg := registrytest.New(t)
+	trustedRoot := emptyTrustedRoot(t, dir)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "ed25519.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	if _, err := cosign(t, dir, "import-key-pair", "--key", "ed25519.pem", "--output-key-prefix", "ed"); err != nil {
+		t.Fatal(err)
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: ed
+        key: |
+          %s
+`, reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pubPEM)), "\n", "\n          ")), 0o644)
+
+	bySign := reg.Push("by-cosign:v1", registrytest.Image(t, nil))
+	if _, err := cosign(t, dir, "sign", "--key", "ed.key", "--tlog-upload=false", reg.Ref("by-cosign", "@"+bySign)); err != nil {
+		t.Fatal(err)
+	}
+	pure := reg.Push("pure:v1", registrytest.Image(t, nil))
+	reg.Sign("pure", pure, func(p []byte) []byte { return ed25519.Sign(priv, p) })
+	for _, tc := range []struct {
+		name, image string
+		verifies    bool
+	}{
+		{"signed by cosign sign (Ed25519ph)", reg.Ref("by-cosign", "@"+bySign), false},
+		{"a pure Ed25519 signature", reg.Ref("pure", "@"+pure), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, verr := cosign(t, dir, "verify", "--key", "ed.pub", "--insecure-ignore-tlog=true", "--trusted-root", trustedRoot, tc.image)
+			admitted, _ := admitfnCheck(t, policyFile, tc.image)
+			if (verr == nil) != tc.verifies {
+				t.Errorf("cosign verify = %v, want verified %v: the case is not what it says", verr, tc.verifies)
 			}
 			if admitted != (verr == nil) {
 				t.Errorf("admitfn admitted = %v, cosign verify = %v: they disagree", admitted, verr)
