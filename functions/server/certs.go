@@ -75,7 +75,9 @@ func (s *certSource) parse(f files) (*tls.Config, error) {
 			return nil, fmt.Errorf("--client-ca %s holds no PEM certificate", s.caFile)
 		}
 		c.ClientCAs = pool
-		c.ClientAuth = tls.RequireAndVerifyClientCert
+		// Verified when given; its absence is refused by path
+		// (requireClientCert): health probes come without one.
+		c.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	return c, nil
 }

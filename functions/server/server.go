@@ -78,7 +78,11 @@ func Start(cfg Config) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	if cfg.Handler != nil {
-		mux.Handle("/", cfg.Handler)
+		h := cfg.Handler
+		if cfg.ClientCA != "" {
+			h = requireClientCert(h)
+		}
+		mux.Handle("/", h)
 	}
 	mux.HandleFunc(LivenessPath, func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc(ReadinessPath, func(w http.ResponseWriter, _ *http.Request) {
@@ -201,4 +205,20 @@ func (s *Server) stop() error {
 		return err
 	}
 	return nil
+}
+
+// requireClientCert answers 401 to a request that presented no client
+// certificate. The TLS handshake asks for one and verifies any given
+// against --client-ca, but cannot insist: the kubelet's probes of the
+// health paths (a static pod's, a Knative pod's) present none, and a
+// server that refused them at the handshake would be restarted by its own
+// liveness probe.
+func requireClientCert(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "a client certificate signed by the --client-ca authority is required", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

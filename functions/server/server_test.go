@@ -121,17 +121,23 @@ func TestClientCertificates(t *testing.T) {
 		name   string
 		srv    *Server
 		client *http.Client
+		path   string
 		wantOK bool
 	}{
-		{"TLS, no client certificate", tlsOnly, client(), true},
-		{"mTLS, apiserver's certificate", mtls, client(p.client), true},
-		{"mTLS, no client certificate", mtls, client(), false},
-		{"mTLS, certificate from another CA", mtls, client(p.stranger), false},
-		{"TLS, client that does not trust the server", tlsOnly, &http.Client{Timeout: 5 * time.Second}, false},
+		{"TLS, no client certificate", tlsOnly, client(), "/x", true},
+		{"mTLS, apiserver's certificate", mtls, client(p.client), "/x", true},
+		{"mTLS, no client certificate", mtls, client(), "/x", false},
+		{"mTLS, certificate from another CA", mtls, client(p.stranger), "/x", false},
+		// The kubelet probes a static pod's and a Knative pod's health
+		// without a client certificate; refused, the pod's own liveness
+		// probe would restart it into CrashLoopBackOff.
+		{"mTLS, no client certificate, liveness probe", mtls, client(), LivenessPath, true},
+		{"mTLS, no client certificate, readiness probe", mtls, client(), ReadinessPath, true},
+		{"TLS, client that does not trust the server", tlsOnly, &http.Client{Timeout: 5 * time.Second}, "/x", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, err := get(tc.client, tc.srv.URL()+"/x")
+			code, err := get(tc.client, tc.srv.URL()+tc.path)
 			if got := err == nil && code == http.StatusOK; got != tc.wantOK {
 				t.Errorf("GET = %d, %v; want success %v", code, err, tc.wantOK)
 			}

@@ -218,8 +218,18 @@ func TestServeRequiresClientCertificate(t *testing.T) {
 	if status, _ := out["status"].(map[string]any); status["allowed"] != true {
 		t.Errorf("apiserver's certificate: status %v, want allowed", out["status"])
 	}
-	if _, err := tlsClient(caFile).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1"))); err == nil {
-		t.Error("a client without a certificate was answered")
+	resp, err := tlsClient(caFile).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "client certificate") {
+		t.Errorf("a client without a certificate: %s %q, want 401 naming the certificate", resp.Status, body)
+	}
+	// The kubelet probes without one (a static pod's liveness probe).
+	if resp, err := tlsClient(caFile).Get(p.url + "/health/liveness"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("liveness probe without a certificate: %v %v, want 200", resp, err)
 	}
 }
 

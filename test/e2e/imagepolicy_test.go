@@ -205,9 +205,16 @@ spec:
 		// Every admitted pod above went through the apiserver's client
 		// certificate; the same backend must refuse a bare client.
 		resp, err := tlsClient(t, p.CAFile).Post(backendURL, "application/json", strings.NewReader(`{}`))
-		if err == nil {
-			resp.Body.Close()
-			t.Fatalf("a client without a certificate got status %d, want a TLS refusal", resp.StatusCode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a client without a certificate got status %d, want 401", resp.StatusCode)
+		}
+		// Health probes need none: the kubelet probes without one.
+		if resp, err := tlsClient(t, p.CAFile).Get(fmt.Sprintf("https://127.0.0.1:%d/health/liveness", backendPort)); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("liveness without a certificate: %v, %v; want 200", resp, err)
 		}
 		resp, err = withCert.Get(fmt.Sprintf("https://127.0.0.1:%d/health/liveness", backendPort))
 		if err != nil {
