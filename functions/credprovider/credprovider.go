@@ -37,6 +37,7 @@ import (
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/admitfn/admitfn/functions/internal/expiring"
 	"github.com/admitfn/admitfn/functions/pullcreds"
 )
 
@@ -285,13 +286,7 @@ func (pl *plugin) credentials(ctx context.Context, repo string, p *Providers) (p
 func (pl *plugin) keep(key string, cfg pullcreds.Config, now time.Time, ttl time.Duration) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if len(pl.kept) >= maxKept {
-		for k, v := range pl.kept {
-			if !now.Before(v.until) || len(pl.kept) >= maxKept {
-				delete(pl.kept, k)
-			}
-		}
-	}
+	expiring.MakeRoom(pl.kept, maxKept, now, func(k kept) time.Time { return k.until })
 	pl.kept[key] = kept{config: cfg, until: now.Add(ttl)}
 }
 

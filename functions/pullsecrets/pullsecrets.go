@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/admitfn/admitfn/functions/internal/expiring"
 	"github.com/admitfn/admitfn/functions/pullcreds"
 )
 
@@ -175,7 +176,7 @@ func (r *Reader) Credentials(ctx context.Context, pod Pod) (*Credentials, error)
 	})
 	if keep {
 		r.mu.Lock()
-		evict(r.pods, now, func(b built) time.Time { return b.until })
+		expiring.MakeRoom(r.pods, maxEntries, now, func(b built) time.Time { return b.until })
 		r.pods[key] = b
 		r.mu.Unlock()
 	}
@@ -260,7 +261,7 @@ func (r *Reader) read(ctx context.Context, kind, namespace, name string, fetch f
 	e.err, e.until = err, now.Add(r.ttl)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	evict(r.entries, now, func(e entry) time.Time { return e.until })
+	expiring.MakeRoom(r.entries, maxEntries, now, func(e entry) time.Time { return e.until })
 	r.entries[key] = e
 	return e, err
 }
@@ -271,23 +272,4 @@ func (r *Reader) read(ctx context.Context, kind, namespace, name string, fetch f
 func isAnswer(err error) bool {
 	var bad *MalformedError
 	return err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrForbidden) || errors.As(err, &bad)
-}
-
-// evict makes room in m for one more: expired values first, then any
-// (read again when next asked for).
-func evict[V any](m map[string]V, now time.Time, until func(V) time.Time) {
-	if len(m) < maxEntries {
-		return
-	}
-	for k, v := range m {
-		if !now.Before(until(v)) {
-			delete(m, k)
-		}
-	}
-	for k := range m {
-		if len(m) < maxEntries {
-			break
-		}
-		delete(m, k)
-	}
 }
