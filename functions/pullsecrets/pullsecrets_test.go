@@ -2,7 +2,6 @@ package pullsecrets
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/admitfn/admitfn/functions/internal/testclock"
 	"github.com/admitfn/admitfn/functions/pullcreds"
+	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
 // objects is a Getter over objects kept in maps, counting the reads. The
@@ -62,9 +62,8 @@ func (o *objects) ServiceAccountPullSecrets(_ context.Context, ns, name string) 
 }
 
 func dockerConfigJSON(host, user, pass string) secret {
-	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 	return secret{typ: pullcreds.SecretTypeDockerConfigJSON, data: map[string][]byte{
-		pullcreds.DockerConfigJSONKey: fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, host, auth),
+		pullcreds.DockerConfigJSONKey: registrytest.Credentials{Username: user, Password: pass}.DockerConfigJSON(host),
 	}}
 }
 

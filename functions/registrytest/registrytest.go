@@ -151,6 +151,13 @@ type options struct {
 // or WithTokenAuth accepts.
 type Credentials struct{ Username, Password string }
 
+// DockerConfigJSON is a docker config.json holding c for host, what a
+// kubernetes.io/dockerconfigjson pull Secret keeps under .dockerconfigjson.
+func (c Credentials) DockerConfigJSON(host string) []byte {
+	auth := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))
+	return fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, host, auth)
+}
+
 // WithReferrers makes the registry serve the OCI referrers API (without
 // it, clients fall back to the sha256-<hex> tag).
 func WithReferrers() Option { return func(o *options) { o.referrers = true } }

@@ -2,7 +2,6 @@ package review
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -42,8 +41,7 @@ func (n namespaces) ServiceAccountPullSecrets(_ context.Context, ns, name string
 }
 
 func dockerConfig(host string, c registrytest.Credentials) string {
-	auth := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))
-	return fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, auth)
+	return string(c.DockerConfigJSON(host))
 }
 
 // TestPodsAreJudgedWithTheirOwnPullSecrets runs reviews one after another

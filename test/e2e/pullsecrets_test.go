@@ -26,11 +26,10 @@ import (
 
 // dockerConfigSecret is a kubernetes.io/dockerconfigjson Secret for host.
 func dockerConfigSecret(name, host string, c registrytest.Credentials) *corev1.Secret {
-	auth := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Type:       corev1.SecretTypeDockerConfigJson,
-		Data:       map[string][]byte{corev1.DockerConfigJsonKey: fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, host, auth)},
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: c.DockerConfigJSON(host)},
 	}
 }
 

@@ -67,7 +67,34 @@ func policyKey(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          ")
+	return indentKey(pub)
+}
+
+// indentKey is a PEM key indented to sit under `key: |` in the policies
+// below.
+func indentKey(pem []byte) string {
+	return strings.ReplaceAll(strings.TrimSpace(string(pem)), "\n", "\n          ")
+}
+
+// keyPolicy writes to file a policy whose one rule wants every image of
+// host signed by the PEM public key pub.
+func keyPolicy(t *testing.T, file, host string, pub []byte) string {
+	t.Helper()
+	if err := os.WriteFile(file, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: k
+        key: |
+          %s
+`, host, indentKey(pub)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 // emptyTrustedRoot writes a trusted root that holds nothing: key-based
@@ -408,19 +435,7 @@ func TestCosignSignatureEncodings(t *testing.T) {
 			pub := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 			pubFile := filepath.Join(dir, repo+".pub")
 			os.WriteFile(pubFile, pub, 0o644)
-			policyFile := filepath.Join(dir, repo+".yaml")
-			os.WriteFile(policyFile, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
-kind: ImagePolicy
-spec:
-  registry: {insecure: [%q]}
-  rules:
-  - name: signed
-    signatures:
-      authorities:
-      - name: k
-        key: |
-          %s
-`, reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pub)), "\n", "\n          ")), 0o644)
+			policyFile := keyPolicy(t, filepath.Join(dir, repo+".yaml"), reg.Host(), pub)
 			image := reg.Ref(repo, "@"+digest)
 			_, verr := cosign(t, dir, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--trusted-root", trustedRoot, image)
 			admitted, _ := admitfnCheck(t, policyFile, image)
@@ -456,19 +471,7 @@ func TestCosignEd25519(t *testing.T) {
 	}
 	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
-	policyFile := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(policyFile, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
-kind: ImagePolicy
-spec:
-  registry: {insecure: [%q]}
-  rules:
-  - name: signed
-    signatures:
-      authorities:
-      - name: ed
-        key: |
-          %s
-`, reg.Host(), strings.ReplaceAll(strings.TrimSpace(string(pubPEM)), "\n", "\n          ")), 0o644)
+	policyFile := keyPolicy(t, filepath.Join(dir, "policy.yaml"), reg.Host(), pubPEM)
 
 	bySign := reg.Push("by-cosign:v1", registrytest.Image(t, nil))
 	if _, err := cosign(t, dir, "sign", "--key", "ed.key", "--tlog-upload=false", reg.Ref("by-cosign", "@"+bySign)); err != nil {
