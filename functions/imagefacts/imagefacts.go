@@ -87,9 +87,19 @@ type Facts struct {
 
 // Signature is one signature cosign stored for an image: the signed
 // payload (a simple-signing JSON document naming the image digest) and the
-// signature over it.
+// signature over it, with what a keyless signature carries beside them in
+// the layer's annotations (cosign's classic keyless format).
 type Signature struct {
 	Payload, Signature []byte
+	// Certificate is the signer's PEM certificate
+	// (dev.sigstore.cosign/certificate), nil for a key's signature.
+	Certificate []byte
+	// LogEntry is the transparency-log entry and its signed entry
+	// timestamp (dev.sigstore.cosign/bundle, JSON), nil when none.
+	LogEntry []byte
+	// Timestamp is an RFC 3161 timestamp over the signature
+	// (dev.sigstore.cosign/rfc3161timestamp, JSON), nil when none.
+	Timestamp []byte
 }
 
 // ImageConfig holds the facts read from one image config.

@@ -154,12 +154,19 @@ func (a *Authority) Verify(bundleJSON []byte, digest string, now time.Time) Verd
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {
 		return Verdict{Err: fmt.Errorf("is not a sigstore bundle: %v", err)}
 	}
+	return a.verify(&b, verify.WithArtifactDigest(algo, sum), now)
+}
+
+// verify checks b over the artifact at now and matches its signer to
+// the accepted identities.
+func (a *Authority) verify(b *bundle.Bundle, artifact verify.ArtifactPolicyOption, now time.Time) Verdict {
 	v, until := a.verifier, Forever
 	if a.tlog {
 		if entries, err := b.TlogEntries(); err != nil || len(entries) == 0 {
 			return Verdict{Err: errors.New("carries no transparency-log entry, and the policy requires one")}
 		}
 	} else {
+		var err error
 		if v, err = a.verifierAt(now); err != nil {
 			return Verdict{Err: err}
 		}
@@ -169,7 +176,7 @@ func (a *Authority) Verify(bundleJSON []byte, digest string, now time.Time) Verd
 	}
 	// Identities are matched here rather than by sigstore-go, so the
 	// reason can name the identity that signed.
-	res, err := v.Verify(&b, verify.NewPolicy(verify.WithArtifactDigest(algo, sum), verify.WithoutIdentitiesUnsafe()))
+	res, err := v.Verify(b, verify.NewPolicy(artifact, verify.WithoutIdentitiesUnsafe()))
 	if err != nil {
 		return Verdict{Err: fmt.Errorf("does not verify: %v", err), Until: until}
 	}

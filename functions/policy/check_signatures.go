@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/keyless"
 )
@@ -71,6 +72,34 @@ func (s signer) keylessAnswer(bundle []byte, digest string, now time.Time) (stri
 		return v.Err.Error(), v.Until
 	}
 	return "", v.Until
+}
+
+// verifiesClassic checks, at now, a signature in cosign's classic
+// keyless format (a .sig layer with a certificate) with a keyless
+// authority: "" when it verifies and its payload signs digest, else the
+// reason; remembered as a bundle's answer is.
+func (s signer) verifiesClassic(sig imagefacts.Signature, digest string, now time.Time) string {
+	// Each part hashed on its own, so no two signatures share a memo key
+	// by moving bytes from one annotation into the next.
+	var key []byte
+	for _, part := range [][]byte{sig.Payload, sig.Signature, sig.Certificate, sig.LogEntry, sig.Timestamp} {
+		sum := sha256.Sum256(part)
+		key = append(key, sum[:]...)
+	}
+	return s.verified.check(key, []byte("classic\x00"+digest), now, func() (string, time.Time) {
+		v := s.keyless.VerifyClassic(keyless.Classic{Payload: sig.Payload, Signature: sig.Signature,
+			Certificate: sig.Certificate, LogEntry: sig.LogEntry, Timestamp: sig.Timestamp}, now)
+		if v.Err != nil {
+			return v.Err.Error(), v.Until
+		}
+		switch payloadDigest(sig.Payload) {
+		case digest:
+			return "", v.Until
+		case "":
+			return "signed by " + v.Who + " over something that is not a cosign signature payload (\"" + cosignSignatureType + "\" naming the digest)", keyless.Forever
+		}
+		return "signed by " + v.Who + " for another digest, not " + digest, keyless.Forever
+	})
 }
 
 // notASignature is verifiesSignatureBundle's answer for a bundle that
@@ -230,7 +259,7 @@ func (k signaturesCheck) evaluate(c *check) {
 	digest := c.facts.Digest
 	fix := "sign the image by digest (cosign sign --key KEY " + c.ref.Repo() + "@" + digest + ")"
 	if k.keylessOnly() {
-		fix = "sign the image by digest keylessly as an allowed identity (cosign sign --new-bundle-format " + c.ref.Repo() + "@" + digest + ")"
+		fix = "sign the image by digest keylessly as an allowed identity (cosign sign " + c.ref.Repo() + "@" + digest + ")"
 	}
 	// Signature bundles attached through the referrers API: DSSE
 	// envelopes of a cosign/sign statement about the digest.
@@ -251,7 +280,7 @@ func (k signaturesCheck) evaluate(c *check) {
 	var missing, otherDigest, notPayload, refused []string
 	for _, a := range k.authorities {
 		if a.keyless != nil {
-			reason := "no signature bundle about this digest carries a certificate"
+			reason := "no signature of this digest carries a certificate"
 			for _, raw := range c.facts.Bundles {
 				r := a.verifiesSignatureBundle(raw, digest, c.now)
 				if r == notASignature {
@@ -259,6 +288,14 @@ func (k signaturesCheck) evaluate(c *check) {
 				}
 				if reason = r; reason == "" {
 					break
+				}
+			}
+			for _, s := range c.facts.Signatures {
+				if reason == "" {
+					break
+				}
+				if s.Certificate != nil {
+					reason = a.verifiesClassic(s, digest, c.now)
 				}
 			}
 			switch {
@@ -305,7 +342,7 @@ func (k signaturesCheck) evaluate(c *check) {
 	var parts []string
 	if len(refused) > 0 {
 		parts = append(parts, "signed, but "+strings.Join(refused, "; "))
-		fix = "sign " + c.ref.Repo() + "@" + digest + " keylessly as an allowed identity (cosign sign --new-bundle-format)"
+		fix = "sign " + c.ref.Repo() + "@" + digest + " keylessly as an allowed identity (cosign sign)"
 	}
 	if len(missing) > 0 {
 		parts = append(parts, "signed, but not by "+authorityList(missing))

@@ -264,7 +264,7 @@ func TestKeylessSignatures(t *testing.T) {
 		{"with a log entry, required", policyFor(log.TrustedRoot, "required"),
 			[][]byte{log.Bundle(t, signs(dA), subject, issuer, true)}, ""},
 		{"unsigned", policyFor(ca.TrustedRoot, "notRequired"), nil, "has no signature (cosign's sha256-"},
-		{"unsigned: the fix needs no key", policyFor(ca.TrustedRoot, "notRequired"), nil, "keylessly as an allowed identity (cosign sign --new-bundle-format registry.corp/app@" + dA},
+		{"unsigned: the fix needs no key", policyFor(ca.TrustedRoot, "notRequired"), nil, "keylessly as an allowed identity (cosign sign registry.corp/app@" + dA},
 		{"identity not allowed", policyFor(ca.TrustedRoot, "notRequired"),
 			[][]byte{ca.Bundle(t, signs(dA), "mallory@example.com", issuer, time.Now())},
 			`not as keyless authority "release-ci" requires (certificate identity mallory@example.com (issuer https://token.ci.example) is not allowed)`},
@@ -536,6 +536,63 @@ func TestAttestationsEvery(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			judged(t, policyFor(tc.every), Facts{Level: LevelAttestations, Digest: dA, Attestations: tc.atts}, tc.problem)
+		})
+	}
+}
+
+// TestClassicKeylessSignatures judges signatures in cosign's classic
+// keyless format (.sig layers carrying a certificate and a log entry), as
+// registry.k8s.io publishes them, signed by a test authority and log.
+func TestClassicKeylessSignatures(t *testing.T) {
+	const issuer, subject = "https://accounts.google.com", "krel-trust@k8s-releng-prod.iam.gserviceaccount.com"
+	auth := keylesstest.NewAuthority(t)
+	p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: k8s-release
+        keyless:
+          trustedRoot: |
+            %s
+          identities: [{issuer: %s, subject: %s}]
+          transparencyLog: required
+`, strings.ReplaceAll(string(auth.TrustedRoot), "\n", "\n            "), issuer, subject))
+	longAgo := time.Now().Add(-5 * time.Hour)
+	sig := func(payload []byte, subject string, logged bool) Signature {
+		s := auth.Classic(t, payload, subject, issuer, longAgo, logged)
+		raw, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := Signature{Payload: s.Payload, Signature: raw, Certificate: []byte(s.Annotations["dev.sigstore.cosign/certificate"])}
+		if e, ok := s.Annotations["dev.sigstore.cosign/bundle"]; ok {
+			out.LogEntry = []byte(e)
+		}
+		return out
+	}
+	good := sig(payloadFor(dA), subject, true)
+	requires := `is signed, but not as keyless authority "k8s-release" requires (`
+	tests := []struct {
+		name    string
+		sigs    []Signature
+		problem string // empty: allowed
+	}{
+		{"signed and logged five hours ago", []Signature{good}, ""},
+		{"not logged, the policy requires it", []Signature{sig(payloadFor(dA), subject, false)},
+			requires + "carries no transparency-log entry, and the policy requires one)"},
+		{"another identity", []Signature{sig(payloadFor(dA), "mallory@example.com", true)},
+			requires + "certificate identity mallory@example.com (issuer https://accounts.google.com) is not allowed)"},
+		{"for another digest", []Signature{sig(payloadFor(dB), subject, true)},
+			requires + "signed by " + subject + " (issuer " + issuer + ") for another digest, not " + dA + ")"},
+		{"over something else than a signing payload", []Signature{sig([]byte(`{"critical":{}}`), subject, true)},
+			requires + "signed by " + subject + " (issuer " + issuer + ") over something that is not a cosign signature payload"},
+		{"a good one after bad ones", []Signature{sig(payloadFor(dA), "mallory@example.com", true), sig(payloadFor(dB), subject, true), good}, ""},
+		{"a key's signature is no keyless one", []Signature{{Payload: payloadFor(dA), Signature: newSigner(t, "ecdsa").sign(payloadFor(dA))}},
+			requires + "no signature of this digest carries a certificate)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			judgedAt(t, p, Facts{Level: LevelSignatures, Digest: dA, Signatures: tc.sigs}, tc.problem, time.Now())
 		})
 	}
 }

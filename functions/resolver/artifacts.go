@@ -46,6 +46,21 @@ const bundleMediaType = "application/vnd.dev.sigstore.bundle"
 // cosignSignatureAnnotation holds a .sig layer's signature, base64.
 const cosignSignatureAnnotation = "dev.cosignproject.cosign/signature"
 
+// The annotations of a keyless .sig layer (cosign's classic format): the
+// signer's certificate, the transparency-log entry with its signed entry
+// timestamp, and an RFC 3161 timestamp. The certificate chain cosign
+// stores too (dev.sigstore.cosign/chain) is not read: a certificate is
+// chained to the trusted root's own authorities, as cosign does when it is
+// given a trusted root.
+const (
+	certificateAnnotation = "dev.sigstore.cosign/certificate"
+	logEntryAnnotation    = "dev.sigstore.cosign/bundle"
+	timestampAnnotation   = "dev.sigstore.cosign/rfc3161timestamp"
+	// maxKeylessAnnotation bounds each of them: a Fulcio certificate is
+	// about 1 KiB, a log entry about 3.
+	maxKeylessAnnotation = 16 << 10
+)
+
 // artifacts reads what is stored beside f.Digest for the level asked:
 // cosign's .sig tag and the sigstore bundles attached as referrers for
 // LevelSignatures, cosign's .att tag too for LevelAttestations. Only a
@@ -67,7 +82,12 @@ func (r *Resolver) artifacts(ctx context.Context, p *remote.Puller, ref imageref
 			a.skip(".sig layer whose signature is not base64")
 			continue
 		}
-		f.Signatures = append(f.Signatures, imagefacts.Signature{Payload: l.blob, Signature: sig})
+		s := imagefacts.Signature{Payload: l.blob, Signature: sig}
+		if !keylessAnnotations(l.annotations, &s) {
+			a.skip(".sig layer with an annotation larger than " + readcap.Size(maxKeylessAnnotation))
+			continue
+		}
+		f.Signatures = append(f.Signatures, s)
 	}
 	if level >= imagefacts.LevelAttestations {
 		atts, err := a.tagLayers(f.Digest, ".att", func(v1.Descriptor) bool { return true })
@@ -85,6 +105,22 @@ func (r *Resolver) artifacts(ctx context.Context, p *remote.Puller, ref imageref
 	f.Bundles = bundles
 	f.Skipped = a.skipped()
 	return nil
+}
+
+// keylessAnnotations copies into s what a keyless .sig layer carries
+// beside its signature; false when one of them is too large to keep.
+func keylessAnnotations(annotations map[string]string, s *imagefacts.Signature) bool {
+	for key, dst := range map[string]*[]byte{certificateAnnotation: &s.Certificate, logEntryAnnotation: &s.LogEntry, timestampAnnotation: &s.Timestamp} {
+		v, ok := annotations[key]
+		switch {
+		case !ok:
+		case len(v) > maxKeylessAnnotation:
+			return false
+		default:
+			*dst = []byte(v)
+		}
+	}
+	return true
 }
 
 // artifactReader reads one lookup's artifacts and tallies what it passed

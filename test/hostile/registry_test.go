@@ -92,6 +92,14 @@ func TestHostileRegistry(t *testing.T) {
 			reg.PushArtifact("flood:"+sigTag(d), layers...)
 			return ref
 		}, "admitfn passed over 169 .sig artifact layers past the newest 32"},
+		{"a keyless .sig layer with a 200 KiB certificate annotation", func() string {
+			ref, d := signedImage("bigcert")
+			payload := reg.SignedPayload("bigcert", d)
+			reg.PushArtifact("bigcert:"+sigTag(d), registrytest.Layer{Data: payload, MediaType: "application/vnd.dev.cosign.simplesigning.v1+json",
+				Annotations: map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(key.Sign(payload)),
+					"dev.sigstore.cosign/certificate": strings.Repeat("A", 200<<10)}})
+			return ref
+		}, "admitfn passed over 1 .sig layer with an annotation larger than 16 KiB"},
 		{"a .sig tag that is an index", func() string {
 			ref, d := signedImage("sigindex")
 			reg.PushIndexOf("sigindex:"+sigTag(d), registrytest.Child{Image: registrytest.Image(t, nil)})

@@ -1,0 +1,102 @@
+package keyless_test
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/admitfn/admitfn/functions/keyless"
+	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
+)
+
+// classicOf is what admitfn's resolver reads from a classic .sig layer.
+func classicOf(t *testing.T, s keylesstest.ClassicSignature) keyless.Classic {
+	t.Helper()
+	sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := keyless.Classic{Payload: s.Payload, Signature: sig, Certificate: []byte(s.Annotations["dev.sigstore.cosign/certificate"])}
+	if e, ok := s.Annotations["dev.sigstore.cosign/bundle"]; ok {
+		c.LogEntry = []byte(e)
+	}
+	return c
+}
+
+func TestVerifyClassic(t *testing.T) {
+	t.Parallel()
+	auth, other := keylesstest.NewAuthority(t), keylesstest.NewAuthority(t)
+	payload := []byte(`{"critical":{"identity":{"docker-reference":"registry.test/app"},"image":{"docker-manifest-digest":"sha256:aa"},"type":"cosign container image signature"},"optional":null}`)
+	now := time.Now()
+	longAgo := now.Add(-3 * time.Hour)
+	sign := func(subject, issuer string, at time.Time, logged bool) keyless.Classic {
+		return classicOf(t, auth.Classic(t, payload, subject, issuer, at, logged))
+	}
+	// withEntry replaces c's log entry with one made by log at when.
+	withEntry := func(c keyless.Classic, log *keylesstest.Authority, when time.Time) keyless.Classic {
+		sum := sha256.Sum256(c.Payload)
+		c.LogEntry = log.LogEntry(t, sum[:], c.Signature, c.Certificate, when, 7)
+		return c
+	}
+	good := sign(subject, issuer, longAgo, true)
+	tamperedPayload := good
+	tamperedPayload.Payload = []byte(strings.Replace(string(payload), "sha256:aa", "sha256:bb", 1))
+	otherSig := sign(subject, issuer, longAgo, true)
+	entryOfAnother := good
+	entryOfAnother.LogEntry = otherSig.LogEntry
+	who := subject + " (issuer " + issuer + ")"
+
+	tests := []struct {
+		name     string
+		tlog     bool
+		root     []byte
+		c        keyless.Classic
+		wantFail string // part of the reason; empty when it verifies
+	}{
+		{name: "logged long ago, certificate valid when logged", tlog: true, c: good},
+		{name: "logged, log not required, certificate expired now", c: good, wantFail: "does not verify"},
+		{name: "not logged, certificate valid now", c: sign(subject, issuer, now.Add(-time.Minute), false)},
+		{name: "not logged, log required", tlog: true, c: sign(subject, issuer, now.Add(-time.Minute), false),
+			wantFail: "carries no transparency-log entry, and the policy requires one"},
+		{name: "logged after the certificate expired", tlog: true, c: withEntry(good, auth, longAgo.Add(20*time.Minute)), wantFail: "does not verify"},
+		{name: "logged before the certificate was valid", tlog: true, c: withEntry(good, auth, longAgo.Add(-time.Minute)), wantFail: "does not verify"},
+		{name: "entry signed by a log the root does not trust", tlog: true, c: withEntry(good, other, longAgo.Add(time.Minute)), wantFail: "does not verify"},
+		{name: "entry of another signature", tlog: true, c: entryOfAnother, wantFail: "does not verify"},
+		{name: "payload changed after signing", tlog: true, c: tamperedPayload, wantFail: "does not verify"},
+		{name: "identity not allowed", tlog: true, c: sign("mallory@example.com", issuer, longAgo, true),
+			wantFail: "certificate identity mallory@example.com (issuer " + issuer + ") is not allowed"},
+		{name: "issuer not allowed", tlog: true, c: sign(subject, "https://evil.example", longAgo, true), wantFail: "(issuer https://evil.example) is not allowed"},
+		{name: "certificate of another authority", tlog: true, root: other.TrustedRoot, c: good, wantFail: "does not verify"},
+		{name: "certificate annotation is not PEM", c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: []byte("junk")},
+			wantFail: "its certificate annotation holds no PEM certificate"},
+		{name: "log annotation is not a log entry", tlog: true, c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: good.Certificate, LogEntry: []byte(`{"Payload":{}}`)},
+			wantFail: "its transparency-log annotation is not a log entry"},
+		{name: "timestamp annotation is not cosign's", c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: good.Certificate, Timestamp: []byte(`[]`)},
+			wantFail: "its RFC 3161 timestamp annotation is not cosign's"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			root := tt.root
+			if root == nil {
+				root = auth.TrustedRoot
+			}
+			a, err := keyless.New(keyless.Options{TrustedRoot: root, Identities: []keyless.Identity{{Issuer: issuer, Subject: subject}}, TransparencyLog: tt.tlog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := a.VerifyClassic(tt.c, now)
+			if tt.wantFail == "" {
+				if v.Err != nil || v.Who != who {
+					t.Fatalf("VerifyClassic = %q, %v; want %q", v.Who, v.Err, who)
+				}
+				return
+			}
+			if v.Err == nil || !strings.Contains(v.Err.Error(), tt.wantFail) {
+				t.Fatalf("VerifyClassic = %q, %v; want an error containing %q", v.Who, v.Err, tt.wantFail)
+			}
+		})
+	}
+}
