@@ -205,5 +205,3 @@ func certificate(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.Public
 	}
 	return c
 }
-
-
