@@ -3,12 +3,21 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
@@ -92,4 +101,156 @@ spec:
 			}
 		})
 	}
+}
+
+// TestCosignClassicKeyless puts signatures in cosign's classic keyless
+// format (.sig layers with the certificate, its chain and the log's signed
+// entry timestamp in annotations — how registry.k8s.io is signed) made by
+// a test authority and log (keylesstest.Authority) on images, one of them
+// written by the real cosign itself (sign --certificate), and checks,
+// image by image, that `cosign verify` with the same trusted root and
+// identity agrees with admitfn check.
+func TestCosignClassicKeyless(t *testing.T) {
+	const issuer, subject = "https://accounts.google.com", "krel-trust@k8s-releng-prod.iam.gserviceaccount.com"
+	dir := t.TempDir()
+	auth, stranger := keylesstest.NewAuthority(t), keylesstest.NewAuthority(t)
+	rootFile := filepath.Join(dir, "trusted_root.json")
+	if err := os.WriteFile(rootFile, auth.TrustedRoot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := registrytest.New(t)
+	now, longAgo := time.Now(), time.Now().Add(-3*time.Hour)
+	sigTag := func(d string) string { return strings.Replace(d, ":", "-", 1) + ".sig" }
+	push := func(repo, digest string, s keylesstest.ClassicSignature) {
+		reg.PushArtifact(repo+":"+sigTag(digest), registrytest.Layer{Data: s.Payload, MediaType: keylesstest.SimpleSigningMediaType, Annotations: s.Annotations})
+	}
+	signed := func(who string, at time.Time, logged bool) func(repo, digest string) {
+		return func(repo, digest string) { push(repo, digest, auth.Classic(t, reg.SignedPayload(repo, digest), who, issuer, at, logged)) }
+	}
+	// relogged has the entry of a good signature made again: by
+	// another log, or at another time.
+	relogged := func(log *keylesstest.Authority, when time.Time) func(repo, digest string) {
+		return func(repo, digest string) {
+			s := auth.Classic(t, reg.SignedPayload(repo, digest), subject, issuer, longAgo, false)
+			sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(s.Payload)
+			s.Annotations["dev.sigstore.cosign/bundle"] = string(log.LogEntry(t, sum[:], sig, []byte(s.Annotations["dev.sigstore.cosign/certificate"]), when, 3))
+			push(repo, digest, s)
+		}
+	}
+	// byCosign has the real cosign sign with a certificate of the
+	// authority for its key (no log: the entry would come from Rekor).
+	byCosign := func(repo, digest string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf := auth.Leaf(t, key.Public(), subject, issuer, now.Add(-time.Minute))
+		for file, data := range map[string][]byte{
+			"leaf.key":  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}),
+			"leaf.pem":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
+			"chain.pem": auth.ChainPEM(),
+		} {
+			if err := os.WriteFile(filepath.Join(dir, file), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := cosign(t, dir, "import-key-pair", "--key", "leaf.key", "--output-key-prefix", "imported"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cosign(t, dir, "sign", "--key", "imported.key", "--certificate", "leaf.pem", "--certificate-chain", "chain.pem",
+			"--tlog-upload=false", reg.Ref(repo, "@"+digest)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	otherDigest := func(repo, digest string) {
+		other := reg.Push(repo+":other", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.Labels = map[string]string{"other": repo} }))
+		push(repo, digest, auth.Classic(t, reg.SignedPayload(repo, other), subject, issuer, longAgo, true))
+	}
+	cases := []struct {
+		repo, why string
+		sign      func(repo, digest string) // nil: unsigned
+		tlog      bool                      // the policy requires a log entry; cosign is not told to ignore it
+		want      bool
+	}{
+		{"logged", "signed three hours ago by the identity, logged", signed(subject, longAgo, true), true, true},
+		{"stranger", "signed by another identity, logged", signed("mallory@example.com", longAgo, true), true, false},
+		{"unlogged", "not logged, the policy requires it", signed(subject, now.Add(-time.Minute), false), true, false},
+		{"late", "logged after the certificate expired", relogged(auth, longAgo.Add(20*time.Minute)), true, false},
+		{"forged", "logged by a log the root does not trust", relogged(stranger, longAgo.Add(time.Minute)), true, false},
+		{"otherdigest", "a signature of another digest", otherDigest, true, false},
+		{"unsigned", "unsigned", nil, true, false},
+		{"fresh", "not logged, certificate valid now, no log required", signed(subject, now.Add(-time.Minute), false), false, true},
+		{"expired", "not logged, certificate expired, no log required", signed(subject, longAgo, false), false, false},
+		{"bycosign", "written by cosign sign --certificate, no log required", byCosign, false, true},
+	}
+	for _, c := range cases {
+		digest := reg.Push(c.repo+":v1", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.Labels = map[string]string{"repo": c.repo} }))
+		if c.sign != nil {
+			c.sign(c.repo, digest)
+		}
+	}
+	policy := func(transparencyLog string) string {
+		file := filepath.Join(dir, "policy-"+transparencyLog+".yaml")
+		if err := os.WriteFile(file, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+spec:
+  registry: {insecure: [%q]}
+  rules:
+  - name: k8s-signed
+    signatures:
+      authorities:
+      - name: k8s-release
+        keyless:
+          trustedRoot: |
+            %s
+          identities: [{issuer: %q, subject: %q}]
+          transparencyLog: %s
+`, reg.Host(), strings.ReplaceAll(string(auth.TrustedRoot), "\n", "\n            "), issuer, subject, transparencyLog), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	required, notRequired := policy("required"), policy("notRequired")
+	for _, c := range cases {
+		t.Run(c.why, func(t *testing.T) {
+			image := reg.Ref(c.repo, ":v1")
+			policyFile := notRequired
+			// The test authority's certificates carry no SCT: both sides
+			// leave certificate transparency out.
+			args := []string{"verify", "--offline", "--trusted-root", rootFile, "--insecure-ignore-sct",
+				"--certificate-identity", subject, "--certificate-oidc-issuer", issuer}
+			if c.tlog {
+				policyFile = required
+			} else {
+				args = append(args, "--insecure-ignore-tlog")
+			}
+			admitted, out := admitfnCheck(t, policyFile, image)
+			_, verr := cosign(t, dir, append(args, image)...)
+			if admitted != c.want || (verr == nil) != c.want {
+				t.Errorf("admitfn admitted=%v, cosign verify passed=%v, want both %v\n%s", admitted, verr == nil, c.want, out)
+			}
+		})
+	}
+	t.Run("through kube-apiserver: ImagePolicyWebhook and the validating webhook", func(t *testing.T) {
+		env := newWebhookEnv(t, "yaml")
+		env.startBackend(t, required)
+		registerWebhooks(t, env.cp, fmt.Sprintf("https://127.0.0.1:%d", env.backendPort))
+		ctx := t.Context()
+		if _, err := env.cp.Admin.CoreV1().Pods(ns).Create(ctx, pod("k8s-signed", []string{reg.Ref("logged", ":v1")}, nil, nil), metav1.CreateOptions{}); err != nil {
+			t.Errorf("image signed by krel-trust, logged: %v, want created", err)
+		}
+		_, err := env.cp.Admin.AppsV1().Deployments(ns).Create(ctx, deploymentOf("stranger", reg.Ref("stranger", ":v1")), metav1.CreateOptions{})
+		wantDenied(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`,
+			"certificate identity mallory@example.com (issuer https://accounts.google.com) is not allowed")
+		_, err = env.cp.Admin.CoreV1().Pods(ns).Create(ctx, pod("unlogged", []string{reg.Ref("unlogged", ":v1")}, nil, nil), metav1.CreateOptions{})
+		wantForbidden(t, err, "image policy webhook backend denied one or more images", "carries no transparency-log entry, and the policy requires one")
+	})
 }

@@ -92,12 +92,10 @@ func (a *Authority) Classic(t testing.TB, payload []byte, subject, issuer string
 		t.Fatal(err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
-	chainPEM := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.intermediate.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.rootCert.Raw})...)
 	s := ClassicSignature{Payload: payload, Annotations: map[string]string{
 		"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(sig),
 		"dev.sigstore.cosign/certificate":    string(certPEM),
-		"dev.sigstore.cosign/chain":          string(chainPEM),
+		"dev.sigstore.cosign/chain":          string(a.ChainPEM()),
 	}}
 	if logged {
 		s.Annotations["dev.sigstore.cosign/bundle"] = string(a.LogEntry(t, sum[:], sig, certPEM, at.Add(time.Minute), 1))
@@ -176,9 +174,11 @@ func (a *Authority) signLog(t testing.TB, v any) []byte {
 	return sig
 }
 
-// RootPEM is the root certificate, PEM, for tools that take a CA file.
-func (a *Authority) RootPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.rootCert.Raw})
+// ChainPEM is the intermediate and the root, PEM, as cosign stores a
+// certificate's chain (and takes it: cosign sign --certificate-chain).
+func (a *Authority) ChainPEM() []byte {
+	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.intermediate.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.rootCert.Raw})...)
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
