@@ -48,9 +48,13 @@ func TestVerifyClassic(t *testing.T) {
 	entryOfAnother.LogEntry = otherSig.LogEntry
 	who := subject + " (issuer " + issuer + ")"
 
+	sct := func(a *keylesstest.Authority) keyless.Classic {
+		return classicOf(t, a.Classic(t, payload, subject, issuer, longAgo, true))
+	}
 	tests := []struct {
 		name     string
 		tlog     bool
+		ctlog    bool
 		root     []byte
 		c        keyless.Classic
 		wantFail string // part of the reason; empty when it verifies
@@ -69,6 +73,10 @@ func TestVerifyClassic(t *testing.T) {
 			wantFail: "certificate identity mallory@example.com (issuer " + issuer + ") is not allowed"},
 		{name: "issuer not allowed", tlog: true, c: sign(subject, "https://evil.example", longAgo, true), wantFail: "(issuer https://evil.example) is not allowed"},
 		{name: "certificate of another authority", tlog: true, root: other.TrustedRoot, c: good, wantFail: "does not verify"},
+		{name: "SCT required and embedded", tlog: true, ctlog: true, c: good},
+		{name: "SCT required, none", tlog: true, ctlog: true, c: sct(auth.WithoutSCT()), wantFail: "does not verify"},
+		{name: "SCT required, signed by a CT log the root does not trust", tlog: true, ctlog: true, c: sct(auth.WithSCTBy(other)), wantFail: "does not verify"},
+		{name: "SCT not required, none", tlog: true, c: sct(auth.WithoutSCT())},
 		{name: "certificate annotation is not PEM", c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: []byte("junk")},
 			wantFail: "its certificate annotation holds no PEM certificate"},
 		{name: "log annotation is not a log entry", tlog: true, c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: good.Certificate, LogEntry: []byte(`{"Payload":{}}`)},
@@ -83,7 +91,7 @@ func TestVerifyClassic(t *testing.T) {
 			if root == nil {
 				root = auth.TrustedRoot
 			}
-			a, err := keyless.New(keyless.Options{TrustedRoot: root, Identities: []keyless.Identity{{Issuer: issuer, Subject: subject}}, TransparencyLog: tt.tlog})
+			a, err := keyless.New(keyless.Options{TrustedRoot: root, Identities: []keyless.Identity{{Issuer: issuer, Subject: subject}}, TransparencyLog: tt.tlog, CTLog: tt.ctlog})
 			if err != nil {
 				t.Fatal(err)
 			}

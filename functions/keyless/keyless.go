@@ -44,6 +44,12 @@ type Options struct {
 	// valid when it signed. Without it a signature counts only while its
 	// certificate is valid now (Fulcio's last ten minutes).
 	TransparencyLog bool
+	// CTLog requires the certificate to carry a signed certificate
+	// timestamp from a certificate-transparency log of the trusted root
+	// (as Fulcio embeds them): proof the certificate was published, so a
+	// certificate authority cannot issue one in secret. cosign requires it
+	// unless told --insecure-ignore-sct.
+	CTLog bool
 }
 
 // Authority verifies bundles for one set of Options.
@@ -55,6 +61,8 @@ type Authority struct {
 	trusted    root.TrustedMaterial
 	identities []matcher
 	tlog       bool
+	// sct is the verifier option that requires an SCT, when required.
+	sct []verify.VerifierOption
 }
 
 type matcher struct{ issuer, subject func(string) bool }
@@ -70,11 +78,17 @@ func New(o Options) (*Authority, error) {
 		return nil, errors.New("trustedRoot lists no certificate authority")
 	}
 	a := &Authority{trusted: trusted, tlog: o.TransparencyLog}
+	if o.CTLog {
+		if len(trusted.CTLogs()) == 0 {
+			return nil, errors.New("ctLog is required but trustedRoot lists no certificate-transparency log")
+		}
+		a.sct = []verify.VerifierOption{verify.WithSignedCertificateTimestamps(1)}
+	}
 	if o.TransparencyLog {
 		if len(trusted.RekorLogs()) == 0 {
 			return nil, errors.New("transparencyLog is required but trustedRoot lists no transparency log")
 		}
-		v, err := verify.NewVerifier(trusted, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
+		v, err := verify.NewVerifier(trusted, append([]verify.VerifierOption{verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1)}, a.sct...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +135,7 @@ func match(exact, expr string) (func(string) bool, error) {
 // reads the wall clock for "the current time", so the certificate
 // authorities it is given are wrapped to check at now instead.
 func (a *Authority) verifierAt(now time.Time) (*verify.Verifier, error) {
-	return verify.NewVerifier(clockedRoot{TrustedMaterial: a.trusted, now: now}, verify.WithCurrentTime())
+	return verify.NewVerifier(clockedRoot{TrustedMaterial: a.trusted, now: now}, append([]verify.VerifierOption{verify.WithCurrentTime()}, a.sct...)...)
 }
 
 // Forever is the Until of a verdict that time does not change.

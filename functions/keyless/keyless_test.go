@@ -196,6 +196,7 @@ func TestNewRefuses(t *testing.T) {
 		{"not a trusted root", keyless.Options{TrustedRoot: []byte(`{}`), Identities: ok}, "trustedRoot"},
 		{"no identity", keyless.Options{TrustedRoot: ca.TrustedRoot}, "identities is empty"},
 		{"log required, none in the root", keyless.Options{TrustedRoot: ca.TrustedRoot, Identities: ok, TransparencyLog: true}, "lists no transparency log"},
+		{"SCT required, no CT log in the root", keyless.Options{TrustedRoot: ca.TrustedRoot, Identities: ok, CTLog: true}, "ctLog is required but trustedRoot lists no certificate-transparency log"},
 		{"value and expression", keyless.Options{TrustedRoot: ca.TrustedRoot, Identities: []keyless.Identity{{Issuer: issuer, Subject: "a", SubjectRegExp: "a"}}}, "not both"},
 		{"bad expression", keyless.Options{TrustedRoot: ca.TrustedRoot, Identities: []keyless.Identity{{Issuer: issuer, SubjectRegExp: "("}}}, "identities[0]: subject"},
 		{"no issuer", keyless.Options{TrustedRoot: ca.TrustedRoot, Identities: []keyless.Identity{{Subject: subject}}}, "identities[0]: issuer: is empty"},

@@ -217,11 +217,19 @@ func compileAuthority(a SignatureAuthority) (signer, error) {
 	default:
 		return s, fmt.Errorf("keyless.transparencyLog %q is not required or notRequired: say which, it is never implied", kl.TransparencyLog)
 	}
+	var ct bool
+	switch kl.CTLog {
+	case "required":
+		ct = true
+	case "notRequired":
+	default:
+		return s, fmt.Errorf("keyless.ctLog %q is not required or notRequired: say which, it is never implied", kl.CTLog)
+	}
 	var ids []keyless.Identity
 	for _, id := range kl.Identities {
 		ids = append(ids, keyless.Identity{Issuer: id.Issuer, IssuerRegExp: id.IssuerRegExp, Subject: id.Subject, SubjectRegExp: id.SubjectRegExp})
 	}
-	auth, err := keyless.New(keyless.Options{TrustedRoot: []byte(kl.TrustedRoot), Identities: ids, TransparencyLog: log})
+	auth, err := keyless.New(keyless.Options{TrustedRoot: []byte(kl.TrustedRoot), Identities: ids, TransparencyLog: log, CTLog: ct})
 	if err != nil {
 		return s, fmt.Errorf("keyless: %v", err)
 	}

@@ -250,6 +250,7 @@ func TestKeylessSignatures(t *testing.T) {
           - issuer: %s
             subjectRegExp: 'https://git\.example/org/[^/]+/\.ci/release\.yml@refs/heads/main'
           transparencyLog: %s
+          ctLog: notRequired
 `, strings.ReplaceAll(string(root), "\n", "\n            "), issuer, transparencyLog))
 	}
 	signs := func(d string) []byte { return keylesstest.Statement(d, keylesstest.SignPredicate, "{}") }
@@ -285,9 +286,10 @@ func TestKeylessSignatures(t *testing.T) {
 		})
 	}
 	for decl, want := range map[string]string{
-		"{name: a, keyless: {trustedRoot: '{}', identities: [{issuer: i, subject: s}], transparencyLog: required}}": "keyless: trustedRoot",
+		"{name: a, keyless: {trustedRoot: '{}', identities: [{issuer: i, subject: s}], transparencyLog: required, ctLog: notRequired}}": "keyless: trustedRoot",
 		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}]}}":                               `keyless.transparencyLog "" is not required or notRequired`,
-		"{name: a, key: k, keyless: {trustedRoot: x, transparencyLog: required}}":                                   "has a key and keyless",
+		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}], transparencyLog: required}}":                               `keyless.ctLog "" is not required or notRequired`,
+		"{name: a, key: k, keyless: {trustedRoot: x, transparencyLog: required, ctLog: notRequired}}":                                   "has a key and keyless",
 	} {
 		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    signatures:\n      authorities: [" + decl + "]\n"))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -312,6 +314,7 @@ func TestKeylessAttestations(t *testing.T) {
             %s
           identities: [{issuer: %s, subject: %s}]
           transparencyLog: notRequired
+          ctLog: notRequired
       conditions:
       - {path: predicate.buildType, equals: "https://ci.example/build@v1"}
 `, slsa, strings.ReplaceAll(string(ca.TrustedRoot), "\n", "\n            "), issuer, subject))
@@ -350,7 +353,7 @@ func TestNamedFiles(t *testing.T) {
       authorities:
       - {name: release, keyFile: /keys/release.pub}
       - name: ci
-        keyless: {trustedRootFile: /sigstore/trusted_root.json, identities: [{issuer: i, subject: s}], transparencyLog: notRequired}
+        keyless: {trustedRootFile: /sigstore/trusted_root.json, identities: [{issuer: i, subject: s}], transparencyLog: notRequired, ctLog: notRequired}
 `), read)
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +367,7 @@ func TestNamedFiles(t *testing.T) {
 		"{name: a, key: x, keyFile: /keys/release.pub}": "spec.rules[0].signatures.authorities[0].keyFile: give key or its file, not both",
 		"{name: a, keyFile: keys/release.pub}":          `"keys/release.pub" is not an absolute path`,
 		"{name: a, keyFile: /keys/gone.pub}":            "spec.rules[0].signatures.authorities[0].keyFile: open /keys/gone.pub: no such file",
-		"{name: a, keyless: {trustedRoot: x, trustedRootFile: /sigstore/trusted_root.json, identities: [{issuer: i, subject: s}], transparencyLog: required}}": "give trustedRoot or its file, not both",
+		"{name: a, keyless: {trustedRoot: x, trustedRootFile: /sigstore/trusted_root.json, identities: [{issuer: i, subject: s}], transparencyLog: required, ctLog: notRequired}}": "give trustedRoot or its file, not both",
 	} {
 		_, err := Parse([]byte(head+"    signatures:\n      authorities: ["+decl+"]\n"), read)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -390,6 +393,7 @@ func TestKeylessVerdictEndsWithTheCertificate(t *testing.T) {
             %s
           identities: [{issuer: %s, subject: %s}]
           transparencyLog: notRequired
+          ctLog: notRequired
 `, strings.ReplaceAll(string(ca.TrustedRoot), "\n", "\n            "), issuer, subject))
 	signedAt := time.Now().Add(-time.Minute)
 	facts := bundleFacts(t, ca.Bundle(t, keylesstest.Statement(dA, keylesstest.SignPredicate, "{}"), subject, issuer, signedAt))
@@ -556,6 +560,7 @@ func TestClassicKeylessSignatures(t *testing.T) {
             %s
           identities: [{issuer: %s, subject: %s}]
           transparencyLog: required
+          ctLog: required
 `, strings.ReplaceAll(string(auth.TrustedRoot), "\n", "\n            "), issuer, subject))
 	longAgo := time.Now().Add(-5 * time.Hour)
 	sig := func(payload []byte, subject string, logged bool) Signature {

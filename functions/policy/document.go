@@ -214,6 +214,11 @@ type KeylessAuthority struct {
 	// prove when the certificate signed) or notRequired (the certificate
 	// must be valid now: Fulcio's last ten minutes). Never implied.
 	TransparencyLog string `json:"transparencyLog"`
+	// CTLog is required (the certificate must carry a signed certificate
+	// timestamp of one of TrustedRoot's certificate-transparency logs, as
+	// Fulcio's do and cosign verify checks by default) or notRequired
+	// (cosign's --insecure-ignore-sct). Never implied.
+	CTLog string `json:"ctLog"`
 }
 
 // KeylessIdentity is an OIDC issuer and a certificate subject (the SAN:

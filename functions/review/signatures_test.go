@@ -134,6 +134,7 @@ spec:
             %s
           identities: [{issuer: %q, subject: %q}]
           transparencyLog: required
+          ctLog: notRequired
 `, reg.Host(), strings.ReplaceAll(string(log.TrustedRoot), "\n", "\n            "), issuer, subject))
 	return reg, func() *Reviewer {
 		p, err := policy.Parse(doc)

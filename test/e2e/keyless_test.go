@@ -70,6 +70,7 @@ spec:
             %s
           identities: [{issuer: %q, subject: %q}]
           transparencyLog: required
+          ctLog: notRequired
 `, reg.Host(), strings.ReplaceAll(string(log.TrustedRoot), "\n", "\n            "), issuer, subject)), 0o644)
 	t.Run("through kube-apiserver: ImagePolicyWebhook and the validating webhook", func(t *testing.T) {
 		env := newWebhookEnv(t, "yaml")
@@ -124,9 +125,10 @@ func TestCosignClassicKeyless(t *testing.T) {
 	push := func(repo, digest string, s keylesstest.ClassicSignature) {
 		reg.PushArtifact(repo+":"+sigTag(digest), registrytest.Layer{Data: s.Payload, MediaType: keylesstest.SimpleSigningMediaType, Annotations: s.Annotations})
 	}
-	signed := func(who string, at time.Time, logged bool) func(repo, digest string) {
-		return func(repo, digest string) { push(repo, digest, auth.Classic(t, reg.SignedPayload(repo, digest), who, issuer, at, logged)) }
+	signedBy := func(a *keylesstest.Authority, who string, at time.Time, logged bool) func(repo, digest string) {
+		return func(repo, digest string) { push(repo, digest, a.Classic(t, reg.SignedPayload(repo, digest), who, issuer, at, logged)) }
 	}
+	signed := func(who string, at time.Time, logged bool) func(repo, digest string) { return signedBy(auth, who, at, logged) }
 	// relogged has the entry of a good signature made again: by
 	// another log, or at another time.
 	relogged := func(log *keylesstest.Authority, when time.Time) func(repo, digest string) {
@@ -174,22 +176,28 @@ func TestCosignClassicKeyless(t *testing.T) {
 		other := reg.Push(repo+":other", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.Labels = map[string]string{"other": repo} }))
 		push(repo, digest, auth.Classic(t, reg.SignedPayload(repo, other), subject, issuer, longAgo, true))
 	}
+	// tlog: the policy requires a log entry and cosign is not told to
+	// ignore it (--insecure-ignore-tlog); ct: the same for an SCT
+	// (--insecure-ignore-sct). The authority embeds one, as Fulcio does.
 	cases := []struct {
 		repo, why string
 		sign      func(repo, digest string) // nil: unsigned
-		tlog      bool                      // the policy requires a log entry; cosign is not told to ignore it
+		tlog, ct  bool
 		want      bool
 	}{
-		{"logged", "signed three hours ago by the identity, logged", signed(subject, longAgo, true), true, true},
-		{"stranger", "signed by another identity, logged", signed("mallory@example.com", longAgo, true), true, false},
-		{"unlogged", "not logged, the policy requires it", signed(subject, now.Add(-time.Minute), false), true, false},
-		{"late", "logged after the certificate expired", relogged(auth, longAgo.Add(20*time.Minute)), true, false},
-		{"forged", "logged by a log the root does not trust", relogged(stranger, longAgo.Add(time.Minute)), true, false},
-		{"otherdigest", "a signature of another digest", otherDigest, true, false},
-		{"unsigned", "unsigned", nil, true, false},
-		{"fresh", "not logged, certificate valid now, no log required", signed(subject, now.Add(-time.Minute), false), false, true},
-		{"expired", "not logged, certificate expired, no log required", signed(subject, longAgo, false), false, false},
-		{"bycosign", "written by cosign sign --certificate, no log required", byCosign, false, true},
+		{"logged", "signed three hours ago by the identity, logged, with an SCT", signed(subject, longAgo, true), true, true, true},
+		{"stranger", "signed by another identity", signed("mallory@example.com", longAgo, true), true, true, false},
+		{"unlogged", "not logged, the policy requires it", signed(subject, now.Add(-time.Minute), false), true, true, false},
+		{"late", "logged after the certificate expired", relogged(auth, longAgo.Add(20*time.Minute)), true, true, false},
+		{"forged", "logged by a log the root does not trust", relogged(stranger, longAgo.Add(time.Minute)), true, true, false},
+		{"otherdigest", "a signature of another digest", otherDigest, true, true, false},
+		{"unsigned", "unsigned", nil, true, true, false},
+		{"nosct", "a certificate without an SCT, the policy requires one", signedBy(auth.WithoutSCT(), subject, longAgo, true), true, true, false},
+		{"strangersct", "an SCT of a CT log the root does not trust", signedBy(auth.WithSCTBy(stranger), subject, longAgo, true), true, true, false},
+		{"nosctneeded", "a certificate without an SCT, none required", signedBy(auth.WithoutSCT(), subject, longAgo, true), true, false, true},
+		{"fresh", "not logged, certificate valid now, no log required", signed(subject, now.Add(-time.Minute), false), false, true, true},
+		{"expired", "not logged, certificate expired, no log required", signed(subject, longAgo, false), false, true, false},
+		{"bycosign", "written by cosign sign --certificate, no log required", byCosign, false, true, true},
 	}
 	for _, c := range cases {
 		digest := reg.Push(c.repo+":v1", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.Labels = map[string]string{"repo": c.repo} }))
@@ -197,8 +205,8 @@ func TestCosignClassicKeyless(t *testing.T) {
 			c.sign(c.repo, digest)
 		}
 	}
-	policy := func(transparencyLog string) string {
-		file := filepath.Join(dir, "policy-"+transparencyLog+".yaml")
+	policy := func(transparencyLog, ctLog string) string {
+		file := filepath.Join(dir, "policy-"+transparencyLog+"-"+ctLog+".yaml")
 		if err := os.WriteFile(file, fmt.Appendf(nil, `apiVersion: policy.admitfn.dev/v1alpha1
 kind: ImagePolicy
 spec:
@@ -213,26 +221,25 @@ spec:
             %s
           identities: [{issuer: %q, subject: %q}]
           transparencyLog: %s
-`, reg.Host(), strings.ReplaceAll(string(auth.TrustedRoot), "\n", "\n            "), issuer, subject, transparencyLog), 0o644); err != nil {
+          ctLog: %s
+`, reg.Host(), strings.ReplaceAll(string(auth.TrustedRoot), "\n", "\n            "), issuer, subject, transparencyLog, ctLog), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return file
 	}
-	required, notRequired := policy("required"), policy("notRequired")
+	required := policy("required", "required")
 	for _, c := range cases {
 		t.Run(c.why, func(t *testing.T) {
 			image := reg.Ref(c.repo, ":v1")
-			policyFile := notRequired
-			// The test authority's certificates carry no SCT: both sides
-			// leave certificate transparency out.
-			args := []string{"verify", "--offline", "--trusted-root", rootFile, "--insecure-ignore-sct",
-				"--certificate-identity", subject, "--certificate-oidc-issuer", issuer}
-			if c.tlog {
-				policyFile = required
-			} else {
-				args = append(args, "--insecure-ignore-tlog")
+			args := []string{"verify", "--offline", "--trusted-root", rootFile, "--certificate-identity", subject, "--certificate-oidc-issuer", issuer}
+			tlog, ct := "required", "required"
+			if !c.tlog {
+				tlog, args = "notRequired", append(args, "--insecure-ignore-tlog")
 			}
-			admitted, out := admitfnCheck(t, policyFile, image)
+			if !c.ct {
+				ct, args = "notRequired", append(args, "--insecure-ignore-sct")
+			}
+			admitted, out := admitfnCheck(t, policy(tlog, ct), image)
 			_, verr := cosign(t, dir, append(args, image)...)
 			if admitted != c.want || (verr == nil) != c.want {
 				t.Errorf("admitfn admitted=%v, cosign verify passed=%v, want both %v\n%s", admitted, verr == nil, c.want, out)

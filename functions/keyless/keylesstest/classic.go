@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -26,24 +27,43 @@ import (
 // SimpleSigningMediaType is the media type of a .sig layer.
 const SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
 
-// Authority is a Fulcio-like certificate authority and a Rekor-like
-// transparency log that sign as the public instance does, each valid a
-// day either side of now so that a test can sign in the past, and the
-// trusted_root.json that trusts them (TrustedRoot). It writes signatures
-// in cosign's classic keyless format.
+// Authority is a Fulcio-like certificate authority, a Rekor-like
+// transparency log and a certificate-transparency log that sign as the
+// public instance does, each valid a day either side of now so that a
+// test can sign in the past, and the trusted_root.json that trusts them
+// (TrustedRoot). It writes signatures in cosign's classic keyless format;
+// its certificates carry an SCT of its CT log, as Fulcio's do.
 type Authority struct {
 	rootCert, intermediate *x509.Certificate
 	intermediateKey        *ecdsa.PrivateKey
 	logKey                 *ecdsa.PrivateKey
 	logID                  []byte
-	TrustedRoot            []byte
+	// sctBy is the CT log that signs the SCT embedded in a leaf; nil
+	// for none.
+	sctBy       *ecdsa.PrivateKey
+	ctKey       *ecdsa.PrivateKey
+	TrustedRoot []byte
+}
+
+// WithoutSCT is a, issuing certificates with no SCT.
+func (a *Authority) WithoutSCT() *Authority {
+	c := *a
+	c.sctBy = nil
+	return &c
+}
+
+// WithSCTBy is a, issuing certificates whose SCT other's CT log signed.
+func (a *Authority) WithSCTBy(other *Authority) *Authority {
+	c := *a
+	c.sctBy = other.ctKey
+	return &c
 }
 
 // NewAuthority makes a root, an intermediate and a log key.
 func NewAuthority(t testing.TB) *Authority {
 	t.Helper()
 	now := time.Now()
-	rootKey, intermediateKey, logKey := newKey(t), newKey(t), newKey(t)
+	rootKey, intermediateKey, logKey, ctKey := newKey(t), newKey(t), newKey(t), newKey(t)
 	rootCert := certificate(t, &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sigstore-test-root"},
 		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
@@ -55,19 +75,24 @@ func NewAuthority(t testing.TB) *Authority {
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 0, MaxPathLenZero: true,
 	}, rootCert, intermediateKey.Public(), rootKey)
-	spki, err := x509.MarshalPKIXPublicKey(logKey.Public())
+	a := &Authority{rootCert: rootCert, intermediate: intermediate, intermediateKey: intermediateKey,
+		logKey: logKey, logID: keyID(t, logKey), ctKey: ctKey, sctBy: ctKey}
+	ca := &root.FulcioCertificateAuthority{Root: rootCert, Intermediates: []*x509.Certificate{intermediate},
+		ValidityPeriodStart: rootCert.NotBefore, URI: "https://fulcio.test"}
+	logOf := func(url string, key *ecdsa.PrivateKey) map[string]*root.TransparencyLog {
+		id := keyID(t, key)
+		return map[string]*root.TransparencyLog{hex.EncodeToString(id): {
+			BaseURL: url, ID: id, ValidityPeriodStart: rootCert.NotBefore,
+			HashFunc: crypto.SHA256, PublicKey: key.Public(), SignatureHashFunc: crypto.SHA256,
+		}}
+	}
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, []root.CertificateAuthority{ca}, logOf("https://ctfe.test", ctKey), nil, logOf("https://rekor.test", logKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(spki)
-	a := &Authority{rootCert: rootCert, intermediate: intermediate, intermediateKey: intermediateKey, logKey: logKey, logID: sum[:]}
-	ca := &root.FulcioCertificateAuthority{Root: rootCert, Intermediates: []*x509.Certificate{intermediate},
-		ValidityPeriodStart: rootCert.NotBefore, URI: "https://fulcio.test"}
-	logs := map[string]*root.TransparencyLog{hex.EncodeToString(a.logID): {
-		BaseURL: "https://rekor.test", ID: a.logID, ValidityPeriodStart: rootCert.NotBefore,
-		HashFunc: crypto.SHA256, PublicKey: logKey.Public(), SignatureHashFunc: crypto.SHA256,
-	}}
-	a.TrustedRoot = trustedRoot(t, []root.CertificateAuthority{ca}, logs)
+	if a.TrustedRoot, err = tr.MarshalJSON(); err != nil {
+		t.Fatal(err)
+	}
 	return a
 }
 
@@ -104,7 +129,8 @@ func (a *Authority) Classic(t testing.TB, payload []byte, subject, issuer string
 }
 
 // Leaf is a Fulcio-like certificate for pub: subject in its SAN, issuer
-// in both issuer extensions, valid ten minutes from at.
+// in both issuer extensions, valid ten minutes from at, with an embedded
+// SCT (unless WithoutSCT).
 func (a *Authority) Leaf(t testing.TB, pub crypto.PublicKey, subject, issuer string, at time.Time) *x509.Certificate {
 	t.Helper()
 	issuerV2, err := asn1.MarshalWithParams(issuer, "utf8")
@@ -128,7 +154,65 @@ func (a *Authority) Leaf(t testing.TB, pub crypto.PublicKey, subject, issuer str
 	} else {
 		tmpl.EmailAddresses = []string{subject}
 	}
+	if a.sctBy == nil {
+		return certificate(t, tmpl, a.intermediate, pub, a.intermediateKey)
+	}
+	// RFC 6962 §3.2: the log signs the certificate as it will be without
+	// the SCT list (the precertificate's TBS, poison removed), with the
+	// issuer's key hash; the verifier removes the list to check it.
+	tbs := certificate(t, tmpl, a.intermediate, pub, a.intermediateKey).RawTBSCertificate
+	tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11129, 2, 4, 2}, Value: a.sctList(t, tbs, at)})
 	return certificate(t, tmpl, a.intermediate, pub, a.intermediateKey)
+}
+
+// sctList is the value of the SCT list extension: one SCT by a.sctBy over
+// the precertificate tbs, at when, TLS-encoded in an OCTET STRING.
+func (a *Authority) sctList(t testing.TB, tbs []byte, when time.Time) []byte {
+	t.Helper()
+	ms := uint64(when.UnixMilli())
+	issuerKeyHash := sha256.Sum256(a.intermediate.RawSubjectPublicKeyInfo)
+	// digitally-signed struct: version 1 (0), certificate_timestamp (0),
+	// timestamp, precert_entry (1), issuer key hash, TBS<2^24-1>, no
+	// extensions.
+	signed := []byte{0, 0}
+	signed = binary.BigEndian.AppendUint64(signed, ms)
+	signed = append(signed, 0, 1)
+	signed = append(signed, issuerKeyHash[:]...)
+	signed = append(signed, byte(len(tbs)>>16), byte(len(tbs)>>8), byte(len(tbs)))
+	signed = append(signed, tbs...)
+	signed = append(signed, 0, 0)
+	sum := sha256.Sum256(signed)
+	sig, err := ecdsa.SignASN1(rand.Reader, a.sctBy, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SignedCertificateTimestamp: version, log ID, timestamp, no
+	// extensions, SHA-256 (4) with ECDSA (3), signature<2^16-1>.
+	sct := []byte{0}
+	sct = append(sct, keyID(t, a.sctBy)...)
+	sct = binary.BigEndian.AppendUint64(sct, ms)
+	sct = append(sct, 0, 0, 4, 3)
+	sct = binary.BigEndian.AppendUint16(sct, uint16(len(sig)))
+	sct = append(sct, sig...)
+	list := binary.BigEndian.AppendUint16(nil, uint16(len(sct)+2))
+	list = binary.BigEndian.AppendUint16(list, uint16(len(sct)))
+	list = append(list, sct...)
+	value, err := asn1.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return value
+}
+
+// keyID is a log's ID: the SHA-256 of its public key, PKIX DER.
+func keyID(t testing.TB, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(spki)
+	return sum[:]
 }
 
 // LogEntry is cosign's dev.sigstore.cosign/bundle annotation for a
