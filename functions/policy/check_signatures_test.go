@@ -287,8 +287,8 @@ func TestKeylessSignatures(t *testing.T) {
 	}
 	for decl, want := range map[string]string{
 		"{name: a, keyless: {trustedRoot: '{}', identities: [{issuer: i, subject: s}], transparencyLog: required, ctLog: notRequired}}": "keyless: trustedRoot",
-		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}]}}":                               `keyless.transparencyLog "" is not required or notRequired`,
-		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}], transparencyLog: required}}":                               `keyless.ctLog "" is not required or notRequired`,
+		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}]}}":                                                   `keyless.transparencyLog "" is not required or notRequired`,
+		"{name: a, keyless: {trustedRoot: x, identities: [{issuer: i, subject: s}], transparencyLog: required}}":                        `keyless.ctLog "" is not required or notRequired`,
 		"{name: a, key: k, keyless: {trustedRoot: x, transparencyLog: required, ctLog: notRequired}}":                                   "has a key and keyless",
 	} {
 		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    signatures:\n      authorities: [" + decl + "]\n"))

@@ -126,9 +126,13 @@ func TestCosignClassicKeyless(t *testing.T) {
 		reg.PushArtifact(repo+":"+sigTag(digest), registrytest.Layer{Data: s.Payload, MediaType: keylesstest.SimpleSigningMediaType, Annotations: s.Annotations})
 	}
 	signedBy := func(a *keylesstest.Authority, who string, at time.Time, logged bool) func(repo, digest string) {
-		return func(repo, digest string) { push(repo, digest, a.Classic(t, reg.SignedPayload(repo, digest), who, issuer, at, logged)) }
+		return func(repo, digest string) {
+			push(repo, digest, a.Classic(t, reg.SignedPayload(repo, digest), who, issuer, at, logged))
+		}
 	}
-	signed := func(who string, at time.Time, logged bool) func(repo, digest string) { return signedBy(auth, who, at, logged) }
+	signed := func(who string, at time.Time, logged bool) func(repo, digest string) {
+		return signedBy(auth, who, at, logged)
+	}
 	// relogged has the entry of a good signature made again: by
 	// another log, or at another time.
 	relogged := func(log *keylesstest.Authority, when time.Time) func(repo, digest string) {
