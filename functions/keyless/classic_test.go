@@ -22,6 +22,9 @@ func classicOf(t *testing.T, s keylesstest.ClassicSignature) keyless.Classic {
 	if e, ok := s.Annotations["dev.sigstore.cosign/bundle"]; ok {
 		c.LogEntry = []byte(e)
 	}
+	if ts, ok := s.Annotations["dev.sigstore.cosign/rfc3161timestamp"]; ok {
+		c.Timestamp = []byte(ts)
+	}
 	return c
 }
 
@@ -48,6 +51,15 @@ func TestVerifyClassic(t *testing.T) {
 	entryOfAnother.LogEntry = otherSig.LogEntry
 	who := subject + " (issuer " + issuer + ")"
 
+	// stamped is a signature made long ago, not logged, with a timestamp
+	// by tsa's authority at when.
+	unlogged := auth.Classic(t, payload, subject, issuer, longAgo, false)
+	stamped := func(tsa *keylesstest.Authority, when time.Time) keyless.Classic {
+		return classicOf(t, tsa.Stamped(t, unlogged, when))
+	}
+	stampOfAnother := stamped(auth, longAgo.Add(time.Minute))
+	stampOfAnother.Timestamp = classicOf(t, auth.Stamped(t, auth.Classic(t, payload, subject, issuer, longAgo, false), longAgo.Add(time.Minute))).Timestamp
+	loggedAndStamped := classicOf(t, auth.Stamped(t, auth.Classic(t, payload, subject, issuer, longAgo, true), longAgo.Add(time.Minute)))
 	sct := func(a *keylesstest.Authority) keyless.Classic {
 		return classicOf(t, a.Classic(t, payload, subject, issuer, longAgo, true))
 	}
@@ -77,6 +89,13 @@ func TestVerifyClassic(t *testing.T) {
 		{name: "SCT required, none", tlog: true, ctlog: true, c: sct(auth.WithoutSCT()), wantFail: "does not verify"},
 		{name: "SCT required, signed by a CT log the root does not trust", tlog: true, ctlog: true, c: sct(auth.WithSCTBy(other)), wantFail: "does not verify"},
 		{name: "SCT not required, none", tlog: true, c: sct(auth.WithoutSCT())},
+		{name: "timestamped while the certificate was valid, not logged", c: stamped(auth, longAgo.Add(time.Minute))},
+		{name: "timestamped after the certificate expired", c: stamped(auth, longAgo.Add(20*time.Minute)), wantFail: "does not verify"},
+		{name: "timestamped by an authority the root does not trust", c: stamped(other, longAgo.Add(time.Minute)), wantFail: "does not verify"},
+		{name: "timestamp of another signature", c: stampOfAnother, wantFail: "does not verify"},
+		{name: "timestamped and logged, log required", tlog: true, c: loggedAndStamped},
+		{name: "timestamped but not logged, log required", tlog: true, c: stamped(auth, longAgo.Add(time.Minute)),
+			wantFail: "carries no transparency-log entry, and the policy requires one"},
 		{name: "certificate annotation is not PEM", c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: []byte("junk")},
 			wantFail: "its certificate annotation holds no PEM certificate"},
 		{name: "log annotation is not a log entry", tlog: true, c: keyless.Classic{Payload: payload, Signature: good.Signature, Certificate: good.Certificate, LogEntry: []byte(`{"Payload":{}}`)},

@@ -57,7 +57,12 @@ type Authority struct {
 	// verifier is built once when a log entry is required: its times
 	// come from the log. Without one, each Verify builds its own on the
 	// time it is given.
-	verifier   *verify.Verifier
+	verifier *verify.Verifier
+	// stamped verifies a signature that carries an RFC 3161 timestamp,
+	// when the trusted root lists a timestamp authority: the certificate
+	// is judged at the timestamp's time (and at the log entry's too when
+	// one is required). Nil when the root lists none.
+	stamped    *verify.Verifier
 	trusted    root.TrustedMaterial
 	identities []matcher
 	tlog       bool
@@ -95,6 +100,17 @@ func New(o Options) (*Authority, error) {
 		a.verifier = v
 	} else if _, err := a.verifierAt(time.Time{}); err != nil {
 		return nil, err
+	}
+	if len(trusted.TimestampingAuthorities()) > 0 {
+		opts := []verify.VerifierOption{verify.WithSignedTimestamps(1)}
+		if o.TransparencyLog {
+			opts = append(opts, verify.WithTransparencyLog(1), verify.WithIntegratedTimestamps(1))
+		}
+		v, err := verify.NewVerifier(trusted, append(opts, a.sct...)...)
+		if err != nil {
+			return nil, err
+		}
+		a.stamped = v
 	}
 	if len(o.Identities) == 0 {
 		return nil, errors.New("identities is empty: list the issuer and subject of each accepted signer")
@@ -149,10 +165,10 @@ type Verdict struct {
 	// when it verifies.
 	Err error
 	// Until is the instant the verdict stops being true (Forever when
-	// time does not change it): with a log entry, the certificate is
-	// judged at the entry's time, which does not move; without one, at
-	// now, so a verdict holds only while the certificate stays valid, or
-	// not yet valid.
+	// time does not change it): with a log entry or a timestamp, the
+	// certificate is judged at their time, which does not move; without
+	// either, at now, so a verdict holds only while the certificate stays
+	// valid, or not yet valid.
 	Until time.Time
 }
 
@@ -179,7 +195,14 @@ func (a *Authority) verify(b *bundle.Bundle, artifact verify.ArtifactPolicyOptio
 		if entries, err := b.TlogEntries(); err != nil || len(entries) == 0 {
 			return Verdict{Err: errors.New("carries no transparency-log entry, and the policy requires one")}
 		}
-	} else {
+	}
+	// A timestamp of an authority the root trusts says when the
+	// certificate signed, as cosign verify --use-signed-timestamps takes
+	// it: one that does not verify is a refusal, not a reason to fall
+	// back on now.
+	if stamps, err := b.Timestamps(); err == nil && len(stamps) > 0 && a.stamped != nil {
+		v = a.stamped
+	} else if !a.tlog {
 		var err error
 		if v, err = a.verifierAt(now); err != nil {
 			return Verdict{Err: err}

@@ -133,6 +133,13 @@ func TestCosignClassicKeyless(t *testing.T) {
 	signed := func(who string, at time.Time, logged bool) func(repo, digest string) {
 		return signedBy(auth, who, at, logged)
 	}
+	// stampedBy signs long ago, logs nothing, and has tsa's timestamp
+	// authority stamp the signature at when.
+	stampedBy := func(tsa *keylesstest.Authority, when time.Time) func(repo, digest string) {
+		return func(repo, digest string) {
+			push(repo, digest, tsa.Stamped(t, auth.Classic(t, reg.SignedPayload(repo, digest), subject, issuer, longAgo, false), when))
+		}
+	}
 	// relogged has the entry of a good signature made again: by
 	// another log, or at another time.
 	relogged := func(log *keylesstest.Authority, when time.Time) func(repo, digest string) {
@@ -202,6 +209,9 @@ func TestCosignClassicKeyless(t *testing.T) {
 		{"fresh", "not logged, certificate valid now, no log required", signed(subject, now.Add(-time.Minute), false), false, true, true},
 		{"expired", "not logged, certificate expired, no log required", signed(subject, longAgo, false), false, true, false},
 		{"bycosign", "written by cosign sign --certificate, no log required", byCosign, false, true, true},
+		{"stamped", "not logged, certificate expired, timestamped while it was valid", stampedBy(auth, longAgo.Add(time.Minute)), false, true, true},
+		{"stampedlate", "not logged, timestamped after the certificate expired", stampedBy(auth, longAgo.Add(20*time.Minute)), false, true, false},
+		{"strangerstamp", "not logged, timestamped by an authority the root does not trust", stampedBy(stranger, longAgo.Add(time.Minute)), false, true, false},
 	}
 	for _, c := range cases {
 		digest := reg.Push(c.repo+":v1", registrytest.Image(t, func(cf *v1.ConfigFile) { cf.Config.Labels = map[string]string{"repo": c.repo} }))
@@ -235,7 +245,10 @@ spec:
 	for _, c := range cases {
 		t.Run(c.why, func(t *testing.T) {
 			image := reg.Ref(c.repo, ":v1")
-			args := []string{"verify", "--offline", "--trusted-root", rootFile, "--certificate-identity", subject, "--certificate-oidc-issuer", issuer}
+			// admitfn takes the timestamps of the root's timestamp
+			// authorities as the time of signing, as cosign does when told.
+			args := []string{"verify", "--offline", "--trusted-root", rootFile, "--use-signed-timestamps",
+				"--certificate-identity", subject, "--certificate-oidc-issuer", issuer}
 			tlog, ct := "required", "required"
 			if !c.tlog {
 				tlog, args = "notRequired", append(args, "--insecure-ignore-tlog")
@@ -244,7 +257,13 @@ spec:
 				ct, args = "notRequired", append(args, "--insecure-ignore-sct")
 			}
 			admitted, out := admitfnCheck(t, policy(tlog, ct), image)
-			_, verr := cosign(t, dir, append(args, image)...)
+			cout, verr := cosign(t, dir, append(args, image)...)
+			if strings.Contains(cout, "panic: runtime error: index out of range") {
+				// cosign v2.6.5 refuses a timestamp of an untrusted
+				// authority by crashing (sigstore/cosign#4846, fixed
+				// later): still a refusal, exit status 2.
+				t.Logf("cosign crashed on this signature (sigstore/cosign#4846); counted as its refusal")
+			}
 			if admitted != c.want || (verr == nil) != c.want {
 				t.Errorf("admitfn admitted=%v, cosign verify passed=%v, want both %v\n%s", admitted, verr == nil, c.want, out)
 			}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	jsoncanonicalizer "github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
+	"github.com/digitorus/timestamp"
 	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
@@ -42,6 +43,8 @@ type Authority struct {
 	// for none.
 	sctBy       *ecdsa.PrivateKey
 	ctKey       *ecdsa.PrivateKey
+	tsaLeaf     *x509.Certificate
+	tsaKey      *ecdsa.PrivateKey
 	TrustedRoot []byte
 }
 
@@ -63,7 +66,7 @@ func (a *Authority) WithSCTBy(other *Authority) *Authority {
 func NewAuthority(t testing.TB) *Authority {
 	t.Helper()
 	now := time.Now()
-	rootKey, intermediateKey, logKey, ctKey := newKey(t), newKey(t), newKey(t), newKey(t)
+	rootKey, intermediateKey, logKey, ctKey, tsaRootKey, tsaKey := newKey(t), newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
 	rootCert := certificate(t, &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sigstore-test-root"},
 		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
@@ -75,8 +78,25 @@ func NewAuthority(t testing.TB) *Authority {
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		BasicConstraintsValid: true, IsCA: true, MaxPathLen: 0, MaxPathLenZero: true,
 	}, rootCert, intermediateKey.Public(), rootKey)
+	// A timestamp authority: a root and the leaf that signs, its one
+	// extended key usage time stamping, critical, as RFC 3161 wants.
+	tsaRoot := certificate(t, &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "sigstore-test-tsa-root"},
+		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}, nil, tsaRootKey.Public(), tsaRootKey)
+	timeStamping, err := asn1.Marshal([]asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsaLeaf := certificate(t, &x509.Certificate{
+		SerialNumber: big.NewInt(4), Subject: pkix.Name{CommonName: "sigstore-test-tsa"},
+		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Critical: true, Value: timeStamping}},
+	}, tsaRoot, tsaKey.Public(), tsaRootKey)
 	a := &Authority{rootCert: rootCert, intermediate: intermediate, intermediateKey: intermediateKey,
-		logKey: logKey, logID: keyID(t, logKey), ctKey: ctKey, sctBy: ctKey}
+		logKey: logKey, logID: keyID(t, logKey), ctKey: ctKey, sctBy: ctKey, tsaLeaf: tsaLeaf, tsaKey: tsaKey}
+	tsa := &root.SigstoreTimestampingAuthority{Root: tsaRoot, Leaf: tsaLeaf, ValidityPeriodStart: tsaRoot.NotBefore, URI: "https://tsa.test"}
 	ca := &root.FulcioCertificateAuthority{Root: rootCert, Intermediates: []*x509.Certificate{intermediate},
 		ValidityPeriodStart: rootCert.NotBefore, URI: "https://fulcio.test"}
 	logOf := func(url string, key *ecdsa.PrivateKey) map[string]*root.TransparencyLog {
@@ -86,7 +106,7 @@ func NewAuthority(t testing.TB) *Authority {
 			HashFunc: crypto.SHA256, PublicKey: key.Public(), SignatureHashFunc: crypto.SHA256,
 		}}
 	}
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, []root.CertificateAuthority{ca}, logOf("https://ctfe.test", ctKey), nil, logOf("https://rekor.test", logKey))
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, []root.CertificateAuthority{ca}, logOf("https://ctfe.test", ctKey), []root.TimestampingAuthority{tsa}, logOf("https://rekor.test", logKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +146,32 @@ func (a *Authority) Classic(t testing.TB, payload []byte, subject, issuer string
 		s.Annotations["dev.sigstore.cosign/bundle"] = string(a.LogEntry(t, sum[:], sig, certPEM, at.Add(time.Minute), 1))
 	}
 	return s
+}
+
+// Stamped is s with the RFC 3161 timestamp a's timestamp authority
+// gives its signature at when, in cosign's
+// dev.sigstore.cosign/rfc3161timestamp annotation.
+func (a *Authority) Stamped(t testing.TB, s ClassicSignature, when time.Time) ClassicSignature {
+	t.Helper()
+	sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(sig)
+	resp, err := (&timestamp.Timestamp{HashAlgorithm: crypto.SHA256, HashedMessage: sum[:], Time: when,
+		Policy: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 2}}).CreateResponseWithOpts(a.tsaLeaf, a.tsaKey, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := json.Marshal(map[string][]byte{"SignedRFC3161Timestamp": resp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ClassicSignature{Payload: s.Payload, Annotations: map[string]string{"dev.sigstore.cosign/rfc3161timestamp": string(ts)}}
+	for k, v := range s.Annotations {
+		out.Annotations[k] = v
+	}
+	return out
 }
 
 // Leaf is a Fulcio-like certificate for pub: subject in its SAN, issuer
