@@ -37,7 +37,8 @@ fuzz:
 # The pod-create benchmarks run once each too, so their own checks (which
 # creates reached which backend) keep working; make bench times them.
 e2e: tools
-	KO=$(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) COSIGN=$(abspath $(TOOLS_BIN)/cosign-$(COSIGN_VERSION)) $(GO) test -tags e2e -count=1 -v -timeout 30m \
+	KO=$(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) COSIGN=$(abspath $(TOOLS_BIN)/cosign-$(COSIGN_VERSION)) \
+		NOTATION=$(abspath $(TOOLS_BIN)/notation-$(NOTATION_VERSION)) $(GO) test -tags e2e -count=1 -v -timeout 30m \
 		-bench '^BenchmarkPodCreate' -benchtime 1x ./test/e2e/
 
 # kube-apiserver, kubectl and etcd, rebuilt only when their pins change. A
@@ -46,7 +47,8 @@ e2e: tools
 TOOLS_BIN := test/tools/bin
 KO_VERSION := v0.19.1
 COSIGN_VERSION := v2.6.5
-tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd $(TOOLS_BIN)/ko-$(KO_VERSION) $(TOOLS_BIN)/cosign-$(COSIGN_VERSION)
+NOTATION_VERSION := v1.3.2
+tools: $(TOOLS_BIN)/kube-apiserver $(TOOLS_BIN)/kubectl $(TOOLS_BIN)/etcd $(TOOLS_BIN)/ko-$(KO_VERSION) $(TOOLS_BIN)/cosign-$(COSIGN_VERSION) $(TOOLS_BIN)/notation-$(NOTATION_VERSION)
 
 # The version the binaries report, as Kubernetes' own build stamps it (a
 # module build says v0.0.0-master+$$Format:%H$$, which Knative's version
@@ -94,6 +96,14 @@ $(TOOLS_BIN)/ko-$(KO_VERSION):
 	mkdir -p $(TOOLS_BIN)
 	GOBIN=$(abspath $(TOOLS_BIN)) $(GO) install github.com/google/ko@$(KO_VERSION)
 	mv $(TOOLS_BIN)/ko $@
+
+# The real notation CLI, pinned, for the Notation signature tests (signs
+# into the loopback registry; notation verify is the oracle). Built in its
+# own module, test/notation: the module proxy serves v1.3.2 but refuses
+# the version list `go install pkg@version` asks for.
+$(TOOLS_BIN)/notation-$(NOTATION_VERSION): test/notation/go.mod test/notation/go.sum
+	mkdir -p $(TOOLS_BIN)
+	cd test/notation && $(GO) build -o ../tools/bin/notation-$(NOTATION_VERSION) github.com/notaryproject/notation/cmd/notation
 
 # The real cosign CLI, pinned, for the signature tests: they sign images
 # in a loopback registry with it and check that cosign verify and admitfn

@@ -78,6 +78,14 @@ type Facts struct {
 	// whole, newest first (fetched at LevelSignatures): signatures and
 	// attestations alike, told apart by their statement's predicate type.
 	Bundles [][]byte
+	// NotationSignatures are the Notary Project signatures attached to
+	// Digest as referrers, newest first (fetched at LevelSignatures).
+	NotationSignatures []NotationSignature
+	// ManifestMediaType and ManifestSize describe Digest's manifest
+	// (fetched at LevelSignatures): a Notation signature names the
+	// manifest by its media type, digest and size.
+	ManifestMediaType string
+	ManifestSize      int64
 	// Skipped says what was passed over while reading signatures and
 	// attestations: malformed or oversized artifacts, and those past the
 	// number or bytes admitfn reads. A reason for a missing signature
@@ -100,6 +108,13 @@ type Signature struct {
 	// Timestamp is an RFC 3161 timestamp over the signature
 	// (dev.sigstore.cosign/rfc3161timestamp, JSON), nil when none.
 	Timestamp []byte
+}
+
+// NotationSignature is one Notary Project signature: the envelope (the
+// referrer's one layer) and its media type (JWS or COSE).
+type NotationSignature struct {
+	MediaType string
+	Envelope  []byte
 }
 
 // ImageConfig holds the facts read from one image config.

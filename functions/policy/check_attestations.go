@@ -43,6 +43,10 @@ func compileAttestations(field string, r Rule, fail failFunc) imageCheck {
 	}
 	k := attestationsCheck{predicateType: ar.PredicateType, every: ar.Every}
 	for i, a := range ar.Authorities {
+		if a.Notation != nil {
+			fail(fmt.Sprintf("%s.authorities[%d].notation", f, i), "Notation signs images, not in-toto attestations: use a key or keyless authority")
+			continue
+		}
 		s, err := compileAuthority(a)
 		if err != nil {
 			fail(fmt.Sprintf("%s.authorities[%d]", f, i), "%v", err)

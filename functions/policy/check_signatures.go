@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -19,6 +20,7 @@ import (
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
 	"github.com/admitfn/admitfn/functions/keyless"
+	"github.com/admitfn/admitfn/functions/notation"
 )
 
 // cosignSignatureType is the critical.type of a cosign simple-signing
@@ -41,6 +43,7 @@ type signer struct {
 	name     string
 	key      crypto.PublicKey
 	keyless  *keyless.Authority
+	notation *notation.Authority
 	verified *verifyMemo
 }
 
@@ -99,6 +102,23 @@ func (s signer) verifiesClassic(sig imagefacts.Signature, digest string, now tim
 			return "signed by " + v.Who + " over something that is not a cosign signature payload (\"" + cosignSignatureType + "\" naming the digest)", keyless.Forever
 		}
 		return "signed by " + v.Who + " for another digest, not " + digest, keyless.Forever
+	})
+}
+
+// verifiesNotation checks a Notation signature of the image's manifest:
+// "" when it verifies, else the reason; remembered as a keyless answer.
+func (s signer) verifiesNotation(sig imagefacts.NotationSignature, target notation.Target, now time.Time) string {
+	return s.verified.check(sig.Envelope, []byte(fmt.Sprintf("notation\x00%s\x00%s\x00%s\x00%d\x00%s", sig.MediaType, target.Repo, target.MediaType, target.Size, target.Digest)), now, func() (string, time.Time) {
+		// Revocation may ask an OCSP responder; the client the authority
+		// holds bounds each request.
+		v := s.notation.Verify(context.Background(), target, sig.MediaType, sig.Envelope, now)
+		if v.Err != nil {
+			if v.Who != "" {
+				return "signed by " + v.Who + ": " + v.Err.Error(), v.Until
+			}
+			return v.Err.Error(), v.Until
+		}
+		return "", v.Until
 	})
 }
 
@@ -197,9 +217,21 @@ func compileSignatures(field string, r Rule, fail failFunc) imageCheck {
 	return k
 }
 
-// compileAuthority is a key or a keyless authority, never both.
+// compileAuthority is a key, a keyless or a Notation authority, one of
+// them.
 func compileAuthority(a SignatureAuthority) (signer, error) {
 	s := signer{name: a.Name, verified: newVerifyMemo()}
+	if n := a.Notation; n != nil {
+		if a.Key != "" || a.Keyless != nil {
+			return s, fmt.Errorf("has notation and a key or keyless: an authority is one of them")
+		}
+		auth, err := notation.New(notation.Options{TrustStore: []byte(n.TrustStore), TrustedIdentities: n.TrustedIdentities})
+		if err != nil {
+			return s, fmt.Errorf("notation: %v", err)
+		}
+		s.notation = auth
+		return s, nil
+	}
 	if a.Keyless == nil {
 		key, err := loadPublicKey(a)
 		s.key = key
@@ -266,9 +298,13 @@ const cosignSignPredicate = "https://sigstore.dev/cosign/sign/v1"
 func (k signaturesCheck) evaluate(c *check) {
 	digest := c.facts.Digest
 	fix := "sign the image by digest (cosign sign --key KEY " + c.ref.Repo() + "@" + digest + ")"
-	if k.keylessOnly() {
+	switch {
+	case k.only(func(a signer) bool { return a.keyless != nil }):
 		fix = "sign the image by digest keylessly as an allowed identity (cosign sign " + c.ref.Repo() + "@" + digest + ")"
+	case k.only(func(a signer) bool { return a.notation != nil }):
+		fix = "sign the image by digest with a certificate of the trust store for a trusted identity (notation sign " + c.ref.Repo() + "@" + digest + ")"
 	}
+	refusedFix := ""
 	// Signature bundles attached through the referrers API: DSSE
 	// envelopes of a cosign/sign statement about the digest.
 	type bundle struct {
@@ -281,12 +317,29 @@ func (k signaturesCheck) evaluate(c *check) {
 			bundles = append(bundles, bundle{env, body})
 		}
 	}
-	if len(c.facts.Signatures) == 0 && len(bundles) == 0 {
-		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle among its referrers)%s", strings.Replace(digest, ":", "-", 1), c.skipped())
+	if len(c.facts.Signatures) == 0 && len(bundles) == 0 && len(c.facts.NotationSignatures) == 0 {
+		c.fail(fix, "has no signature (cosign's %s.sig, or a signature bundle or Notation signature among its referrers)%s", strings.Replace(digest, ":", "-", 1), c.skipped())
 		return
 	}
 	var missing, otherDigest, notPayload, refused []string
 	for _, a := range k.authorities {
+		if a.notation != nil {
+			reason := "no Notation signature is attached to this digest"
+			target := notation.Target{Repo: c.ref.Repo(), Digest: digest, MediaType: c.facts.ManifestMediaType, Size: c.facts.ManifestSize}
+			for _, ns := range c.facts.NotationSignatures {
+				if reason = a.verifiesNotation(ns, target, c.now); reason == "" {
+					break
+				}
+			}
+			switch {
+			case reason == "" && !k.all:
+				return
+			case reason != "":
+				refused = append(refused, fmt.Sprintf("not as Notation authority %s requires (%s)", strconvQuote(a.name), reason))
+				refusedFix = "sign " + c.ref.Repo() + "@" + digest + " with a certificate of the trust store for a trusted identity (notation sign)"
+			}
+			continue
+		}
 		if a.keyless != nil {
 			reason := "no signature of this digest carries a certificate"
 			for _, raw := range c.facts.Bundles {
@@ -311,6 +364,7 @@ func (k signaturesCheck) evaluate(c *check) {
 				return
 			case reason != "":
 				refused = append(refused, fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason))
+				refusedFix = "sign " + c.ref.Repo() + "@" + digest + " keylessly as an allowed identity (cosign sign)"
 			}
 			continue
 		}
@@ -350,7 +404,7 @@ func (k signaturesCheck) evaluate(c *check) {
 	var parts []string
 	if len(refused) > 0 {
 		parts = append(parts, "signed, but "+strings.Join(refused, "; "))
-		fix = "sign " + c.ref.Repo() + "@" + digest + " keylessly as an allowed identity (cosign sign)"
+		fix = refusedFix
 	}
 	if len(missing) > 0 {
 		parts = append(parts, "signed, but not by "+authorityList(missing))
@@ -367,11 +421,11 @@ func (k signaturesCheck) evaluate(c *check) {
 	c.fail(fix, "is %s%s", strings.Join(parts, "; "), c.skipped())
 }
 
-// keylessOnly reports whether every authority is keyless, so a fix
-// does not send the user for a key.
-func (k signaturesCheck) keylessOnly() bool {
+// only reports whether every authority is of the kind is says, so a fix
+// does not send the user for a key they do not need.
+func (k signaturesCheck) only(is func(signer) bool) bool {
 	for _, a := range k.authorities {
-		if a.keyless == nil {
+		if !is(a) {
 			return false
 		}
 	}

@@ -381,6 +381,11 @@ func readNamedFiles(doc *Document, read func(string) ([]byte, error), fail failF
 				load(f+".keyless.trustedRootFile", c.TrustedRootFile, &c.TrustedRoot, "trustedRoot")
 				out[i].Keyless = &c
 			}
+			if n := out[i].Notation; n != nil {
+				c := *n
+				load(f+".notation.trustStoreFile", c.TrustStoreFile, &c.TrustStore, "trustStore")
+				out[i].Notation = &c
+			}
 		}
 		return out
 	}

@@ -198,6 +198,24 @@ type SignatureAuthority struct {
 	// policy is loaded and again when it changes.
 	KeyFile string            `json:"keyFile,omitempty"`
 	Keyless *KeylessAuthority `json:"keyless,omitempty"`
+	// Notation accepts Notary Project signatures (notation sign) instead
+	// of cosign's.
+	Notation *NotationAuthority `json:"notation,omitempty"`
+}
+
+// NotationAuthority accepts Notary Project signatures attached to the
+// image as referrers, verified as notation verify does at verification
+// level strict against a trust store of TrustStore's certificates and a
+// trust policy of TrustedIdentities.
+type NotationAuthority struct {
+	// TrustStore is PEM certificates (notation's trust store of type
+	// ca), inline; or TrustStoreFile, a file holding them.
+	TrustStore     string `json:"trustStore,omitempty"`
+	TrustStoreFile string `json:"trustStoreFile,omitempty"`
+	// TrustedIdentities are a notation trust policy's: "x509.subject:
+	// <DN>" (the signing certificate's subject must hold every attribute
+	// of DN) or "*".
+	TrustedIdentities []string `json:"trustedIdentities"`
 }
 
 // KeylessAuthority accepts sigstore bundles signed with a short-lived

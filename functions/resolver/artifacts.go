@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/admitfn/admitfn/functions/imagefacts"
 	"github.com/admitfn/admitfn/functions/imageref"
@@ -39,6 +40,11 @@ const (
 	// (cosign writes one).
 	maxBundleLayers = 1
 )
+
+// notationArtifactType is the artifact type of a Notary Project signature
+// referrer; its one layer is a JWS (application/jose+json) or COSE
+// (application/cose) envelope.
+const notationArtifactType = "application/vnd.cncf.notary.signature"
 
 // bundleMediaType prefixes the media type of a sigstore bundle.
 const bundleMediaType = "application/vnd.dev.sigstore.bundle"
@@ -98,11 +104,9 @@ func (r *Resolver) artifacts(ctx context.Context, p *remote.Puller, ref imageref
 			f.Attestations = append(f.Attestations, l.blob)
 		}
 	}
-	bundles, err := a.bundles(f.Digest)
-	if err != nil {
+	if err := a.referrers(f.Digest, f); err != nil {
 		return fail("referrers", err)
 	}
-	f.Bundles = bundles
 	f.Skipped = a.skipped()
 	return nil
 }
@@ -182,6 +186,7 @@ func (a *artifactReader) passOver(what string, err error) error {
 
 // storedLayer is one layer of an artifact stored beside an image.
 type storedLayer struct {
+	mediaType   types.MediaType
 	annotations map[string]string
 	blob        []byte
 }
@@ -250,7 +255,7 @@ func (a *artifactReader) layers(desc *remote.Descriptor, what string, keep func(
 			}
 			continue
 		}
-		out = append(out, storedLayer{annotations: l.Annotations, blob: blob})
+		out = append(out, storedLayer{mediaType: l.MediaType, annotations: l.Annotations, blob: blob})
 	}
 	return out, nil
 }
@@ -288,29 +293,30 @@ func (a *artifactReader) readLayer(l v1.Descriptor) ([]byte, error) {
 // annotate referrers.
 const createdAnnotation = "org.opencontainers.image.created"
 
-// bundles reads the sigstore bundles attached to digest through the OCI
-// referrers API, or its tag fallback (sha256-<hex>), as newer cosign
-// writes signatures and attestations: the newest maxArtifacts referrers,
-// those whose artifact type says sigstore bundle first, each bundle whole
-// (keyless verification needs the certificate).
-func (a *artifactReader) bundles(digest string) ([][]byte, error) {
+// referrers reads what is attached to digest through the OCI referrers
+// API, or its tag fallback (sha256-<hex>), into f: the sigstore bundles
+// newer cosign writes for signatures and attestations, each whole
+// (keyless verification needs the certificate), and Notation's
+// signatures. The newest maxArtifacts referrers are read, those whose
+// artifact type says sigstore bundle or Notation signature first.
+func (a *artifactReader) referrers(digest string, f *imagefacts.Facts) error {
 	if a.spent {
-		return nil, nil
+		return nil
 	}
 	d, err := name.NewDigest(a.repo+"@"+digest, a.nopts...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	idx, err := remote.Referrers(d, remote.WithContext(a.ctx), remote.Reuse(a.p))
 	if err != nil {
 		if kind, _ := classify(err); kind == failNotFound {
-			return nil, nil
+			return nil
 		}
-		return nil, a.passOver("referrers list", err)
+		return a.passOver("referrers list", err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return nil, a.passOver("referrers list", err)
+		return a.passOver("referrers list", err)
 	}
 	// Newest first, those that say they are sigstore bundles before the
 	// rest: the artifact type differs between cosign versions (some write
@@ -318,11 +324,13 @@ func (a *artifactReader) bundles(digest string) ([][]byte, error) {
 	// media type, but cannot push a bundle out of what admitfn reads.
 	candidates := slices.Clone(im.Manifests)
 	slices.Reverse(candidates)
-	isBundleType := func(d v1.Descriptor) bool { return strings.HasPrefix(d.ArtifactType, bundleMediaType) }
+	isKnownType := func(d v1.Descriptor) bool {
+		return strings.HasPrefix(d.ArtifactType, bundleMediaType) || d.ArtifactType == notationArtifactType
+	}
 	sort.SliceStable(candidates, func(i, j int) bool {
 		a, b := candidates[i], candidates[j]
-		if isBundleType(a) != isBundleType(b) {
-			return isBundleType(a)
+		if isKnownType(a) != isKnownType(b) {
+			return isKnownType(a)
 		}
 		return a.Annotations[createdAnnotation] > b.Annotations[createdAnnotation]
 	})
@@ -331,7 +339,7 @@ func (a *artifactReader) bundles(digest string) ([][]byte, error) {
 		candidates = candidates[:maxArtifacts]
 	}
 	isBundle := func(l v1.Descriptor) bool { return strings.HasPrefix(string(l.MediaType), bundleMediaType) }
-	var out [][]byte
+	isEnvelope := func(l v1.Descriptor) bool { return l.MediaType == "application/jose+json" || l.MediaType == "application/cose" }
 	for _, desc := range candidates {
 		if a.spent {
 			break
@@ -346,13 +354,23 @@ func (a *artifactReader) bundles(digest string) ([][]byte, error) {
 		rdesc, err := a.p.Get(a.ctx, child)
 		if err != nil {
 			if err := a.passOver("referrer", err); err != nil {
-				return nil, err
+				return err
+			}
+			continue
+		}
+		if desc.ArtifactType == notationArtifactType {
+			layers, err := a.layers(rdesc, "Notation signature", isEnvelope, maxBundleLayers)
+			if err != nil {
+				return err
+			}
+			for _, l := range layers {
+				f.NotationSignatures = append(f.NotationSignatures, imagefacts.NotationSignature{MediaType: string(l.mediaType), Envelope: l.blob})
 			}
 			continue
 		}
 		layers, err := a.layers(rdesc, "referrer", isBundle, maxBundleLayers)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, l := range layers {
 			var bundle struct {
@@ -362,8 +380,8 @@ func (a *artifactReader) bundles(digest string) ([][]byte, error) {
 				a.skip("referrer bundle without a DSSE envelope")
 				continue
 			}
-			out = append(out, l.blob)
+			f.Bundles = append(f.Bundles, l.blob)
 		}
 	}
-	return out, nil
+	return nil
 }

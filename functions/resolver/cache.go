@@ -47,8 +47,12 @@ func factsSize(f imagefacts.Facts) int {
 			n += len(k) + len(v) + 32
 		}
 	}
+	n += len(f.ManifestMediaType)
 	for _, s := range f.Signatures {
-		n += len(s.Payload) + len(s.Signature)
+		n += len(s.Payload) + len(s.Signature) + len(s.Certificate) + len(s.LogEntry) + len(s.Timestamp)
+	}
+	for _, s := range f.NotationSignatures {
+		n += 32 + len(s.MediaType) + len(s.Envelope)
 	}
 	for _, a := range f.Attestations {
 		n += len(a)

@@ -83,6 +83,7 @@ func (r *Resolver) fetchWith(ctx context.Context, p *remote.Puller, ref imageref
 		return imagefacts.Facts{Level: level, Digest: f.Digest, Malformed: fmt.Errorf("the registry serves a %s, not an image or an image index", desc.MediaType)}
 	}
 	if level >= imagefacts.LevelSignatures {
+		f.ManifestMediaType, f.ManifestSize = string(desc.MediaType), desc.Size
 		if failed := r.artifacts(ctx, p, ref, level, nopts, &f); failed != nil {
 			return *failed
 		}

@@ -233,7 +233,7 @@ func unsigned(f imagefacts.Facts) bool {
 	switch {
 	case f.Level < imagefacts.LevelSignatures:
 		return false
-	case len(f.Signatures) == 0 && len(f.Bundles) == 0:
+	case len(f.Signatures) == 0 && len(f.Bundles) == 0 && len(f.NotationSignatures) == 0:
 		return true
 	}
 	return f.Level >= imagefacts.LevelAttestations && len(f.Attestations) == 0 && len(f.Bundles) == 0
