@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
+	"github.com/admitfn/admitfn/functions/notation/notationtest"
 )
 
 // testSigner is a key pair that signs as cosign does.
@@ -599,5 +600,67 @@ func TestClassicKeylessSignatures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			judgedAt(t, p, Facts{Level: LevelSignatures, Digest: dA, Signatures: tc.sigs}, tc.problem, time.Now())
 		})
+	}
+}
+
+// TestNotationSignatures judges Notary Project signatures of a test
+// authority (notationtest) as the resolver hands them over.
+func TestNotationSignatures(t *testing.T) {
+	now := time.Now()
+	release := notationtest.NewSigner(t, "Corp", "release", now.Add(-time.Minute))
+	stranger := notationtest.NewSigner(t, "Other", "release", now.Add(-time.Minute))
+	const manifestType = "application/vnd.oci.image.manifest.v1+json"
+	p := mustParse(t, fmt.Sprintf(`  rules:
+  - name: signed
+    signatures:
+      authorities:
+      - name: release
+        notation:
+          trustStore: |
+            %s
+          trustedIdentities: ["x509.subject: C=US, ST=WA, O=Corp, CN=release"]
+`, strings.ReplaceAll(strings.TrimSpace(string(release.TrustStore)), "\n", "\n            ")))
+	facts := func(sigs ...NotationSignature) Facts {
+		return Facts{Level: LevelSignatures, Digest: dA, ManifestMediaType: manifestType, ManifestSize: 700, NotationSignatures: sigs}
+	}
+	jws := func(s *notationtest.Signer, digest string, size int64) NotationSignature {
+		return NotationSignature{MediaType: "application/jose+json", Envelope: s.Sign(t, manifestType, digest, size, "application/jose+json")}
+	}
+	requires := `is signed, but not as Notation authority "release" requires (`
+	tests := []struct {
+		name    string
+		facts   Facts
+		problem string // empty: allowed
+	}{
+		{"signed by the trusted identity", facts(jws(release, dA, 700)), ""},
+		{"COSE", facts(NotationSignature{MediaType: "application/cose", Envelope: release.Sign(t, manifestType, dA, 700, "application/cose")}), ""},
+		{"unsigned", facts(), "has no signature (cosign's sha256-"},
+		{"unsigned: the fix is notation's", facts(), "(notation sign registry.corp/app@" + dA + ")"},
+		{"by a certificate the trust store does not hold", facts(jws(stranger, dA, 700)),
+			requires + "signed by CN=release,O=Other,ST=WA,C=US: the signature's certificate chain does not contain any trusted certificate)"},
+		{"of another digest", facts(jws(release, dB, 700)), requires + "signed by CN=release,O=Corp,ST=WA,C=US: content descriptor mismatch)"},
+		{"of another size", facts(jws(release, dA, 701)), "content descriptor mismatch"},
+		{"a good one after a bad one", facts(jws(stranger, dA, 700), jws(release, dA, 700)), ""},
+		{"a cosign signature is no Notation one", Facts{Level: LevelSignatures, Digest: dA, Signatures: []Signature{{Payload: payloadFor(dA), Signature: []byte("x")}}},
+			requires + "no Notation signature is attached to this digest)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			judgedAt(t, p, tc.facts, tc.problem, now)
+		})
+	}
+	for decl, want := range map[string]string{
+		"{name: a, notation: {trustStore: junk, trustedIdentities: ['*']}}":                  "notation: trustStore holds no PEM certificate",
+		"{name: a, key: k, notation: {trustStore: x, trustedIdentities: ['*']}}":             "has notation and a key or keyless",
+		"{name: a, notation: {trustStoreFile: /x, trustStore: z, trustedIdentities: ['*']}}": "not both",
+	} {
+		_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    signatures:\n      authorities: [" + decl + "]\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("authority %s: %v, want an error containing %q", decl, err, want)
+		}
+	}
+	_, err := Parse([]byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n  - name: s\n    attestations:\n      predicateType: x\n      authorities: [{name: a, notation: {trustStore: x, trustedIdentities: ['*']}}]\n"))
+	if want := "Notation signs images, not in-toto attestations"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a Notation authority for attestations: %v, want an error containing %q", err, want)
 	}
 }

@@ -11,6 +11,8 @@ type (
 	Facts = imagefacts.Facts
 	// Signature is imagefacts.Signature.
 	Signature = imagefacts.Signature
+	// NotationSignature is imagefacts.NotationSignature.
+	NotationSignature = imagefacts.NotationSignature
 	// ImageConfig is imagefacts.ImageConfig.
 	ImageConfig = imagefacts.ImageConfig
 	// Platform is imagefacts.Platform.
