@@ -339,7 +339,9 @@ func (a *artifactReader) referrers(digest string, f *imagefacts.Facts) error {
 		candidates = candidates[:maxArtifacts]
 	}
 	isBundle := func(l v1.Descriptor) bool { return strings.HasPrefix(string(l.MediaType), bundleMediaType) }
-	isEnvelope := func(l v1.Descriptor) bool { return l.MediaType == "application/jose+json" || l.MediaType == "application/cose" }
+	isEnvelope := func(l v1.Descriptor) bool {
+		return l.MediaType == "application/jose+json" || l.MediaType == "application/cose"
+	}
 	for _, desc := range candidates {
 		if a.spent {
 			break
