@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,16 +21,7 @@ import (
 // trust store, trust policy) under dir.
 func notationCLI(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
-	bin := os.Getenv("NOTATION")
-	if bin == "" {
-		t.Fatal("NOTATION names no notation binary: run `make e2e`, which builds the pinned one")
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	out, err := cmd.CombinedOutput()
-	t.Logf("$ notation %s\n%s", strings.Join(args, " "), out)
-	return string(out), err
+	return pinnedCLI(t, "notation", "NOTATION", dir, []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}, args...)
 }
 
 // TestNotation signs images in a loopback registry with the real notation

@@ -36,15 +36,23 @@ import (
 // it) in dir, offline: no transparency log, no password.
 func cosign(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
-	bin := os.Getenv("COSIGN")
+	return pinnedCLI(t, "cosign", "COSIGN", dir, []string{"COSIGN_PASSWORD=", "COSIGN_YES=true", "HOME=" + dir}, args...)
+}
+
+// pinnedCLI runs name, the pinned binary the environment variable
+// envVar names (make e2e builds it), in dir with env added, logging the
+// command and its output.
+func pinnedCLI(t *testing.T, name, envVar, dir string, env []string, args ...string) (string, error) {
+	t.Helper()
+	bin := os.Getenv(envVar)
 	if bin == "" {
-		t.Fatal("COSIGN names no cosign binary: run `make e2e`, which builds the pinned one")
+		t.Fatalf("%s names no %s binary: run `make e2e`, which builds the pinned one", envVar, name)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=", "COSIGN_YES=true", "HOME="+dir)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
-	t.Logf("$ cosign %s\n%s", strings.Join(args, " "), out)
+	t.Logf("$ %s %s\n%s", name, strings.Join(args, " "), out)
 	return string(out), err
 }
 

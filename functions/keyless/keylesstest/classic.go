@@ -3,7 +3,6 @@ package keylesstest
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/admitfn/admitfn/functions/internal/testcert"
 	jsoncanonicalizer "github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 	"github.com/digitorus/timestamp"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -66,13 +66,13 @@ func (a *Authority) WithSCTBy(other *Authority) *Authority {
 func NewAuthority(t testing.TB) *Authority {
 	t.Helper()
 	now := time.Now()
-	rootKey, intermediateKey, logKey, ctKey, tsaRootKey, tsaKey := newKey(t), newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
-	rootCert := certificate(t, &x509.Certificate{
+	rootKey, intermediateKey, logKey, ctKey, tsaRootKey, tsaKey := testcert.Key(t), testcert.Key(t), testcert.Key(t), testcert.Key(t), testcert.Key(t), testcert.Key(t)
+	rootCert := testcert.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sigstore-test-root"},
 		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true,
 	}, nil, rootKey.Public(), rootKey)
-	intermediate := certificate(t, &x509.Certificate{
+	intermediate := testcert.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sigstore-test-intermediate"},
 		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
@@ -80,7 +80,7 @@ func NewAuthority(t testing.TB) *Authority {
 	}, rootCert, intermediateKey.Public(), rootKey)
 	// A timestamp authority: a root and the leaf that signs, its one
 	// extended key usage time stamping, critical, as RFC 3161 wants.
-	tsaRoot := certificate(t, &x509.Certificate{
+	tsaRoot := testcert.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "sigstore-test-tsa-root"},
 		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
@@ -89,7 +89,7 @@ func NewAuthority(t testing.TB) *Authority {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tsaLeaf := certificate(t, &x509.Certificate{
+	tsaLeaf := testcert.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(4), Subject: pkix.Name{CommonName: "sigstore-test-tsa"},
 		NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Critical: true, Value: timeStamping}},
@@ -129,7 +129,7 @@ type ClassicSignature struct {
 // and its signed entry timestamp, as cosign stores them.
 func (a *Authority) Classic(t testing.TB, payload []byte, subject, issuer string, at time.Time, logged bool) ClassicSignature {
 	t.Helper()
-	key := newKey(t)
+	key := testcert.Key(t)
 	leaf := a.Leaf(t, key.Public(), subject, issuer, at)
 	sum := sha256.Sum256(payload)
 	sig, err := ecdsa.SignASN1(rand.Reader, key, sum[:])
@@ -201,14 +201,14 @@ func (a *Authority) Leaf(t testing.TB, pub crypto.PublicKey, subject, issuer str
 		tmpl.EmailAddresses = []string{subject}
 	}
 	if a.sctBy == nil {
-		return certificate(t, tmpl, a.intermediate, pub, a.intermediateKey)
+		return testcert.Issue(t, tmpl, a.intermediate, pub, a.intermediateKey)
 	}
 	// RFC 6962 §3.2: the log signs the certificate as it will be without
 	// the SCT list (the precertificate's TBS, poison removed), with the
 	// issuer's key hash; the verifier removes the list to check it.
-	tbs := certificate(t, tmpl, a.intermediate, pub, a.intermediateKey).RawTBSCertificate
+	tbs := testcert.Issue(t, tmpl, a.intermediate, pub, a.intermediateKey).RawTBSCertificate
 	tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11129, 2, 4, 2}, Value: a.sctList(t, tbs, at)})
-	return certificate(t, tmpl, a.intermediate, pub, a.intermediateKey)
+	return testcert.Issue(t, tmpl, a.intermediate, pub, a.intermediateKey)
 }
 
 // sctList is the value of the SCT list extension: one SCT by a.sctBy over
@@ -309,29 +309,4 @@ func (a *Authority) signLog(t testing.TB, v any) []byte {
 func (a *Authority) ChainPEM() []byte {
 	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.intermediate.Raw}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.rootCert.Raw})...)
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func certificate(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
-	t.Helper()
-	if parent == nil {
-		parent = tmpl
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

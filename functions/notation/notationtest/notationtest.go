@@ -5,9 +5,6 @@ package notationtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -15,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/admitfn/admitfn/functions/internal/testcert"
 	notationgo "github.com/notaryproject/notation-go"
 	"github.com/notaryproject/notation-go/signer"
 	godigest "github.com/opencontainers/go-digest"
@@ -36,13 +34,13 @@ type Signer struct {
 // notBefore for an hour.
 func NewSigner(t testing.TB, org, cn string, notBefore time.Time) *Signer {
 	t.Helper()
-	rootKey, leafKey := key(t), key(t)
-	root := cert(t, &x509.Certificate{
+	rootKey, leafKey := testcert.Key(t), testcert.Key(t)
+	root := testcert.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{org}, CommonName: org + " root"},
 		NotBefore: notBefore.Add(-time.Hour), NotAfter: notBefore.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
 	}, nil, &rootKey.PublicKey, rootKey)
-	leaf := cert(t, &x509.Certificate{
+	leaf := testcert.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{Country: []string{"US"}, Province: []string{"WA"}, Organization: []string{org}, CommonName: cn},
 		NotBefore: notBefore, NotAfter: notBefore.Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
@@ -76,29 +74,4 @@ func (s *Signer) SignExpiring(t testing.TB, mediaType, digest string, size int64
 		t.Fatal(err)
 	}
 	return sig
-}
-
-func key(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func cert(t testing.TB, tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, by *ecdsa.PrivateKey) *x509.Certificate {
-	t.Helper()
-	if parent == nil {
-		parent = tmpl
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, by)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
