@@ -323,48 +323,14 @@ func (k signaturesCheck) evaluate(c *check) {
 	}
 	var missing, otherDigest, notPayload, refused []string
 	for _, a := range k.authorities {
-		if a.notation != nil {
-			reason := "no Notation signature is attached to this digest"
-			target := notation.Target{Repo: c.ref.Repo(), Digest: digest, MediaType: c.facts.ManifestMediaType, Size: c.facts.ManifestSize}
-			for _, ns := range c.facts.NotationSignatures {
-				if reason = a.verifiesNotation(ns, target, c.now); reason == "" {
-					break
-				}
-			}
+		if a.notation != nil || a.keyless != nil {
+			reason, kind, how := a.certificateVerdict(c, digest)
 			switch {
 			case reason == "" && !k.all:
 				return
 			case reason != "":
-				refused = append(refused, fmt.Sprintf("not as Notation authority %s requires (%s)", strconvQuote(a.name), reason))
-				refusedFix = "sign " + c.ref.Repo() + "@" + digest + " with a certificate of the trust store for a trusted identity (notation sign)"
-			}
-			continue
-		}
-		if a.keyless != nil {
-			reason := "no signature of this digest carries a certificate"
-			for _, raw := range c.facts.Bundles {
-				r := a.verifiesSignatureBundle(raw, digest, c.now)
-				if r == notASignature {
-					continue
-				}
-				if reason = r; reason == "" {
-					break
-				}
-			}
-			for _, s := range c.facts.Signatures {
-				if reason == "" {
-					break
-				}
-				if s.Certificate != nil {
-					reason = a.verifiesClassic(s, digest, c.now)
-				}
-			}
-			switch {
-			case reason == "" && !k.all:
-				return
-			case reason != "":
-				refused = append(refused, fmt.Sprintf("not as keyless authority %s requires (%s)", strconvQuote(a.name), reason))
-				refusedFix = "sign " + c.ref.Repo() + "@" + digest + " keylessly as an allowed identity (cosign sign)"
+				refused = append(refused, fmt.Sprintf("not as %s authority %s requires (%s)", kind, strconvQuote(a.name), reason))
+				refusedFix = "sign " + c.ref.Repo() + "@" + digest + " " + how
 			}
 			continue
 		}
@@ -419,6 +385,43 @@ func (k signaturesCheck) evaluate(c *check) {
 		fix = "have every authority sign " + c.ref.Repo() + "@" + digest
 	}
 	c.fail(fix, "is %s%s", strings.Join(parts, "; "), c.skipped())
+}
+
+// certificateVerdict is a Notation or keyless authority's answer about
+// digest: "" when one of the image's signatures of its kind verifies,
+// else the reason the last one tried gives; with the authority's kind
+// and how to sign for it, for the refusal and its fix.
+func (a signer) certificateVerdict(c *check, digest string) (reason, kind, how string) {
+	if a.notation != nil {
+		reason = "no Notation signature is attached to this digest"
+		target := notation.Target{Repo: c.ref.Repo(), Digest: digest, MediaType: c.facts.ManifestMediaType, Size: c.facts.ManifestSize}
+		for _, ns := range c.facts.NotationSignatures {
+			if reason = a.verifiesNotation(ns, target, c.now); reason == "" {
+				break
+			}
+		}
+		return reason, "Notation", "with a certificate of the trust store for a trusted identity (notation sign)"
+	}
+	how = "keylessly as an allowed identity (cosign sign)"
+	reason = "no signature of this digest carries a certificate"
+	for _, raw := range c.facts.Bundles {
+		r := a.verifiesSignatureBundle(raw, digest, c.now)
+		if r == notASignature {
+			continue
+		}
+		if reason = r; reason == "" {
+			return "", "keyless", how
+		}
+	}
+	for _, s := range c.facts.Signatures {
+		if s.Certificate == nil {
+			continue
+		}
+		if reason = a.verifiesClassic(s, digest, c.now); reason == "" {
+			break
+		}
+	}
+	return reason, "keyless", how
 }
 
 // only reports whether every authority is of the kind is says, so a fix
