@@ -2,7 +2,6 @@ package keyless_test
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -11,23 +10,6 @@ import (
 	"github.com/admitfn/admitfn/functions/keyless/keylesstest"
 )
 
-// classicOf is what admitfn's resolver reads from a classic .sig layer.
-func classicOf(t *testing.T, s keylesstest.ClassicSignature) keyless.Classic {
-	t.Helper()
-	sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := keyless.Classic{Payload: s.Payload, Signature: sig, Certificate: []byte(s.Annotations["dev.sigstore.cosign/certificate"])}
-	if e, ok := s.Annotations["dev.sigstore.cosign/bundle"]; ok {
-		c.LogEntry = []byte(e)
-	}
-	if ts, ok := s.Annotations["dev.sigstore.cosign/rfc3161timestamp"]; ok {
-		c.Timestamp = []byte(ts)
-	}
-	return c
-}
-
 func TestVerifyClassic(t *testing.T) {
 	t.Parallel()
 	auth, other := keylesstest.NewAuthority(t), keylesstest.NewAuthority(t)
@@ -35,7 +17,7 @@ func TestVerifyClassic(t *testing.T) {
 	now := time.Now()
 	longAgo := now.Add(-3 * time.Hour)
 	sign := func(subject, issuer string, at time.Time, logged bool) keyless.Classic {
-		return classicOf(t, auth.Classic(t, payload, subject, issuer, at, logged))
+		return auth.Classic(t, payload, subject, issuer, at, logged).Classic(t)
 	}
 	// withEntry replaces c's log entry with one made by log at when.
 	withEntry := func(c keyless.Classic, log *keylesstest.Authority, when time.Time) keyless.Classic {
@@ -55,13 +37,13 @@ func TestVerifyClassic(t *testing.T) {
 	// by tsa's authority at when.
 	unlogged := auth.Classic(t, payload, subject, issuer, longAgo, false)
 	stamped := func(tsa *keylesstest.Authority, when time.Time) keyless.Classic {
-		return classicOf(t, tsa.Stamped(t, unlogged, when))
+		return tsa.Stamped(t, unlogged, when).Classic(t)
 	}
 	stampOfAnother := stamped(auth, longAgo.Add(time.Minute))
-	stampOfAnother.Timestamp = classicOf(t, auth.Stamped(t, auth.Classic(t, payload, subject, issuer, longAgo, false), longAgo.Add(time.Minute))).Timestamp
-	loggedAndStamped := classicOf(t, auth.Stamped(t, auth.Classic(t, payload, subject, issuer, longAgo, true), longAgo.Add(time.Minute)))
+	stampOfAnother.Timestamp = auth.Stamped(t, auth.Classic(t, payload, subject, issuer, longAgo, false), longAgo.Add(time.Minute)).Classic(t).Timestamp
+	loggedAndStamped := auth.Stamped(t, auth.Classic(t, payload, subject, issuer, longAgo, true), longAgo.Add(time.Minute)).Classic(t)
 	sct := func(a *keylesstest.Authority) keyless.Classic {
-		return classicOf(t, a.Classic(t, payload, subject, issuer, longAgo, true))
+		return a.Classic(t, payload, subject, issuer, longAgo, true).Classic(t)
 	}
 	tests := []struct {
 		name     string

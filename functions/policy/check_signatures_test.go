@@ -565,16 +565,8 @@ func TestClassicKeylessSignatures(t *testing.T) {
 `, strings.ReplaceAll(string(auth.TrustedRoot), "\n", "\n            "), issuer, subject))
 	longAgo := time.Now().Add(-5 * time.Hour)
 	sig := func(payload []byte, subject string, logged bool) Signature {
-		s := auth.Classic(t, payload, subject, issuer, longAgo, logged)
-		raw, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := Signature{Payload: s.Payload, Signature: raw, Certificate: []byte(s.Annotations["dev.sigstore.cosign/certificate"])}
-		if e, ok := s.Annotations["dev.sigstore.cosign/bundle"]; ok {
-			out.LogEntry = []byte(e)
-		}
-		return out
+		c := auth.Classic(t, payload, subject, issuer, longAgo, logged).Classic(t)
+		return Signature{Payload: c.Payload, Signature: c.Signature, Certificate: c.Certificate, LogEntry: c.LogEntry, Timestamp: c.Timestamp}
 	}
 	good := sig(payloadFor(dA), subject, true)
 	requires := `is signed, but not as keyless authority "k8s-release" requires (`

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -145,12 +144,9 @@ func TestCosignClassicKeyless(t *testing.T) {
 	relogged := func(log *keylesstest.Authority, when time.Time) func(repo, digest string) {
 		return func(repo, digest string) {
 			s := auth.Classic(t, reg.SignedPayload(repo, digest), subject, issuer, longAgo, false)
-			sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(s.Payload)
-			s.Annotations["dev.sigstore.cosign/bundle"] = string(log.LogEntry(t, sum[:], sig, []byte(s.Annotations["dev.sigstore.cosign/certificate"]), when, 3))
+			c := s.Classic(t)
+			sum := sha256.Sum256(c.Payload)
+			s.Annotations["dev.sigstore.cosign/bundle"] = string(log.LogEntry(t, sum[:], c.Signature, c.Certificate, when, 3))
 			push(repo, digest, s)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/admitfn/admitfn/functions/internal/testcert"
+	"github.com/admitfn/admitfn/functions/keyless"
 	jsoncanonicalizer "github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 	"github.com/digitorus/timestamp"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -123,6 +124,24 @@ type ClassicSignature struct {
 	Annotations map[string]string
 }
 
+// Classic is s as admitfn's resolver reads it from the layer: the
+// signature decoded, each keyless annotation as it is (nil when absent).
+func (s ClassicSignature) Classic(t testing.TB) keyless.Classic {
+	t.Helper()
+	sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := keyless.Classic{Payload: s.Payload, Signature: sig}
+	for key, dst := range map[string]*[]byte{"dev.sigstore.cosign/certificate": &c.Certificate,
+		"dev.sigstore.cosign/bundle": &c.LogEntry, "dev.sigstore.cosign/rfc3161timestamp": &c.Timestamp} {
+		if v, ok := s.Annotations[key]; ok {
+			*dst = []byte(v)
+		}
+	}
+	return c
+}
+
 // Classic has subject (an email, or a URI when it holds "://") from
 // issuer sign payload with a certificate valid for ten minutes from at,
 // as Fulcio issues them; logged adds the log entry made a minute after at
@@ -153,11 +172,7 @@ func (a *Authority) Classic(t testing.TB, payload []byte, subject, issuer string
 // dev.sigstore.cosign/rfc3161timestamp annotation.
 func (a *Authority) Stamped(t testing.TB, s ClassicSignature, when time.Time) ClassicSignature {
 	t.Helper()
-	sig, err := base64.StdEncoding.DecodeString(s.Annotations["dev.cosignproject.cosign/signature"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(sig)
+	sum := sha256.Sum256(s.Classic(t).Signature)
 	resp, err := (&timestamp.Timestamp{HashAlgorithm: crypto.SHA256, HashedMessage: sum[:], Time: when,
 		Policy: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 2}}).CreateResponseWithOpts(a.tsaLeaf, a.tsaKey, crypto.SHA256)
 	if err != nil {
