@@ -18,26 +18,26 @@ func TestChoose(t *testing.T) {
 	}{{
 		name:  "Knative container with a 128Mi limit (cgroup v2)",
 		files: map[string]string{v2: "134217728\n"},
-		want:  Settings{Percent: 400, Limit: 120795955, Why: "GOGC=400, memory limit 115 MiB (90% of " + v2 + ")"},
+		want:  Settings{Percent: 250, Limit: 120795955, Why: "GOGC=250, memory limit 115 MiB (90% of " + v2 + ")"},
 	}, {
 		name:  "cgroup v1",
 		files: map[string]string{v1: "268435456\n"},
-		want:  Settings{Percent: 400, Limit: 241591910, Why: "GOGC=400, memory limit 230 MiB (90% of " + v1 + ")"},
+		want:  Settings{Percent: 250, Limit: 241591910, Why: "GOGC=250, memory limit 230 MiB (90% of " + v1 + ")"},
 	}, {
 		name:  "no limit in cgroup v2",
 		files: map[string]string{v2: "max\n", v1: "268435456\n"},
-		want:  Settings{Percent: 400, Why: "GOGC=400, no memory limit (no cgroup limit found)"},
+		want:  Settings{Percent: 250, Why: "GOGC=250, no memory limit (no cgroup limit found)"},
 	}, {
 		name:  "no limit in cgroup v1",
 		files: map[string]string{v1: "9223372036854771712\n"},
-		want:  Settings{Percent: 400, Why: "GOGC=400, no memory limit (no cgroup limit found)"},
+		want:  Settings{Percent: 250, Why: "GOGC=250, no memory limit (no cgroup limit found)"},
 	}, {
 		name: "no cgroup files",
-		want: Settings{Percent: 400, Why: "GOGC=400, no memory limit (no cgroup limit found)"},
+		want: Settings{Percent: 250, Why: "GOGC=250, no memory limit (no cgroup limit found)"},
 	}, {
 		name:  "unreadable limit",
 		files: map[string]string{v2: "lots"},
-		want:  Settings{Percent: 400, Why: "GOGC=400, no memory limit (no cgroup limit found)"},
+		want:  Settings{Percent: 250, Why: "GOGC=250, no memory limit (no cgroup limit found)"},
 	}, {
 		name:  "the operator's GOGC and GOMEMLIMIT win",
 		env:   map[string]string{"GOGC": "100", "GOMEMLIMIT": "64MiB"},
