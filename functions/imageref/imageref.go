@@ -116,7 +116,10 @@ func CanonicalHost(h string) string {
 	h = strings.ToLower(h)
 	host, port, err := net.SplitHostPort(h)
 	if err != nil {
-		host, port = h, ""
+		// No port: a bracketed IPv6 address loses its brackets here, as
+		// SplitHostPort would have taken them off, so that "[::1]" and
+		// "[::1]:443" are one host (not "[[::1]]" and "[::1]").
+		host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), ""
 	}
 	host = strings.TrimSuffix(host, ".")
 	switch host {

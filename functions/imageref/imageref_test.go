@@ -25,6 +25,10 @@ func TestParse(t *testing.T) {
 		{"nginx:1.25@" + dig, Ref{Registry: "index.docker.io", Repository: "library/nginx", Tag: "1.25", Digest: dig}},
 		{"registry.corp.evil.io/app:1", Ref{Registry: "registry.corp.evil.io", Repository: "app", Tag: "1"}},
 		{"evil.io/registry.corp/app:1", Ref{Registry: "evil.io", Repository: "registry.corp/app", Tag: "1"}},
+		// One host with and without the default port, not "[[::1]]".
+		{"[::1]/app", Ref{Registry: "[::1]", Repository: "app"}},
+		{"[::1]:443/app", Ref{Registry: "[::1]", Repository: "app"}},
+		{"[FE80::1]:5000/app", Ref{Registry: "[fe80::1]:5000", Repository: "app"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
