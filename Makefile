@@ -12,11 +12,14 @@ run:
 test: vet unit fuzz e2e knative-e2e
 
 # test/knative is a module of its own (Knative Serving pins older k8s.io
-# modules): it checks config/'s Services with Serving's validation.
+# modules): it checks config/'s Services with Serving's validation. So is
+# test/vap: it runs the generated ValidatingAdmissionPolicies with
+# k8s.io/apiserver's own libraries against the engine.
 unit:
 	$(GO) test -race -count=1 ./...
 	cd test/knative && $(GO) test -count=1 ./...
 	cd test/kubelet && $(GO) test -count=1 ./...
+	cd test/vap && $(GO) test -count=1 ./...
 
 # Each fuzz target for a short while (FUZZTIME=1000000x make fuzz for longer).
 # Crashers land in the package's testdata/fuzz and replay in every go test.
@@ -31,6 +34,8 @@ fuzz:
 		echo "fuzz $$fn ./functions/$$pkg ($(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./functions/$$pkg >/tmp/admitfn-fuzz.log 2>&1 || { cat /tmp/admitfn-fuzz.log; exit 1; }; \
 	done
+	@echo "fuzz FuzzGeneratedPolicies ./test/vap ($(FUZZTIME))"
+	@cd test/vap && $(GO) test -run '^$$' -fuzz '^FuzzGeneratedPolicies$$' -fuzztime $(FUZZTIME) . >/tmp/admitfn-fuzz.log 2>&1 || { cat /tmp/admitfn-fuzz.log; exit 1; }
 
 # The end-to-end suite: admitfn judged by a real kube-apiserver and etcd on
 # loopback, built from the pinned module in test/tools.
@@ -119,6 +124,7 @@ vet:
 	$(GO) vet -tags e2e,cluster ./test/e2e/
 	cd test/knative && $(GO) vet ./...
 	cd test/kubelet && $(GO) vet ./...
+	cd test/vap && $(GO) vet ./...
 
 # Static, like the image ko builds (ko.yaml).
 build:

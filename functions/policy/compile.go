@@ -35,19 +35,29 @@ func WithReadFile(read func(path string) ([]byte, error)) Option {
 // Parse reads a policy document strictly: unknown or duplicate fields and
 // bad values are errors that name the field.
 func Parse(data []byte, opts ...Option) (*Policy, error) {
+	doc, err := ReadDocument(data)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(doc, opts...)
+}
+
+// ReadDocument reads a policy document strictly, as Parse does, without
+// compiling it.
+func ReadDocument(data []byte) (Document, error) {
 	js, err := yaml.YAMLToJSONStrict(data)
 	if err != nil {
-		return nil, fmt.Errorf("policy is not valid YAML: %w", err)
+		return Document{}, fmt.Errorf("policy is not valid YAML: %w", err)
 	}
 	var doc Document
 	strict, err := sigsjson.UnmarshalStrict(js, &doc, sigsjson.DisallowUnknownFields, sigsjson.DisallowDuplicateFields)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return Document{}, fmt.Errorf("policy: %w", err)
 	}
 	if len(strict) > 0 {
-		return nil, fmt.Errorf("policy: %w", errors.Join(strict...))
+		return Document{}, fmt.Errorf("policy: %w", errors.Join(strict...))
 	}
-	return Compile(doc, opts...)
+	return doc, nil
 }
 
 // Compile checks a document and prepares it for the engine.

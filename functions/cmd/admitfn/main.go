@@ -22,6 +22,7 @@ Usage:
   admitfn admission-config [flags] write the apiserver's AdmissionConfiguration and kubeconfig
   admitfn static-pod [flags]       write a static Pod serving ImageReviews on a control-plane node's loopback
   admitfn webhook-config [flags]   write the webhook registrations pointed at the validating Service
+  admitfn vap [flags]              write the name-only rules as ValidatingAdmissionPolicies (no webhook call)
   admitfn version                  print the version
 
 Run "admitfn COMMAND -h" for a command's flags.
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return webhookConfig(ctx, args[1:], stdout, stderr)
 	case "static-pod":
 		return staticPod(args[1:], stdout, stderr)
+	case "vap":
+		return validatingAdmissionPolicy(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return 0

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/vap"
+)
+
+func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("admitfn vap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	policyFile := fs.String("policy", "", "policy file (default: the embedded policy)")
+	prefix := fs.String("prefix", "admitfn", "start of every object's name")
+	out := fs.String("out", "", "file to write (default: standard output)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: admitfn vap [--policy FILE] [flags]")
+		fmt.Fprintf(stderr, "Writes the policy's name-only rules as ValidatingAdmissionPolicies and bindings (kube-apiserver %s or later),\nand says on standard error which rules stay with the webhook and why.\n", vap.MinKubernetes)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "admitfn vap: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	data := policy.DefaultYAML()
+	if *policyFile != "" {
+		var err error
+		if data, err = os.ReadFile(*policyFile); err != nil {
+			fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+			return 2
+		}
+	}
+	doc, err := policy.ReadDocument(data)
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+		return 2
+	}
+	o, err := vap.Generate(doc, vap.Options{Prefix: *prefix})
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+		return 2
+	}
+	manifest, err := o.YAML()
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+		return 1
+	}
+	if *out == "" {
+		stdout.Write(manifest)
+	} else if err := os.WriteFile(*out, manifest, 0o644); err != nil {
+		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+		return 1
+	}
+	fmt.Fprint(stderr, o.Summary())
+	return 0
+}
