@@ -1,0 +1,113 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestValidatingAdmissionPolicies applies what `admitfn vap` writes for
+// seed 001's rule and a few more to a real kube-apiserver with no admitfn
+// webhook registered and nothing serving admitfn: the apiserver alone
+// refuses and warns in admitfn's words.
+func TestValidatingAdmissionPolicies(t *testing.T) {
+	dir := keptDir(t)
+	p := newPKI(t, dir)
+	cp := startControlPlane(t, dir, p, controlPlaneOptions{})
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: e2e}
+spec:
+  rules:
+  - name: no-latest
+    tags: {denyLatest: true, denyUntagged: true}
+  - name: no-dev-tags
+    mode: warn
+    tags: {deny: ["*-dev"]}
+  - name: no-load-balancers
+    namespaces: [e2e-*]
+    serviceTypes: {deny: [LoadBalancer]}
+  - name: node-restriction
+    nodeRestriction: true
+`), 0o644)
+	cmd := exec.Command(admitfnBin, "vap", "--policy", policyFile)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	manifest, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("admitfn vap: %v\n%s", err, stderr.String())
+	}
+	for _, line := range []string{
+		`rule "no-latest": ValidatingAdmissionPolicy admitfn-e2e-enforce`,
+		`rule "no-dev-tags": ValidatingAdmissionPolicy admitfn-e2e-warn`,
+		`rule "node-restriction": stays with the webhook`,
+	} {
+		if !strings.Contains(stderr.String(), line) {
+			t.Errorf("admitfn vap's summary lacks %q:\n%s", line, stderr.String())
+		}
+	}
+	cp.namespace(t, "e2e-a")
+	admin := cp.clientFor(t, "policy-admin", "system:masters")
+	if _, _, err := admin.kubectl(t, string(manifest), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply of the generated policies: %v", err)
+	}
+	dev := admin.Client
+	ctx := context.Background()
+
+	// A policy acts once the apiserver's informers have it: the first
+	// refusal of nginx says it is in place.
+	waitFor(t, 30*time.Second, "the generated policy to refuse nginx", func() error {
+		_, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("probe", []string{"nginx"}, nil, nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil {
+			return errors.New("nginx admitted")
+		}
+		return nil
+	})
+
+	t.Run("seed 001: nginx is refused in admitfn's words, nginx:1.17.1 is created", func(t *testing.T) {
+		_, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("untagged", []string{"nginx"}, nil, nil), metav1.CreateOptions{})
+		wantForbidden(t, err, `ValidatingAdmissionPolicy 'admitfn-e2e-enforce' with binding 'admitfn-e2e-enforce' denied request`,
+			`image "nginx" (spec.containers[0].image) violates rule "no-latest": names no tag, so the runtime pulls the mutable tag "latest"; to pass, name a version tag (nginx:<version>) or a digest (nginx@sha256:<digest>)`)
+		if _, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("tagged", []string{"nginx:1.17.1"}, nil, nil), metav1.CreateOptions{}); err != nil {
+			t.Errorf("nginx:1.17.1 = %v, want created", err)
+		}
+	})
+
+	t.Run("a Deployment with :latest is refused", func(t *testing.T) {
+		_, err := dev.AppsV1().Deployments("e2e-a").Create(ctx, deploymentOf("web", "docker.io/library/nginx:latest"), metav1.CreateOptions{})
+		wantForbidden(t, err, `image "docker.io/library/nginx:latest" (spec.template.spec.containers[0].image) violates rule "no-latest": uses the mutable tag "latest"`)
+	})
+
+	t.Run("warn mode shows up as a Warning: line for kubectl", func(t *testing.T) {
+		_, stderr, err := admin.kubectl(t, "", "create", "deployment", "warned", "--image=app:1.0-dev", "-n", "e2e-a")
+		if err != nil {
+			t.Fatalf("create = %v, want allowed with a warning", err)
+		}
+		if !strings.Contains(stderr, `Warning: Validation failed for ValidatingAdmissionPolicy 'admitfn-e2e-warn' with binding 'admitfn-e2e-warn': admitfn rule "no-dev-tags": app:1.0-dev: tag "1.0-dev" is denied (pattern "*-dev")`) {
+			t.Errorf("kubectl stderr %q lacks the Warning: line", stderr)
+		}
+	})
+
+	t.Run("a LoadBalancer Service is refused where the rule applies", func(t *testing.T) {
+		svc := func(name string) *corev1.Service {
+			return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
+				Type: corev1.ServiceTypeLoadBalancer, Ports: []corev1.ServicePort{{Port: 80}}}}
+		}
+		_, err := dev.CoreV1().Services("e2e-a").Create(ctx, svc("lb"), metav1.CreateOptions{})
+		wantForbidden(t, err, `spec.type violates rule "no-load-balancers": Service "lb" has type LoadBalancer, which is not allowed here`)
+		if _, err := dev.CoreV1().Services("default").Create(ctx, svc("lb"), metav1.CreateOptions{}); err != nil {
+			t.Errorf("LoadBalancer in default = %v, want created (the rule is scoped to e2e-*)", err)
+		}
+	})
+}
