@@ -52,6 +52,11 @@ type Options struct {
 	// WebhookKubeconfigPath is where the apiserver will read that
 	// kubeconfig.
 	WebhookKubeconfigPath string
+	// VAPStaticDir is the folder of `admitfn vap --static-dir`: the
+	// ValidatingAdmissionPolicy plugin loads its policies at start
+	// (staticManifestsDir; kube-apiserver 1.37, feature gate
+	// ManifestBasedAdmissionControlConfig, beta and on by default).
+	VAPStaticDir string
 }
 
 // Validate checks the options against the apiserver's own limits.
@@ -59,8 +64,8 @@ func (o Options) Validate() error {
 	var errs []error
 	u, err := url.Parse(o.URL)
 	switch {
-	case o.URL == "" && o.WebhookURL == "":
-		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy (or --webhook-url alone, for the webhooks only)"))
+	case o.URL == "" && o.WebhookURL == "" && o.VAPStaticDir == "":
+		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy (or --webhook-url or --vap-static-dir alone)"))
 	case o.URL == "":
 	case err != nil:
 		errs = append(errs, fmt.Errorf("--url %q is not a URL: %v", o.URL, err))
@@ -83,6 +88,9 @@ func (o Options) Validate() error {
 		if o.WebhookKubeconfigPath == "" {
 			errs = append(errs, errors.New("the webhook kubeconfig path the apiserver reads is required"))
 		}
+	}
+	if o.VAPStaticDir != "" && !filepath.IsAbs(o.VAPStaticDir) {
+		errs = append(errs, fmt.Errorf("--vap-static-dir %q must be an absolute path: the apiserver reads it", o.VAPStaticDir))
 	}
 	if o.TokenFile != "" && !filepath.IsAbs(o.TokenFile) {
 		errs = append(errs, fmt.Errorf("--token-file %q must be an absolute path: the apiserver reads it", o.TokenFile))
@@ -123,6 +131,8 @@ type pluginConfiguration struct {
 	APIVersion     string `json:"apiVersion,omitempty"`
 	Kind           string `json:"kind,omitempty"`
 	KubeConfigFile string `json:"kubeConfigFile,omitempty"`
+	// ValidatingAdmissionPolicyConfiguration's.
+	StaticManifestsDir string `json:"staticManifestsDir,omitempty"`
 }
 
 type imagePolicy struct {
@@ -159,6 +169,12 @@ func (o Options) AdmissionConfiguration(asJSON bool) ([]byte, error) {
 				KubeConfigFile: o.WebhookKubeconfigPath,
 			}})
 		}
+	}
+	if o.VAPStaticDir != "" {
+		ac.Plugins = append(ac.Plugins, plugin{Name: "ValidatingAdmissionPolicy", Configuration: pluginConfiguration{
+			APIVersion: "apiserver.config.k8s.io/v1", Kind: "ValidatingAdmissionPolicyConfiguration",
+			StaticManifestsDir: o.VAPStaticDir,
+		}})
 	}
 	if asJSON {
 		b, err := json.MarshalIndent(ac, "", "  ")

@@ -34,6 +34,8 @@ func TestValidate(t *testing.T) {
 		{"deny TTL negative", func(o *Options) { o.DenyTTL = -5 }, "--deny-ttl -5 is out of range"},
 		{"backoff too long", func(o *Options) { o.RetryBackoff = 300001 }, "--retry-backoff 300001 is out of range"},
 		{"cert without key", func(o *Options) { o.ClientCert = "c.pem" }, "--client-cert and --client-key go together"},
+		{"static policies alone", func(o *Options) { *o = Options{VAPStaticDir: "/etc/kubernetes/admitfn/vap"} }, ""},
+		{"static policies, relative", func(o *Options) { o.VAPStaticDir = "vap" }, `--vap-static-dir "vap" must be an absolute path`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,6 +85,34 @@ func TestAdmissionConfigurationFormats(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("json=%v (-want +got):\n%s", asJSON, diff)
 		}
+	}
+}
+
+// TestStaticPolicies: the ValidatingAdmissionPolicy plugin's configuration
+// names the folder admitfn vap --static-dir wrote.
+func TestStaticPolicies(t *testing.T) {
+	o := Options{VAPStaticDir: "/etc/kubernetes/admitfn/vap"}
+	b, err := o.AdmissionConfiguration(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"apiVersion": "apiserver.config.k8s.io/v1",
+		"kind":       "AdmissionConfiguration",
+		"plugins": []any{map[string]any{
+			"name": "ValidatingAdmissionPolicy",
+			"configuration": map[string]any{
+				"apiVersion": "apiserver.config.k8s.io/v1", "kind": "ValidatingAdmissionPolicyConfiguration",
+				"staticManifestsDir": "/etc/kubernetes/admitfn/vap",
+			},
+		}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
 

@@ -51,7 +51,16 @@ type Output struct {
 type Options struct {
 	// Prefix starts every object's name (default "admitfn").
 	Prefix string
+	// Static names the objects for kube-apiserver's manifest-based
+	// admission configuration (staticManifestsDir, KEP-5793): such
+	// objects are loaded from files before the apiserver serves, and
+	// cannot be created, changed or deleted through the API.
+	Static bool
 }
+
+// StaticSuffix ends the name of every object loaded from
+// staticManifestsDir; the apiserver refuses API objects named so.
+const StaticSuffix = ".static.k8s.io"
 
 // Generate writes doc's name-only rules as one ValidatingAdmissionPolicy
 // and binding per mode (enforce → Deny, warn → Warn, audit → Audit). The
@@ -83,14 +92,14 @@ func Generate(doc policy.Document, opts Options) (Output, error) {
 			continue
 		}
 		byMode[mode] = append(byMode[mode], r)
-		out.Placements = append(out.Placements, Placement{Rule: r.Name, Policy: objectName(prefix, name, mode)})
+		out.Placements = append(out.Placements, Placement{Rule: r.Name, Policy: objectName(prefix, name, mode, opts.Static)})
 	}
 	for _, mode := range []policy.Mode{policy.Enforce, policy.Warn, policy.Audit} {
 		rules := byMode[mode]
 		if len(rules) == 0 && mode != policy.Enforce {
 			continue
 		}
-		vap, err := g.policy(objectName(prefix, name, mode), mode, rules)
+		vap, err := g.policy(objectName(prefix, name, mode, opts.Static), mode, rules)
 		if err != nil {
 			return Output{}, err
 		}
@@ -100,8 +109,12 @@ func Generate(doc policy.Document, opts Options) (Output, error) {
 	return out, nil
 }
 
-func objectName(prefix, policyName string, mode policy.Mode) string {
-	return fmt.Sprintf("%s-%s-%s", prefix, policyName, mode)
+func objectName(prefix, policyName string, mode policy.Mode, static bool) string {
+	name := fmt.Sprintf("%s-%s-%s", prefix, policyName, mode)
+	if static {
+		name += StaticSuffix
+	}
+	return name
 }
 
 // webhookOnly says why a rule cannot be a ValidatingAdmissionPolicy, or

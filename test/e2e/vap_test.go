@@ -111,3 +111,49 @@ spec:
 		}
 	})
 }
+
+// TestStaticValidatingAdmissionPolicies starts a kube-apiserver whose
+// AdmissionConfiguration (admitfn admission-config --vap-static-dir)
+// loads what admitfn vap --static-dir wrote: the policy refuses from the
+// first request on, and the API cannot delete it.
+func TestStaticValidatingAdmissionPolicies(t *testing.T) {
+	dir := keptDir(t)
+	static := filepath.Join(dir, "static")
+	cmd := exec.Command(admitfnBin, "vap", "--static-dir", static)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("admitfn vap --static-dir: %v\n%s", err, out)
+	}
+	cmd = exec.Command(admitfnBin, "admission-config", "--vap-static-dir", static, "--out", dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("admitfn admission-config --vap-static-dir: %v\n%s", err, out)
+	}
+	p := newPKI(t, dir)
+	cp := startControlPlane(t, dir, p, controlPlaneOptions{AdmissionConfig: filepath.Join(dir, "admission_config.yaml")})
+	cp.namespace(t, "e2e-a")
+	admin := cp.clientFor(t, "cluster-admin", "system:masters")
+	ctx := context.Background()
+
+	// No wait: ready means loaded.
+	_, err := admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("untagged", []string{"nginx"}, nil, nil), metav1.CreateOptions{})
+	wantForbidden(t, err, `ValidatingAdmissionPolicy 'admitfn-default-enforce.static.k8s.io'`, `image "nginx" (spec.containers[0].image) violates rule "no-latest"`)
+	if _, err := admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("tagged", []string{"nginx:1.17.1"}, nil, nil), metav1.CreateOptions{}); err != nil {
+		t.Errorf("nginx:1.17.1 = %v, want created", err)
+	}
+	// A cluster admin can neither delete it nor shadow it with an API
+	// object of the same name.
+	// The API does not hold it at all.
+	_, stderr, err := admin.kubectl(t, "", "delete", "validatingadmissionpolicy", "admitfn-default-enforce.static.k8s.io")
+	if err == nil || !strings.Contains(stderr, "NotFound") {
+		t.Errorf("kubectl delete of the static policy: %v, %q; want NotFound", err, stderr)
+	}
+	manifest, err := exec.Command(admitfnBin, "vap").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := strings.ReplaceAll(string(manifest), "admitfn-default-enforce", "admitfn-default-enforce.static.k8s.io")
+	if _, stderr, err := admin.kubectl(t, renamed, "apply", "-f", "-"); err == nil || !strings.Contains(stderr, "reserved for static manifest-based configurations") {
+		t.Errorf("kubectl apply of a policy named like the static one: %v, %q; want it refused as reserved", err, stderr)
+	}
+	_, err = admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("untagged-again", []string{"nginx"}, nil, nil), metav1.CreateOptions{})
+	wantForbidden(t, err, `image "nginx" (spec.containers[0].image) violates rule "no-latest"`)
+}

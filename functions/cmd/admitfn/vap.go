@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/vap"
@@ -16,6 +17,7 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 	policyFile := fs.String("policy", "", "policy file (default: the embedded policy)")
 	prefix := fs.String("prefix", "admitfn", "start of every object's name")
 	out := fs.String("out", "", "file to write (default: standard output)")
+	staticDir := fs.String("static-dir", "", "write the objects for kube-apiserver's staticManifestsDir into this folder instead (names end in "+vap.StaticSuffix+"; wire it with admitfn admission-config --vap-static-dir)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: admitfn vap [--policy FILE] [flags]")
 		fmt.Fprintf(stderr, "Writes the policy's name-only rules as ValidatingAdmissionPolicies and bindings (kube-apiserver %s or later),\nand says on standard error which rules stay with the webhook and why.\n", vap.MinKubernetes)
@@ -41,7 +43,11 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
 		return 2
 	}
-	o, err := vap.Generate(doc, vap.Options{Prefix: *prefix})
+	if *staticDir != "" && *out != "" {
+		fmt.Fprintln(stderr, "admitfn vap: --out and --static-dir exclude each other")
+		return 2
+	}
+	o, err := vap.Generate(doc, vap.Options{Prefix: *prefix, Static: *staticDir != ""})
 	if err != nil {
 		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
 		return 2
@@ -51,6 +57,13 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
 		return 1
 	}
+	if *staticDir != "" {
+		if err := os.MkdirAll(*staticDir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+			return 1
+		}
+		*out = filepath.Join(*staticDir, *prefix+"-validating-admission-policies.yaml")
+	}
 	if *out == "" {
 		stdout.Write(manifest)
 	} else if err := os.WriteFile(*out, manifest, 0o644); err != nil {
@@ -58,5 +71,8 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprint(stderr, o.Summary())
+	if *staticDir != "" {
+		fmt.Fprintf(stderr, "wrote %s; the apiserver loads it with admitfn admission-config --vap-static-dir %s (an absolute path on the control-plane node)\n", *out, *staticDir)
+	}
 	return 0
 }
