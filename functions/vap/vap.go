@@ -56,6 +56,11 @@ type Options struct {
 	// objects are loaded from files before the apiserver serves, and
 	// cannot be created, changed or deleted through the API.
 	Static bool
+	// NamespaceSelector and MatchConditions limit the policies as the
+	// webhook registration is limited (webhookconfig.WorkloadScope): the
+	// namespaces left out so that no policy can lock the cluster out.
+	NamespaceSelector *metav1.LabelSelector
+	MatchConditions   []admissionregistrationv1.MatchCondition
 }
 
 // StaticSuffix ends the name of every object loaded from
@@ -79,7 +84,7 @@ func Generate(doc policy.Document, opts Options) (Output, error) {
 	if doc.Metadata != nil && doc.Metadata.Name != "" {
 		name = doc.Metadata.Name
 	}
-	g := generator{spec: doc.Spec}
+	g := generator{spec: doc.Spec, opts: opts}
 	var out Output
 	byMode := map[policy.Mode][]policy.Rule{}
 	for _, r := range doc.Spec.Rules {
@@ -157,7 +162,10 @@ func binding(policyName string, mode policy.Mode) admissionregistrationv1.Valida
 	}
 }
 
-type generator struct{ spec policy.Spec }
+type generator struct {
+	spec policy.Spec
+	opts Options
+}
 
 // podResources are the resources of workload's built-in kinds, whose
 // objects hold a pod (template).
@@ -209,11 +217,13 @@ func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (a
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: &fail,
 			MatchConstraints: &admissionregistrationv1.MatchResources{
-				ResourceRules: resources,
-				MatchPolicy:   &equivalent,
+				ResourceRules:     resources,
+				MatchPolicy:       &equivalent,
+				NamespaceSelector: g.opts.NamespaceSelector,
 			},
-			Variables:   vars,
-			Validations: []admissionregistrationv1.Validation{validation},
+			MatchConditions: g.opts.MatchConditions,
+			Variables:       vars,
+			Validations:     []admissionregistrationv1.Validation{validation},
 		},
 	}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,6 +33,24 @@ type Options struct {
 	// Mutating adds the mutating registration (for a policy with
 	// spec.mutation).
 	Mutating bool
+	// MatchConditions are added to the workload webhook's (vap's
+	// WebhookConditions, once the generated policies are in place).
+	MatchConditions []admissionregistrationv1.MatchCondition
+}
+
+// WorkloadScope is what limits the workload webhook beyond its rules: the
+// namespaces it leaves out (the lockout-proof list) and its match
+// conditions. The generated ValidatingAdmissionPolicies take the same,
+// so that they judge what the webhook would have.
+func WorkloadScope(files fs.FS) (*metav1.LabelSelector, []admissionregistrationv1.MatchCondition, error) {
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := decode(files, validatingFile, &v); err != nil {
+		return nil, nil, err
+	}
+	if len(v.Webhooks) == 0 {
+		return nil, nil, fmt.Errorf("%s has no webhooks", validatingFile)
+	}
+	return v.Webhooks[0].NamespaceSelector, v.Webhooks[0].MatchConditions, nil
 }
 
 // Render reads the registrations from files (config.Webhooks) and returns
@@ -67,6 +86,9 @@ func Render(files fs.FS, o Options) ([]byte, error) {
 		if err := point(&v.Webhooks[i].ClientConfig); err != nil {
 			return nil, err
 		}
+	}
+	if len(v.Webhooks) > 0 {
+		v.Webhooks[0].MatchConditions = append(v.Webhooks[0].MatchConditions, o.MatchConditions...)
 	}
 	docs := []any{v}
 	if o.Mutating {

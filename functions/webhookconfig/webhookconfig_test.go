@@ -63,3 +63,30 @@ func TestRender(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderWithMatchConditions: conditions are added to the workload
+// webhook's own, which stay; the node webhook is untouched.
+func TestRenderWithMatchConditions(t *testing.T) {
+	extra := admissionregistrationv1.MatchCondition{Name: "admitfn-registry-rules", Expression: "true"}
+	out, err := Render(config.Webhooks, Options{BaseURL: "https://v.example.com", MatchConditions: []admissionregistrationv1.MatchCondition{extra}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(out, &v); err != nil {
+		t.Fatal(err)
+	}
+	_, shipped, err := WorkloadScope(config.Webhooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(append(shipped, extra), v.Webhooks[0].MatchConditions); diff != "" {
+		t.Errorf("workload webhook's conditions (-want +got):\n%s", diff)
+	}
+	if len(shipped) == 0 {
+		t.Error("the shipped registration has no match condition to keep")
+	}
+	if len(v.Webhooks[1].MatchConditions) != 0 {
+		t.Errorf("the node webhook gained conditions: %v", v.Webhooks[1].MatchConditions)
+	}
+}

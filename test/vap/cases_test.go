@@ -73,7 +73,8 @@ spec:
       authorities:
       - name: k
         key: KEY
-    images: ["never.example/**"]
+    namespaces: ["prod-*", "team-*"]
+    images: ["registry.corp/**", "nginx"]
 `,
 }
 
@@ -153,6 +154,50 @@ func TestGeneratedPoliciesDecideAsTheEngine(t *testing.T) {
 // break-glass, several violations in one request, Services.
 func TestGeneratedPoliciesOnWorkloads(t *testing.T) {
 	p, compiled := generate(t, policies["every-field"])
+	reqs := workloadRequests()
+	denied := 0
+	for _, r := range reqs {
+		if compare(t, p, compiled, r) {
+			denied++
+		}
+	}
+	if denied == 0 || denied == len(reqs) {
+		t.Fatalf("%d of %d requests denied: the cases do not exercise the policy", denied, len(reqs))
+	}
+	t.Logf("%d requests, %d denied, no disagreement", len(reqs), denied)
+}
+
+// TestGeneratedPoliciesOnFuzzedReferences assembles references from the
+// pieces parsers disagree on and compares them as the corpus is compared.
+func TestGeneratedPoliciesOnFuzzedReferences(t *testing.T) {
+	hosts := []string{"", "", "docker.io/", "index.docker.io/", "DOCKER.IO/", "registry-1.docker.io/", "registry.corp/", "registry.corp:443/",
+		"Registry.Corp/", "localhost/", "localhost:5000/", "[::1]/", "[::1]:443/", "us.gcr.io/", "evil.gcr.io/", "a-b.c/", "a_b.c/", "1.2.3.4:5/", "x:/", "[::1/"}
+	paths := []string{"nginx", "library/nginx", "team/app", "team/debug", "a", "A", "a.b", "a..b", "a__b", "a___b", "a-b", "-a", "a/", "tools/kit", "secret/app", "proj/app", "x/base", "a/b/c/d"}
+	tags := []string{"", "", ":latest", ":v1", ":1.0", ":1.2-rc1", ":3.x", ":12", ":", ":_x", ":.x", ":V1", ":a:b"}
+	digests := []string{"", "", "@" + dig, "@sha256:abc", "@" + strings.ToUpper(dig), "@sha512:" + strings.Repeat("f", 128)}
+	rng := rand.New(rand.NewPCG(26, 5793))
+	pick := func(s []string) string { return s[rng.IntN(len(s))] }
+	for name, doc := range policies {
+		t.Run(name, func(t *testing.T) {
+			p, compiled := generate(t, doc)
+			const n = 1500
+			denied := 0
+			for i := 0; i < n; i++ {
+				ref := pick(hosts) + pick(paths) + pick(tags) + pick(digests)
+				if compare(t, p, compiled, podRequest(pick(namespaces), []string{ref}, nil)) {
+					denied++
+				}
+			}
+			if denied == 0 || denied == n {
+				t.Fatalf("%d of %d denied", denied, n)
+			}
+			t.Logf("%d fuzzed references, %d denied, no disagreement", n, denied)
+		})
+	}
+}
+
+// workloadRequests are the requests of TestGeneratedPoliciesOnWorkloads.
+func workloadRequests() []request {
 	spec := func(images ...string) map[string]any {
 		s := map[string]any{"containers": []any{map[string]any{"name": "a", "image": images[0]}}}
 		if len(images) > 1 {
@@ -232,43 +277,5 @@ func TestGeneratedPoliciesOnWorkloads(t *testing.T) {
 	// Many bad images: the reason spells out five and counts the rest.
 	many := []string{"nginx", "nginx:latest", "evil.io/a:v1", "evil.io/b:v1", "evil.io/c:v1", "evil.io/d:v1", "evil.io/e:v1", "nginx:2.0"}
 	reqs = append(reqs, podRequest("default", many, nil))
-	denied := 0
-	for _, r := range reqs {
-		if compare(t, p, compiled, r) {
-			denied++
-		}
-	}
-	if denied == 0 || denied == len(reqs) {
-		t.Fatalf("%d of %d requests denied: the cases do not exercise the policy", denied, len(reqs))
-	}
-	t.Logf("%d requests, %d denied, no disagreement", len(reqs), denied)
-}
-
-// TestGeneratedPoliciesOnFuzzedReferences assembles references from the
-// pieces parsers disagree on and compares them as the corpus is compared.
-func TestGeneratedPoliciesOnFuzzedReferences(t *testing.T) {
-	hosts := []string{"", "", "docker.io/", "index.docker.io/", "DOCKER.IO/", "registry-1.docker.io/", "registry.corp/", "registry.corp:443/",
-		"Registry.Corp/", "localhost/", "localhost:5000/", "[::1]/", "[::1]:443/", "us.gcr.io/", "evil.gcr.io/", "a-b.c/", "a_b.c/", "1.2.3.4:5/", "x:/", "[::1/"}
-	paths := []string{"nginx", "library/nginx", "team/app", "team/debug", "a", "A", "a.b", "a..b", "a__b", "a___b", "a-b", "-a", "a/", "tools/kit", "secret/app", "proj/app", "x/base", "a/b/c/d"}
-	tags := []string{"", "", ":latest", ":v1", ":1.0", ":1.2-rc1", ":3.x", ":12", ":", ":_x", ":.x", ":V1", ":a:b"}
-	digests := []string{"", "", "@" + dig, "@sha256:abc", "@" + strings.ToUpper(dig), "@sha512:" + strings.Repeat("f", 128)}
-	rng := rand.New(rand.NewPCG(26, 5793))
-	pick := func(s []string) string { return s[rng.IntN(len(s))] }
-	for name, doc := range policies {
-		t.Run(name, func(t *testing.T) {
-			p, compiled := generate(t, doc)
-			const n = 1500
-			denied := 0
-			for i := 0; i < n; i++ {
-				ref := pick(hosts) + pick(paths) + pick(tags) + pick(digests)
-				if compare(t, p, compiled, podRequest(pick(namespaces), []string{ref}, nil)) {
-					denied++
-				}
-			}
-			if denied == 0 || denied == n {
-				t.Fatalf("%d of %d denied", denied, n)
-			}
-			t.Logf("%d fuzzed references, %d denied, no disagreement", n, denied)
-		})
-	}
+	return reqs
 }

@@ -199,8 +199,41 @@ func describe(r request) string {
 
 func generate(t testing.TB, doc string) (*policy.Policy, map[policy.Mode]compiled) {
 	t.Helper()
-	// A signed-images rule stays with the webhook; its key is made here
-	// (the policy must compile).
+	d := loadDocument(t, doc)
+	if _, err := policy.Compile(d); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vap.Generate(d, vap.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The generated policies answer for the rules they took; the engine
+	// is asked with those rules alone.
+	moved := d
+	moved.Spec.Rules = nil
+	for i, pl := range out.Placements {
+		if pl.Policy != "" {
+			moved.Spec.Rules = append(moved.Spec.Rules, d.Spec.Rules[i])
+		}
+	}
+	p, err := policy.Compile(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies := map[policy.Mode]compiled{}
+	for i, vp := range out.Policies {
+		mode := map[admissionregistrationv1.ValidationAction]policy.Mode{
+			admissionregistrationv1.Deny: policy.Enforce, admissionregistrationv1.Warn: policy.Warn, admissionregistrationv1.Audit: policy.Audit,
+		}[out.Bindings[i].Spec.ValidationActions[0]]
+		policies[mode] = compile(t, vp)
+	}
+	return p, policies
+}
+
+// loadDocument reads doc, with a key made here for its signed-images
+// rule (a rule that stays with the webhook; the policy must compile).
+func loadDocument(t testing.TB, doc string) policy.Document {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -215,20 +248,5 @@ func generate(t testing.TB, doc string) (*policy.Policy, map[policy.Mode]compile
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := policy.Compile(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := vap.Generate(d, vap.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	policies := map[policy.Mode]compiled{}
-	for i, vp := range out.Policies {
-		mode := map[admissionregistrationv1.ValidationAction]policy.Mode{
-			admissionregistrationv1.Deny: policy.Enforce, admissionregistrationv1.Warn: policy.Warn, admissionregistrationv1.Audit: policy.Audit,
-		}[out.Bindings[i].Spec.ValidationActions[0]]
-		policies[mode] = compile(t, vp)
-	}
-	return p, policies
+	return d
 }

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/admitfn/admitfn/config"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/vap"
+	"github.com/admitfn/admitfn/functions/webhookconfig"
 )
 
 func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
@@ -47,7 +49,14 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "admitfn vap: --out and --static-dir exclude each other")
 		return 2
 	}
-	o, err := vap.Generate(doc, vap.Options{Prefix: *prefix, Static: *staticDir != ""})
+	// The policies leave out what the webhook registration leaves out:
+	// the system namespaces (no lockout), the apiserver's own requests.
+	selector, conditions, err := webhookconfig.WorkloadScope(config.Webhooks)
+	if err != nil {
+		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
+		return 1
+	}
+	o, err := vap.Generate(doc, vap.Options{Prefix: *prefix, Static: *staticDir != "", NamespaceSelector: selector, MatchConditions: conditions})
 	if err != nil {
 		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
 		return 2
