@@ -196,18 +196,18 @@ func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (a
 		return admissionregistrationv1.ValidatingAdmissionPolicy{}, err
 	}
 	validation := admissionregistrationv1.Validation{
-		Expression: `variables.exempt || size(variables.violations) == 0`,
+		Expression: `variables.exempt || variables.clean`,
 		Message:    "admitfn policy: " + string(mode) + " rules are violated",
 	}
 	switch mode {
 	case policy.Enforce:
 		// The engine's reason: the first five denials, and how many more.
 		validation.Expression += ` || variables.breakGlass`
-		validation.MessageExpression = fmt.Sprintf(`size(variables.violations) <= %[1]d ? variables.violations.join('; ') : variables.violations.slice(0, %[1]d).join('; ') + '; and ' + string(size(variables.violations) - %[1]d) + ' more'`, maxReasons)
+		validation.MessageExpression = fmt.Sprintf(`variables.clean ? '' : size(variables.violations) <= %[1]d ? variables.violations.join('; ') : variables.violations.slice(0, %[1]d).join('; ') + '; and ' + string(size(variables.violations) - %[1]d) + ' more'`, maxReasons)
 		forbidden := metav1.StatusReasonForbidden
 		validation.Reason = &forbidden
 	default:
-		validation.MessageExpression = `variables.violations.join('; ')`
+		validation.MessageExpression = `variables.clean ? '' : variables.violations.join('; ')`
 	}
 	fail := admissionregistrationv1.Fail
 	equivalent := admissionregistrationv1.Equivalent
@@ -253,8 +253,8 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	add("images", `variables.holdsPods ? `+images("variables.tmpl")+` : []`)
 	// An UPDATE leaves out an image that is where it was, as it was, when
 	// the annotations (break-glass) did not change: admission.Read's rule.
-	add("oldKeys", `variables.holdsPods && variables.oldTmpl != null && `+annotations("variables.oldTmpl")+` == variables.annotations ? `+images("variables.oldTmpl")+`.map(i, i.key) : []`)
-	add("judged", `variables.images.filter(i, (!has(request.subResource) || request.subResource != 'ephemeralcontainers' || i.field.contains('.ephemeralContainers[')) && !(i.key in variables.oldKeys))`)
+	add("oldKeys", `variables.holdsPods && variables.oldTmpl != null && `+annotations("variables.oldTmpl")+` == variables.annotations ? `+images("variables.oldTmpl")+`.map(i, `+judgedKey+`) : []`)
+	add("judged", `variables.images.filter(i, (!has(request.subResource) || request.subResource != 'ephemeralcontainers' || i.field.contains('.ephemeralContainers[')) && (size(variables.oldKeys) == 0 || !(`+judgedKey+` in variables.oldKeys)))`)
 
 	keys := []string{"ref", "field"}
 	prev := "variables.judged"
@@ -274,12 +274,16 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 		prev = "variables." + s.name
 	}
 
-	var perImage []string
+	// violations lists what the engine would say; clean is true exactly
+	// when it is empty, decided without building a message, so that a
+	// request that passes (most do) costs the least.
+	var perImage, perImageClean []string
 	if mode == policy.Enforce {
 		perImage = append(perImage, `(r.valid == '' ? [`+violation(mode, "image-reference", "r", `'is not an image reference the kubelet and admitfn read alike (admitfn check names the cause)'`,
 			`'write a valid reference such as registry.example/team/app:1.2.3'`)+`] : [])`)
+		perImageClean = append(perImageClean, `r.valid == 'y'`)
 	}
-	var request []string
+	var request, requestClean []string
 	for _, r := range rules {
 		checks, err := imageChecks(mode, r)
 		if err != nil {
@@ -290,7 +294,12 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 			if err != nil {
 				return nil, err
 			}
-			perImage = append(perImage, "(r.valid == 'y' && "+scope+" ? "+strings.Join(checks, " + ")+" : [])")
+			var lists, whens []string
+			for _, c := range checks {
+				lists, whens = append(lists, c.list()), append(whens, c.when)
+			}
+			perImage = append(perImage, "(r.valid == 'y' && "+scope+" ? "+strings.Join(lists, " + ")+" : [])")
+			perImageClean = append(perImageClean, "!(r.valid == 'y' && "+scope+" && ("+strings.Join(whens, " || ")+"))")
 		}
 		if r.ServiceTypes != nil {
 			inNS, err := inNamespace(r)
@@ -298,19 +307,28 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 				return nil, err
 			}
 			typ := `(has(object.spec.type) ? object.spec.type : '')`
-			request = append(request, `(request.kind.group == '' && request.kind.kind == 'Service' && `+inNS+` && `+typ+` in `+celList(r.ServiceTypes.Deny)+` ? [`+
-				requestViolation(mode, r.Name, "spec.type", `'Service "' + request.name + '" has type ' + `+typ+` + ', which is not allowed here'`,
-					celString("use a type other than "+strings.Join(r.ServiceTypes.Deny, ", ")+" (ClusterIP behind an Ingress, say)"))+`] : [])`)
+			c := check{
+				when: `request.kind.group == '' && request.kind.kind == 'Service' && ` + inNS + ` && ` + typ + ` in ` + celList(r.ServiceTypes.Deny),
+				violation: requestViolation(mode, r.Name, "spec.type", `'Service "' + request.name + '" has type ' + `+typ+` + ', which is not allowed here'`,
+					celString("use a type other than "+strings.Join(r.ServiceTypes.Deny, ", ")+" (ClusterIP behind an Ingress, say)")),
+			}
+			request, requestClean = append(request, c.list()), append(requestClean, "!("+c.when+")")
 		}
 	}
-	violations := "[]"
+	violations, clean := "[]", []string{}
 	if len(perImage) > 0 {
 		violations = "variables.refs.map(r, " + strings.Join(perImage, " + ") + ").flatten()"
+		clean = append(clean, "variables.refs.all(r, "+strings.Join(perImageClean, " && ")+")")
 	}
 	if len(request) > 0 {
 		violations += " + " + strings.Join(request, " + ")
+		clean = append(clean, requestClean...)
+	}
+	if len(clean) == 0 {
+		clean = []string{"true"}
 	}
 	add("violations", violations)
+	add("clean", strings.Join(clean, " && "))
 
 	breakGlass := "false"
 	if bg := g.spec.BreakGlass; bg != nil {
@@ -326,6 +344,10 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	return vars, nil
 }
 
+// judgedKey is admission.Read's judgedAs for image i: place, reference
+// and uid (the place tells a volume).
+const judgedKey = `i.field + '=' + i.ref + '|uid=' + i.uid`
+
 // template is where expr (object or oldObject) keeps its pod template.
 func template(expr string) string {
 	return fmt.Sprintf(`(request.kind.kind in ['Pod', 'Revision'] ? %[1]s : request.kind.kind == 'PodTemplate' ? %[1]s.template : request.kind.kind == 'CronJob' ? %[1]s.spec.jobTemplate.spec.template : %[1]s.spec.template)`, expr)
@@ -336,8 +358,8 @@ func annotations(tmpl string) string {
 }
 
 // images lists the images of the pod template tmpl as workload.Read
-// does: containers, init and ephemeral containers, image volumes. key
-// is admission.Read's judgedAs: place, reference, volume and uid.
+// does: containers, init and ephemeral containers, image volumes, with
+// the uid each runs as (judgedKey).
 func images(tmpl string) string {
 	uid := func(c string) string {
 		return fmt.Sprintf(`(has(%[1]s.securityContext) && has(%[1]s.securityContext.runAsUser) ? string(%[1]s.securityContext.runAsUser) : has(%[2]s.spec.securityContext) && has(%[2]s.spec.securityContext.runAsUser) ? string(%[2]s.spec.securityContext.runAsUser) : 'unset')`, c, tmpl)
@@ -346,12 +368,12 @@ func images(tmpl string) string {
 	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
 		field := fmt.Sprintf(`variables.prefix + '.%s[' + string(i) + '].image'`, list)
 		ref := `string(has(c.image) ? c.image : '')`
-		parts = append(parts, fmt.Sprintf(`(has(%[1]s.spec.%[2]s) ? %[1]s.spec.%[2]s.transformList(i, c, {'ref': %[3]s, 'field': %[4]s, 'key': %[4]s + '=' + %[3]s + '|volume=false|uid=' + %[5]s}) : [])`,
+		parts = append(parts, fmt.Sprintf(`(has(%[1]s.spec.%[2]s) ? %[1]s.spec.%[2]s.transformList(i, c, {'ref': %[3]s, 'field': %[4]s, 'uid': %[5]s}) : [])`,
 			tmpl, list, ref, field, uid("c")))
 	}
 	field := `variables.prefix + '.volumes[' + string(i) + '].image.reference'`
 	ref := `string(has(v.image.reference) ? v.image.reference : '')`
-	parts = append(parts, fmt.Sprintf(`(has(%[1]s.spec.volumes) ? %[1]s.spec.volumes.transformList(i, v, has(v.image), {'ref': %[2]s, 'field': %[3]s, 'key': %[3]s + '=' + %[2]s + '|volume=true|uid=unset'}) : [])`,
+	parts = append(parts, fmt.Sprintf(`(has(%[1]s.spec.volumes) ? %[1]s.spec.volumes.transformList(i, v, has(v.image), {'ref': %[2]s, 'field': %[3]s, 'uid': 'unset'}) : [])`,
 		tmpl, ref, field))
 	return "(" + strings.Join(parts, " + ") + ")"
 }
@@ -409,13 +431,19 @@ func imageScope(r policy.Rule) (string, error) {
 	return "(" + inNS + " && " + in + " && !" + out + ")", nil
 }
 
-// imageChecks are the CEL lists of one rule's problems with image r, in
-// the engine's order of checks (tags, registries, repositories,
-// requireDigest).
-func imageChecks(mode policy.Mode, rule policy.Rule) ([]string, error) {
-	var out []string
+// A check is one way a rule fails an image: when (a CEL condition over
+// r) and what the violation says.
+type check struct{ when, violation string }
+
+// list is the CEL list of c's violation, empty unless it fails.
+func (c check) list() string { return "(" + c.when + " ? [" + c.violation + "] : [])" }
+
+// imageChecks are one rule's checks of image r, in the engine's order
+// (tags, registries, repositories, requireDigest).
+func imageChecks(mode policy.Mode, rule policy.Rule) ([]check, error) {
+	var out []check
 	fail := func(cond, problem, fix string) {
-		out = append(out, "("+cond+" ? ["+violation(mode, rule.Name, "r", problem, fix)+"] : [])")
+		out = append(out, check{cond, violation(mode, rule.Name, "r", problem, fix)})
 	}
 	if t := rule.Tags; t != nil {
 		if t.DenyUntagged {

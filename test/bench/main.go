@@ -123,6 +123,8 @@ func main() {
 			row{fmt.Sprintf("pod create via kube-apiserver, median of %d: no webhook", *creates), fmt.Sprintf("%.2f ms", m["ms/pod-without-webhook"]), "", ""},
 			row{"  with a minimal webhook (echo uid, allow; the floor)", fmt.Sprintf("%.2f ms", m["ms/pod-with-floor-webhook"]), fmt.Sprintf("%.2f× no webhook", m["floor/without"]), ""},
 			row{"  with admitfn's validating webhook", fmt.Sprintf("%.2f ms", m["ms/pod-with-admitfn"]), fmt.Sprintf("%.2f× no webhook", m["admitfn/without"]), check(m["admitfn/without"] <= 1.2, "≤ 1.2× no webhook")},
+			row{"  with a minimal ValidatingAdmissionPolicy (expression true; the floor)", fmt.Sprintf("%.2f ms", m["ms/pod-with-floor-policy"]), fmt.Sprintf("%.2f× no webhook", m["floor-policy/without"]), ""},
+			row{"  with admitfn vap's policies instead of a webhook", fmt.Sprintf("%.2f ms", m["ms/pod-with-vap"]), fmt.Sprintf("%.2f× no webhook", m["vap/without"]), check(m["vap/without"] <= 1.05, "≤ 1.05× no webhook")},
 			row{fmt.Sprintf("pod create, ImagePolicyWebhook, median of %d: apiserver without the plugin", *creates), fmt.Sprintf("%.2f ms", ip["ms/pod-without"]), "", ""},
 			row{"  plugin, same pod spec again (answered by its allow cache)", fmt.Sprintf("%.2f ms", ip["ms/pod-cached"]), fmt.Sprintf("%.2f× no plugin", ip["cached/without"]), ""},
 			row{"  the same on the floor's apiserver (its twin, for comparison)", fmt.Sprintf("%.2f ms", ip["ms/pod-floor-cached"]), fmt.Sprintf("%.2f× no plugin", ip["floor-cached/without"]), ""},

@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/admitfn/admitfn/functions/metrics/metricstest"
+	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/vap"
 )
 
 // BenchmarkPodCreate measures pod creation through the real apiserver with
@@ -32,8 +34,11 @@ import (
 // namespaceSelector leaves out. The two kinds of create alternate, so both
 // share the same apiserver, etcd and moment on a noisy machine. It reports
 // the median of each and their ratio (make bench prints it in its table).
+// A fourth namespace has no webhook but the default policy's name-only
+// rules as ValidatingAdmissionPolicies (admitfn vap): the apiserver
+// decides there in process; a fifth has the least a policy can be.
 func BenchmarkPodCreate(b *testing.B) {
-	const plain, hooked, floor = "admitfn", "bench", "floor"
+	const plain, hooked, floor, inProcess, policyFloor = "admitfn", "bench", "floor", "vap", "vap-floor"
 	dir := keptDir(b)
 	p := newPKI(b, dir)
 	cp := startControlPlane(b, dir, p, controlPlaneOptions{})
@@ -45,7 +50,11 @@ func BenchmarkPodCreate(b *testing.B) {
 	baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
 	waitReady(b, backend, tlsClient(b, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
 	registerWebhooksWith(b, cp, baseURL, func(v *admissionregistrationv1.ValidatingWebhookConfiguration, m *admissionregistrationv1.MutatingWebhookConfiguration) {
-		excludeNamespace(v.Webhooks, floor)
+		// admitfn's webhook judges its namespace alone: the others are the
+		// floor webhook's and the policies'.
+		for _, ns := range []string{floor, inProcess, policyFloor} {
+			excludeNamespace(v.Webhooks, ns)
+		}
 		m.Webhooks = nil // the default policy mutates nothing: 510-mutating.yaml is not applied
 	})
 	// The floor: the least a webhook can do (echo the uid, allow), served
@@ -61,7 +70,38 @@ func BenchmarkPodCreate(b *testing.B) {
 		}
 		m.Webhooks = nil
 	})
-	for _, ns := range []string{plain, hooked, floor} {
+	// The default policy's name-only rules as ValidatingAdmissionPolicies
+	// (admitfn vap), bound to their namespace alone: the apiserver
+	// decides there with no webhook call.
+	generated, err := vap.Generate(mustDefaultDocument(b), vap.Options{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: inProcess}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range generated.Policies {
+		if _, err := cp.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(context.Background(), &generated.Policies[i], metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cp.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(context.Background(), &generated.Bindings[i], metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The least a ValidatingAdmissionPolicy can be (expression true),
+	// bound to a namespace of its own: what any policy costs here.
+	trivial := generated.Policies[0].DeepCopy()
+	trivial.Name = "floor-policy"
+	trivial.Spec.Variables, trivial.Spec.Validations = nil, []admissionregistrationv1.Validation{{Expression: "true"}}
+	trivial.Spec.MatchConstraints.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: policyFloor}}
+	trivialBinding := generated.Bindings[0].DeepCopy()
+	trivialBinding.Name, trivialBinding.Spec.PolicyName = trivial.Name, trivial.Name
+	if _, err := cp.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(context.Background(), trivial, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cp.Admin.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(context.Background(), trivialBinding, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	namespaces := []string{plain, hooked, floor, inProcess, policyFloor}
+	for _, ns := range namespaces {
 		cp.namespace(b, ns)
 	}
 
@@ -76,15 +116,23 @@ func BenchmarkPodCreate(b *testing.B) {
 		_, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 		return time.Since(start), err
 	}
-	// Only admitfn's namespace judges: :latest is refused there alone.
-	for _, ns := range []string{plain, hooked, floor} {
+	// Only admitfn's namespaces judge: :latest is refused there alone
+	// (the policies act once the apiserver's informers have them).
+	waitFor(b, 30*time.Second, "the generated policy to judge", func() error {
+		if _, err := create(inProcess, "probe", "nginx:latest"); err == nil {
+			client.CoreV1().Pods(inProcess).Delete(ctx, "probe", metav1.DeleteOptions{})
+			return fmt.Errorf("a :latest pod was created in %s", inProcess)
+		}
+		return nil
+	})
+	for _, ns := range namespaces {
 		_, err := create(ns, "check", "nginx:latest")
-		if judged := err != nil; judged != (ns == hooked) {
-			b.Fatalf("a :latest pod in %s: %v; want it refused only in %s", ns, err, hooked)
+		if judged := err != nil; judged != (ns == hooked || ns == inProcess) {
+			b.Fatalf("a :latest pod in %s: %v; want it refused only in %s and %s", ns, err, hooked, inProcess)
 		}
 	}
 	for i := range 50 { // warm connections, caches and the apiserver's webhook clients
-		for _, ns := range []string{plain, hooked, floor} {
+		for _, ns := range namespaces {
 			if _, err := create(ns, fmt.Sprintf("warm-%d", i), "nginx:1.17.1"); err != nil {
 				b.Fatal(err)
 			}
@@ -94,7 +142,10 @@ func BenchmarkPodCreate(b *testing.B) {
 	took := map[string][]time.Duration{}
 	b.ResetTimer()
 	for i := range b.N {
-		for _, ns := range []string{plain, hooked, floor} {
+		// Each round starts at another namespace: no kind of create
+		// always follows the same other.
+		for j := range namespaces {
+			ns := namespaces[(i+j)%len(namespaces)]
 			d, err := create(ns, fmt.Sprintf("pod-%d", i), "nginx:1.17.1")
 			if err != nil {
 				b.Fatal(err)
@@ -103,12 +154,25 @@ func BenchmarkPodCreate(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	without, with, withFloor := median(took[plain]), median(took[hooked]), median(took[floor])
+	without, with, withFloor, withVAP, withPolicyFloor := median(took[plain]), median(took[hooked]), median(took[floor]), median(took[inProcess]), median(took[policyFloor])
 	b.ReportMetric(ms(without), "ms/pod-without-webhook")
 	b.ReportMetric(ms(with), "ms/pod-with-admitfn")
 	b.ReportMetric(ms(withFloor), "ms/pod-with-floor-webhook")
 	b.ReportMetric(float64(with)/float64(without), "admitfn/without")
 	b.ReportMetric(float64(withFloor)/float64(without), "floor/without")
+	b.ReportMetric(ms(withVAP), "ms/pod-with-vap")
+	b.ReportMetric(float64(withVAP)/float64(without), "vap/without")
+	b.ReportMetric(ms(withPolicyFloor), "ms/pod-with-floor-policy")
+	b.ReportMetric(float64(withPolicyFloor)/float64(without), "floor-policy/without")
+}
+
+func mustDefaultDocument(t testing.TB) policy.Document {
+	t.Helper()
+	d, err := policy.ReadDocument(policy.DefaultYAML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // BenchmarkPodCreateImagePolicy measures pod creation through an apiserver
