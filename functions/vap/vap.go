@@ -14,6 +14,7 @@ package vap
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -256,23 +257,23 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	add("oldKeys", `variables.holdsPods && variables.oldTmpl != null && `+annotations("variables.oldTmpl")+` == variables.annotations ? `+images("variables.oldTmpl")+`.map(i, `+judgedKey+`) : []`)
 	add("judged", `variables.images.filter(i, (!has(request.subResource) || request.subResource != 'ephemeralcontainers' || i.field.contains('.ephemeralContainers[')) && (size(variables.oldKeys) == 0 || !(`+judgedKey+` in variables.oldKeys)))`)
 
-	keys := []string{"ref", "field"}
-	prev := "variables.judged"
+	// Each stage's maps hold its own keys only; a later stage reads an
+	// earlier one's by the image's index k (copying every key forward
+	// made the parse cost three times as much).
+	where := map[string]string{"ref": "judged", "field": "judged", "uid": "judged"}
+	prev := "judged"
 	for _, s := range referenceStages() {
 		var fields []string
-		for _, k := range keys {
-			fields = append(fields, fmt.Sprintf("'%s': p.%s", k, k))
+		for _, kv := range s.keys {
+			fields = append(fields, fmt.Sprintf("'%s': %s", kv[0], reads(kv[1], "p", prev, where)))
 		}
 		for _, kv := range s.keys {
-			if !containsString(keys, kv[0]) {
-				keys = append(keys, kv[0])
-			}
-			fields = append(fields, fmt.Sprintf("'%s': %s", kv[0], kv[1]))
+			where[kv[0]] = s.name
 		}
-		// A later key of the same name replaces the copy.
-		add(s.name, prev+".map(p, {"+strings.Join(dedupe(fields), ", ")+"})")
-		prev = "variables." + s.name
+		add(s.name, "variables."+prev+".transformList(k, p, {"+strings.Join(fields, ", ")+"})")
+		prev = s.name
 	}
+	onRefs := func(expr string) string { return reads(expr, "r", "refs", where) }
 
 	// violations lists what the engine would say; clean is true exactly
 	// when it is empty, decided without building a message, so that a
@@ -317,8 +318,8 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	}
 	violations, clean := "[]", []string{}
 	if len(perImage) > 0 {
-		violations = "variables.refs.map(r, " + strings.Join(perImage, " + ") + ").flatten()"
-		clean = append(clean, "variables.refs.all(r, "+strings.Join(perImageClean, " && ")+")")
+		violations = "variables.refs.transformList(k, r, " + onRefs(strings.Join(perImage, " + ")) + ").flatten()"
+		clean = append(clean, "variables.refs.all(k, r, "+onRefs(strings.Join(perImageClean, " && "))+")")
 	}
 	if len(request) > 0 {
 		violations += " + " + strings.Join(request, " + ")
@@ -342,6 +343,21 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	}
 	add("breakGlass", breakGlass)
 	return vars, nil
+}
+
+// parsedKey is a key of a parse stage read as v.key in an expression.
+var parsedKey = regexp.MustCompile(`\b([pr])\.(ref|field|uid|base|at|digest|tagged|tag|name|first|domained|host|path|lhost|repository|hostonly|port|registry|repo|segs|jtag|implied|valid)\b`)
+
+// reads rewrites expr's v.key reads for an iteration over stage own
+// (bound to v, at index k): a key of another stage is read there.
+func reads(expr, v, own string, where map[string]string) string {
+	return parsedKey.ReplaceAllStringFunc(expr, func(m string) string {
+		sub := parsedKey.FindStringSubmatch(m)
+		if sub[1] != v || where[sub[2]] == own {
+			return m
+		}
+		return "variables." + where[sub[2]] + "[k]." + sub[2]
+	})
 }
 
 // judgedKey is admission.Read's judgedAs for image i: place, reference
@@ -627,30 +643,6 @@ func quoteList(ss []string) string {
 		q[i] = strconv.Quote(s)
 	}
 	return strings.Join(q, ", ")
-}
-
-func containsString(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// dedupe keeps the last of map entries with the same key.
-func dedupe(fields []string) []string {
-	last := map[string]int{}
-	for i, f := range fields {
-		last[f[:strings.Index(f, ":")]] = i
-	}
-	var out []string
-	for i, f := range fields {
-		if last[f[:strings.Index(f, ":")]] == i {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // YAML writes the policies and bindings as one multi-document YAML
