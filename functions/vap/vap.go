@@ -197,18 +197,18 @@ func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (a
 		return admissionregistrationv1.ValidatingAdmissionPolicy{}, err
 	}
 	validation := admissionregistrationv1.Validation{
-		Expression: `variables.exempt || variables.clean`,
+		Expression: `variables.exempt || variables.fast || variables.clean`,
 		Message:    "admitfn policy: " + string(mode) + " rules are violated",
 	}
 	switch mode {
 	case policy.Enforce:
 		// The engine's reason: the first five denials, and how many more.
 		validation.Expression += ` || variables.breakGlass`
-		validation.MessageExpression = fmt.Sprintf(`variables.clean ? '' : size(variables.violations) <= %[1]d ? variables.violations.join('; ') : variables.violations.slice(0, %[1]d).join('; ') + '; and ' + string(size(variables.violations) - %[1]d) + ' more'`, maxReasons)
+		validation.MessageExpression = fmt.Sprintf(`variables.fast || variables.clean ? '' : size(variables.violations) <= %[1]d ? variables.violations.join('; ') : variables.violations.slice(0, %[1]d).join('; ') + '; and ' + string(size(variables.violations) - %[1]d) + ' more'`, maxReasons)
 		forbidden := metav1.StatusReasonForbidden
 		validation.Reason = &forbidden
 	default:
-		validation.MessageExpression = `variables.clean ? '' : variables.violations.join('; ')`
+		validation.MessageExpression = `variables.fast || variables.clean ? '' : variables.violations.join('; ')`
 	}
 	fail := admissionregistrationv1.Fail
 	equivalent := admissionregistrationv1.Equivalent
@@ -330,6 +330,11 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	}
 	add("violations", violations)
 	add("clean", strings.Join(clean, " && "))
+	fast, err := fastPass(rules)
+	if err != nil {
+		return nil, err
+	}
+	add("fast", fast)
 
 	breakGlass := "false"
 	if bg := g.spec.BreakGlass; bg != nil {
@@ -343,6 +348,61 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	}
 	add("breakGlass", breakGlass)
 	return vars, nil
+}
+
+// simpleTagged is the commonest reference, parsed at a glance: a Docker
+// Hub repository with a tag, no host, no digest, its first segment
+// holding no '.' (which would make it a host), short enough for any
+// length limit. Every such reference is valid, and its tag is what
+// follows its only ':'.
+const simpleTagged = `^[a-z0-9]+(?:(?:_|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*:[\w][\w.-]{0,127}$`
+
+// fastPass is a CEL condition that implies the mode's rules find nothing
+// wrong with a pod, decided without parsing references in full: every
+// image is simpleTagged and its tag passes every tags rule, in or out of
+// scope. It is "false" unless all the mode's rules check tags alone;
+// when it is false the full parse decides (the apiserver evaluates the
+// variables once for the validation and once more for its message, so a
+// request that passes here skips both).
+func fastPass(rules []policy.Rule) (string, error) {
+	var conds []string
+	for _, r := range rules {
+		if r.Registries != nil || r.Repositories != nil || r.RequireDigest {
+			return "false", nil
+		}
+		t := r.Tags
+		if t == nil {
+			continue
+		}
+		const tag = `i.ref.substring(i.ref.indexOf(':') + 1)`
+		if t.DenyLatest {
+			conds = append(conds, tag+` != 'latest'`)
+		}
+		if len(t.Deny) > 0 {
+			any, err := anyGlob(tag, t.Deny)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, "!"+any)
+		}
+		if len(t.Allow) > 0 {
+			any, err := anyGlob(tag, t.Allow)
+			if err != nil {
+				return "", err
+			}
+			conds = append(conds, any)
+		}
+	}
+	all := strings.Join(append([]string{`i.ref.matches(` + celString(simpleTagged) + `)`, `!i.ref.startsWith('localhost/')`, `size(i.ref) <= 200`}, conds...), " && ")
+	// Straight over the template, without the images variable's maps.
+	var lists []string
+	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
+		lists = append(lists, fmt.Sprintf(`(!has(variables.tmpl.spec.%[1]s) || variables.tmpl.spec.%[1]s.all(c, has(c.image) && %[2]s))`,
+			list, strings.ReplaceAll(all, "i.ref", "c.image")))
+	}
+	lists = append(lists, fmt.Sprintf(`(!has(variables.tmpl.spec.volumes) || variables.tmpl.spec.volumes.all(v, !has(v.image) || has(v.image.reference) && %s))`,
+		strings.ReplaceAll(all, "i.ref", "v.image.reference")))
+	return `variables.holdsPods && ` + strings.Join(lists, " && "), nil
 }
 
 // parsedKey is a key of a parse stage read as v.key in an expression.
