@@ -350,11 +350,11 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	return vars, nil
 }
 
-// simpleTagged is the commonest reference, parsed at a glance: a Docker
-// Hub repository with a tag, no host, no digest, its first segment
-// holding no '.' (which would make it a host), short enough for any
-// length limit. Every such reference is valid, and its tag is what
-// follows its only ':'.
+// simpleTagged is the commonest reference, read at a glance: a
+// repository with a tag, no digest, no host but perhaps localhost (a
+// first segment with a '.' or ':' would be one), short enough for any
+// length limit. Both parsers accept every such reference, and its tag is
+// what follows its only ':': all a tags rule reads.
 const simpleTagged = `^[a-z0-9]+(?:(?:_|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*:[\w][\w.-]{0,127}$`
 
 // fastPass is a CEL condition that implies the mode's rules find nothing
@@ -393,7 +393,7 @@ func fastPass(rules []policy.Rule) (string, error) {
 			conds = append(conds, any)
 		}
 	}
-	all := strings.Join(append([]string{`i.ref.matches(` + celString(simpleTagged) + `)`, `!i.ref.startsWith('localhost/')`, `size(i.ref) <= 200`}, conds...), " && ")
+	all := strings.Join(append([]string{`i.ref.matches(` + celString(simpleTagged) + `)`, `size(i.ref) <= 200`}, conds...), " && ")
 	// Straight over the template, without the images variable's maps.
 	var lists []string
 	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
