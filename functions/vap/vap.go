@@ -140,11 +140,8 @@ func webhookOnly(r policy.Rule) string {
 	add(len(r.Platforms) > 0, "platforms")
 	add(r.Signatures != nil, "signatures")
 	add(r.Attestations != nil, "attestations")
-	switch {
-	case len(needs) > 0:
+	if len(needs) > 0 {
 		return "needs registry facts (" + strings.Join(needs, ", ") + ")"
-	case r.NodeRestriction:
-		return "nodeRestriction compares a Node with its old self as the NodeRestriction plugin does, which CEL does not do alike"
 	}
 	return ""
 }
@@ -186,11 +183,20 @@ func rule(group, version string, resources []string) admissionregistrationv1.Nam
 
 func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (admissionregistrationv1.ValidatingAdmissionPolicy, error) {
 	resources := append([]admissionregistrationv1.NamedRuleWithOperations(nil), podResources...)
+	services, nodes := false, false
 	for _, r := range rules {
-		if r.ServiceTypes != nil {
-			resources = append(resources, rule("", "v1", []string{"services"}))
-			break
-		}
+		services = services || r.ServiceTypes != nil
+		nodes = nodes || r.NodeRestriction
+	}
+	if services {
+		resources = append(resources, rule("", "v1", []string{"services"}))
+	}
+	if nodes {
+		// Not nodes/status, as the webhook (a kubelet's status updates
+		// are the plugin's to judge).
+		r := rule("", "v1", []string{"nodes"})
+		r.Operations = append(r.Operations, admissionregistrationv1.Delete)
+		resources = append(resources, r)
 	}
 	vars, err := g.variables(mode, rules)
 	if err != nil {
@@ -241,12 +247,14 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 		vars = append(vars, admissionregistrationv1.Variable{Name: name, Expression: expr})
 	}
 
-	exempt, err := anyGlob(`request.namespace`, g.spec.ExemptNamespaces)
+	// A cluster-scoped object (a Node) has no namespace: "" to the engine.
+	add("ns", `has(request.namespace) ? request.namespace : ''`)
+	exempt, err := anyGlob(`variables.ns`, g.spec.ExemptNamespaces)
 	if err != nil {
 		return nil, err
 	}
 	add("exempt", exempt)
-	add("holdsPods", `!(request.kind.group == '' && request.kind.kind == 'Service')`)
+	add("holdsPods", podKind())
 	add("tmpl", template("object"))
 	add("oldTmpl", `request.operation == 'UPDATE' && oldObject != null ? `+template("oldObject")+` : null`)
 	add("prefix", `request.kind.kind in ['Pod', 'Revision'] ? 'spec' : request.kind.kind == 'PodTemplate' ? 'template.spec' : request.kind.kind == 'CronJob' ? 'spec.jobTemplate.spec.template.spec' : 'spec.template.spec'`)
@@ -303,7 +311,7 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 			perImageClean = append(perImageClean, "!(r.valid == 'y' && "+scope+" && ("+strings.Join(whens, " || ")+"))")
 		}
 		if r.ServiceTypes != nil {
-			inNS, err := inNamespace(r)
+			inNS, err := inNamespace(r, "variables.ns")
 			if err != nil {
 				return nil, err
 			}
@@ -314,6 +322,15 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 					celString("use a type other than "+strings.Join(r.ServiceTypes.Deny, ", ")+" (ClusterIP behind an Ingress, say)")),
 			}
 			request, requestClean = append(request, c.list()), append(requestClean, "!("+c.when+")")
+		}
+		if r.NodeRestriction {
+			inNS, err := inNamespace(r, "variables.ns")
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range nodeChecks(mode, r.Name, inNS) {
+				request, requestClean = append(request, c.list()), append(requestClean, "!("+c.when+")")
+			}
 		}
 	}
 	violations, clean := "[]", []string{}
@@ -338,7 +355,7 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 
 	breakGlass := "false"
 	if bg := g.spec.BreakGlass; bg != nil {
-		inNS, err := anyGlob(`request.namespace`, bg.Namespaces)
+		inNS, err := anyGlob(`variables.ns`, bg.Namespaces)
 		if err != nil {
 			return nil, err
 		}
@@ -472,16 +489,17 @@ func requestViolation(mode policy.Mode, rule, field, problem, fix string) string
 	return fmt.Sprintf(`'admitfn rule ' + %s + ': ' + %s + ': ' + %s`, celString(strconv.Quote(rule)), celString(field), problem)
 }
 
-// inNamespace is CompiledRule.inNamespace over request.namespace.
-func inNamespace(r policy.Rule) (string, error) {
+// inNamespace is CompiledRule.inNamespace over ns, the request's
+// namespace.
+func inNamespace(r policy.Rule, ns string) (string, error) {
 	in := "true"
 	if len(r.Namespaces) > 0 {
 		var err error
-		if in, err = anyGlob("request.namespace", r.Namespaces); err != nil {
+		if in, err = anyGlob(ns, r.Namespaces); err != nil {
 			return "", err
 		}
 	}
-	out, err := anyGlob("request.namespace", r.ExemptNamespaces)
+	out, err := anyGlob(ns, r.ExemptNamespaces)
 	if err != nil {
 		return "", err
 	}
@@ -490,7 +508,7 @@ func inNamespace(r policy.Rule) (string, error) {
 
 // imageScope is CompiledRule.applies over r (a parsed reference).
 func imageScope(r policy.Rule) (string, error) {
-	inNS, err := inNamespace(r)
+	inNS, err := inNamespace(r, "variables.ns")
 	if err != nil {
 		return "", err
 	}

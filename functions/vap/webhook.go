@@ -36,7 +36,7 @@ func WebhookConditions(doc policy.Document) ([]admissionregistrationv1.MatchCond
 		if webhookOnly(r) == "" {
 			continue
 		}
-		inNS, err := inNamespace(r)
+		inNS, err := inNamespace(r, "request.namespace")
 		if err != nil {
 			return nil, err
 		}
@@ -51,16 +51,34 @@ func WebhookConditions(doc policy.Document) ([]admissionregistrationv1.MatchCond
 	if err != nil {
 		return nil, err
 	}
-	var covered []string
-	for _, group := range []string{"", "apps", "batch", "serving.knative.dev"} {
-		covered = append(covered, "(request.kind.group == "+celString(group)+" && request.kind.kind in "+celList(coveredPodKinds[group])+")")
-	}
-	isPodKind := "(" + strings.Join(covered, " || ") + ")"
+	isPodKind := podKind()
 	isService := `(request.kind.group == '' && request.kind.kind == 'Service')`
 	expr := "!(" + isPodKind + " || " + isService + ")" +
 		" || (" + isPodKind + " && !" + exempt + " && " + anyOf(pods) + ")" +
 		" || (" + isService + " && !" + exempt + " && " + anyOf(services) + ")"
 	return []admissionregistrationv1.MatchCondition{{Name: WebhookConditionName, Expression: expr}}, nil
+}
+
+// NodeWebhookNeeded reports whether a rule that stays with the webhook
+// restricts kubelets: otherwise, with doc's generated policies in place,
+// the node webhook's registration only calls admitfn for nothing.
+func NodeWebhookNeeded(doc policy.Document) bool {
+	for _, r := range doc.Spec.Rules {
+		if r.NodeRestriction && webhookOnly(r) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// podKind is CEL telling whether the request is on one of the
+// coveredPodKinds.
+func podKind() string {
+	var covered []string
+	for _, group := range []string{"", "apps", "batch", "serving.knative.dev"} {
+		covered = append(covered, "(request.kind.group == "+celString(group)+" && request.kind.kind in "+celList(coveredPodKinds[group])+")")
+	}
+	return "(" + strings.Join(covered, " || ") + ")"
 }
 
 // imageRule reports whether r carries checks on images (any field but

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"slices"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -36,6 +37,9 @@ type Options struct {
 	// MatchConditions are added to the workload webhook's (vap's
 	// WebhookConditions, once the generated policies are in place).
 	MatchConditions []admissionregistrationv1.MatchCondition
+	// NoNodeWebhook leaves the node webhook out (the generated policies
+	// restrict kubelets).
+	NoNodeWebhook bool
 }
 
 // WorkloadScope is what limits the workload webhook beyond its rules: the
@@ -89,6 +93,11 @@ func Render(files fs.FS, o Options) ([]byte, error) {
 	}
 	if len(v.Webhooks) > 0 {
 		v.Webhooks[0].MatchConditions = append(v.Webhooks[0].MatchConditions, o.MatchConditions...)
+	}
+	if o.NoNodeWebhook {
+		v.Webhooks = slices.DeleteFunc(v.Webhooks, func(w admissionregistrationv1.ValidatingWebhook) bool {
+			return slices.ContainsFunc(w.Rules, func(r admissionregistrationv1.RuleWithOperations) bool { return slices.Contains(r.Resources, "nodes") })
+		})
 	}
 	docs := []any{v}
 	if o.Mutating {

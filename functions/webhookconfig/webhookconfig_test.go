@@ -90,3 +90,23 @@ func TestRenderWithMatchConditions(t *testing.T) {
 		t.Errorf("the node webhook gained conditions: %v", v.Webhooks[1].MatchConditions)
 	}
 }
+
+// TestRenderWithoutNodeWebhook: the node webhook goes, the workload one
+// stays.
+func TestRenderWithoutNodeWebhook(t *testing.T) {
+	out, err := Render(config.Webhooks, Options{BaseURL: "https://v.example.com", NoNodeWebhook: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(out, &v); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, w := range v.Webhooks {
+		names = append(names, w.Name)
+	}
+	if diff := cmp.Diff([]string{"workloads.validating.admitfn.dev"}, names); diff != "" {
+		t.Errorf("webhooks (-want +got):\n%s", diff)
+	}
+}

@@ -40,7 +40,7 @@ func TestVAPCommand(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{`rule "no-latest": ValidatingAdmissionPolicy admitfn-default-enforce`, `rule "node-restriction": stays with the webhook`} {
+		for _, want := range []string{`rule "no-latest": ValidatingAdmissionPolicy admitfn-default-enforce`, `rule "node-restriction": ValidatingAdmissionPolicy admitfn-default-enforce`} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, stderr)
 			}

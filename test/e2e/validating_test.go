@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -294,15 +296,17 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 		Request string
 		Allowed bool
 	}
-	run := func(t *testing.T, withAdmitfn bool) []outcome {
+	// run makes the requests with the plugin, with admitfn's webhook, or
+	// with admitfn vap's policies (no webhook) deciding.
+	run := func(t *testing.T, judge string) []outcome {
 		dir := keptDir(t)
 		p := newPKI(t, dir)
 		opts := controlPlaneOptions{AdmissionPlugins: []string{"NodeRestriction"}}
-		if withAdmitfn {
+		if judge != "plugin" {
 			opts = controlPlaneOptions{}
 		}
 		cp := startControlPlane(t, dir, p, opts)
-		if withAdmitfn {
+		if judge == "webhook" {
 			port := freePort(t)
 			cert, key := p.server(t, "admitfn", "127.0.0.1")
 			backend := startProc(t, dir, "admitfn", admitfnBin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
@@ -318,6 +322,23 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 			}
 		}
 		kubelet := cp.clientFor(t, "system:node:node01", "system:nodes").Client
+		if judge == "vap" {
+			manifest, err := exec.Command(admitfnBin, "vap").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			admin := cp.clientFor(t, "policy-admin", "system:masters")
+			if _, _, err := admin.kubectl(t, string(manifest), "apply", "-f", "-"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 30*time.Second, "the generated policy to judge kubelets", func() error {
+				_, err := kubelet.CoreV1().Nodes().Patch(ctx, "node01", types.MergePatchType, []byte(`{"metadata":{"labels":{"node-restriction.kubernetes.io/probe":"1"}}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+				if err == nil {
+					return errors.New("a restricted label was accepted")
+				}
+				return nil
+			})
+		}
 		label := func(c *kubernetes.Clientset, node, key, value string) error {
 			patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, key, value)
 			_, err := c.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
@@ -369,9 +390,10 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 		}
 		return out
 	}
-	var plugin, admitfn []outcome
-	t.Run("kube-apiserver NodeRestriction", func(t *testing.T) { plugin = run(t, false) })
-	t.Run("admitfn node-restriction rule", func(t *testing.T) { admitfn = run(t, true) })
+	var plugin, admitfn, policies []outcome
+	t.Run("kube-apiserver NodeRestriction", func(t *testing.T) { plugin = run(t, "plugin") })
+	t.Run("admitfn node-restriction rule", func(t *testing.T) { admitfn = run(t, "webhook") })
+	t.Run("admitfn vap's node-restriction policy", func(t *testing.T) { policies = run(t, "vap") })
 	want := []outcome{
 		{"as node01: label controlplane killercoda/one=123", false},
 		{"as node01: label node01 node-restriction.kubernetes.io/one=123", false},
@@ -382,6 +404,9 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 	}
 	if d := cmp.Diff(plugin, admitfn); d != "" {
 		t.Errorf("admitfn differs from the NodeRestriction plugin (-plugin +admitfn):\n%s", d)
+	}
+	if d := cmp.Diff(plugin, policies); d != "" {
+		t.Errorf("admitfn vap's policy differs from the NodeRestriction plugin (-plugin +policy):\n%s", d)
 	}
 }
 

@@ -40,6 +40,9 @@ spec:
     serviceTypes: {deny: [LoadBalancer]}
   - name: node-restriction
     nodeRestriction: true
+  - name: resolvable
+    images: ["registry.example/**"]
+    resolvable: true
 `), 0o644)
 	cmd := exec.Command(admitfnBin, "vap", "--policy", policyFile)
 	var stderr strings.Builder
@@ -51,7 +54,8 @@ spec:
 	for _, line := range []string{
 		`rule "no-latest": ValidatingAdmissionPolicy admitfn-e2e-enforce`,
 		`rule "no-dev-tags": ValidatingAdmissionPolicy admitfn-e2e-warn`,
-		`rule "node-restriction": stays with the webhook`,
+		`rule "node-restriction": ValidatingAdmissionPolicy admitfn-e2e-enforce`,
+		`rule "resolvable": stays with the webhook: needs registry facts (resolvable)`,
 	} {
 		if !strings.Contains(stderr.String(), line) {
 			t.Errorf("admitfn vap's summary lacks %q:\n%s", line, stderr.String())

@@ -17,6 +17,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/admission/plugin/cel"
@@ -79,24 +80,40 @@ type request struct {
 	namespace   string
 	name        string
 	object, old map[string]any
+	// user and groups are who asks (alice, no groups, when empty).
+	user   string
+	groups []string
+}
+
+func (r request) userInfo() *user.DefaultInfo {
+	if r.user == "" {
+		return &user.DefaultInfo{Name: "alice"}
+	}
+	return &user.DefaultInfo{Name: r.user, Groups: r.groups}
 }
 
 // verdict is what one generated policy says: whether it fails, and its
 // message.
 func (c compiled) verdict(t testing.TB, r request) (bool, string) {
 	t.Helper()
-	obj := &unstructured.Unstructured{Object: r.object}
+	var obj runtime.Object
+	if r.object != nil {
+		obj = &unstructured.Unstructured{Object: r.object}
+	}
 	var old *unstructured.Unstructured
 	if r.old != nil {
 		old = &unstructured.Unstructured{Object: r.old}
 	}
 	var a admission.Attributes
 	if old != nil {
-		a = admission.NewAttributesRecord(obj, old, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, &user.DefaultInfo{Name: "alice"})
+		a = admission.NewAttributesRecord(obj, old, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, r.userInfo())
 	} else {
-		a = admission.NewAttributesRecord(obj, nil, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, &user.DefaultInfo{Name: "alice"})
+		a = admission.NewAttributesRecord(obj, nil, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, r.userInfo())
 	}
-	va := &admission.VersionedAttributes{Attributes: a, VersionedKind: r.gvk, VersionedObject: admission.NewLazyObject(obj)}
+	va := &admission.VersionedAttributes{Attributes: a, VersionedKind: r.gvk}
+	if obj != nil {
+		va.VersionedObject = admission.NewLazyObject(obj)
+	}
 	if old != nil {
 		va.VersionedOldObject = admission.NewLazyObject(old)
 	}
@@ -128,7 +145,11 @@ func engine(t testing.TB, p *policy.Policy, r request) policy.Decision {
 		Namespace:   r.namespace,
 		Name:        r.name,
 	}
-	req.Object.Raw = raw
+	u := r.userInfo()
+	req.UserInfo.Username, req.UserInfo.Groups = u.Name, u.Groups
+	if r.object != nil {
+		req.Object.Raw = raw
+	}
 	if r.old != nil {
 		if req.OldObject.Raw, err = json.Marshal(r.old); err != nil {
 			t.Fatal(err)

@@ -24,7 +24,7 @@ func webhookConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 	kubeContext := fs.String("context", "", "kubeconfig context for reading --service (default: the current one)")
 	caFile := fs.String("ca-file", "", "CA (PEM) that signed the URL's certificate, put in caBundle; leave out when the apiserver trusts it already")
 	fs.BoolVar(&o.Mutating, "mutating", false, "also write the mutating registration (for a policy with spec.mutation)")
-	withVAP := fs.String("with-vap", "", "policy file whose admitfn vap policies are in place: add a match condition so that the apiserver calls the webhook only where a rule that stays with it applies (\"default\" for the embedded policy)")
+	withVAP := fs.String("with-vap", "", "policy file whose admitfn vap policies are in place: add a match condition so that the apiserver calls the webhook only where a rule that stays with it applies, and leave out the node webhook when the policies restrict kubelets (\"default\" for the embedded policy)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: admitfn webhook-config (--url https://HOST | --service NAME) [--ca-file F] [--mutating] | kubectl apply -f -")
 		fmt.Fprintln(stderr, "Writes admitfn's webhook registrations (config/webhooks/) pointed at the Service.")
@@ -75,6 +75,7 @@ func webhookConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		if err == nil {
 			o.MatchConditions, err = vap.WebhookConditions(doc)
+			o.NoNodeWebhook = !vap.NodeWebhookNeeded(doc)
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "admitfn webhook-config: --with-vap: %v\n", err)
