@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
+
+	"github.com/admitfn/admitfn/functions/webhookconfig"
 )
 
 // Options describe the backend and the plugin's behaviour.
@@ -57,6 +59,10 @@ type Options struct {
 	// (staticManifestsDir; kube-apiserver 1.37, feature gate
 	// ManifestBasedAdmissionControlConfig, beta and on by default).
 	VAPStaticDir string
+	// WebhookStaticDir is the folder of `admitfn webhook-config
+	// --static-dir`: the webhook plugins load the registrations in its
+	// validating/ and mutating/ folders at start.
+	WebhookStaticDir string
 }
 
 // Validate checks the options against the apiserver's own limits.
@@ -64,7 +70,7 @@ func (o Options) Validate() error {
 	var errs []error
 	u, err := url.Parse(o.URL)
 	switch {
-	case o.URL == "" && o.WebhookURL == "" && o.VAPStaticDir == "":
+	case o.URL == "" && o.WebhookURL == "" && o.VAPStaticDir == "" && o.WebhookStaticDir == "":
 		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy (or --webhook-url or --vap-static-dir alone)"))
 	case o.URL == "":
 	case err != nil:
@@ -91,6 +97,9 @@ func (o Options) Validate() error {
 	}
 	if o.VAPStaticDir != "" && !filepath.IsAbs(o.VAPStaticDir) {
 		errs = append(errs, fmt.Errorf("--vap-static-dir %q must be an absolute path: the apiserver reads it", o.VAPStaticDir))
+	}
+	if o.WebhookStaticDir != "" && !filepath.IsAbs(o.WebhookStaticDir) {
+		errs = append(errs, fmt.Errorf("--webhook-static-dir %q must be an absolute path: the apiserver reads it", o.WebhookStaticDir))
 	}
 	if o.TokenFile != "" && !filepath.IsAbs(o.TokenFile) {
 		errs = append(errs, fmt.Errorf("--token-file %q must be an absolute path: the apiserver reads it", o.TokenFile))
@@ -131,6 +140,7 @@ type pluginConfiguration struct {
 	APIVersion     string `json:"apiVersion,omitempty"`
 	Kind           string `json:"kind,omitempty"`
 	KubeConfigFile string `json:"kubeConfigFile,omitempty"`
+	// WebhookAdmissionConfiguration's and
 	// ValidatingAdmissionPolicyConfiguration's.
 	StaticManifestsDir string `json:"staticManifestsDir,omitempty"`
 }
@@ -162,12 +172,18 @@ func (o Options) AdmissionConfiguration(asJSON bool) ([]byte, error) {
 			}},
 		})
 	}
-	if o.WebhookURL != "" {
-		for _, name := range []string{"ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"} {
-			ac.Plugins = append(ac.Plugins, plugin{Name: name, Configuration: pluginConfiguration{
-				APIVersion: "apiserver.config.k8s.io/v1", Kind: "WebhookAdmissionConfiguration",
-				KubeConfigFile: o.WebhookKubeconfigPath,
-			}})
+	if o.WebhookURL != "" || o.WebhookStaticDir != "" {
+		for _, p := range []struct{ name, static string }{
+			{"ValidatingAdmissionWebhook", webhookconfig.StaticValidatingDir}, {"MutatingAdmissionWebhook", webhookconfig.StaticMutatingDir},
+		} {
+			c := pluginConfiguration{APIVersion: "apiserver.config.k8s.io/v1", Kind: "WebhookAdmissionConfiguration"}
+			if o.WebhookURL != "" {
+				c.KubeConfigFile = o.WebhookKubeconfigPath
+			}
+			if o.WebhookStaticDir != "" {
+				c.StaticManifestsDir = filepath.Join(o.WebhookStaticDir, p.static)
+			}
+			ac.Plugins = append(ac.Plugins, plugin{Name: p.name, Configuration: c})
 		}
 	}
 	if o.VAPStaticDir != "" {

@@ -36,6 +36,8 @@ func TestValidate(t *testing.T) {
 		{"cert without key", func(o *Options) { o.ClientCert = "c.pem" }, "--client-cert and --client-key go together"},
 		{"static policies alone", func(o *Options) { *o = Options{VAPStaticDir: "/etc/kubernetes/admitfn/vap"} }, ""},
 		{"static policies, relative", func(o *Options) { o.VAPStaticDir = "vap" }, `--vap-static-dir "vap" must be an absolute path`},
+		{"static webhooks alone", func(o *Options) { *o = Options{WebhookStaticDir: "/etc/kubernetes/admitfn/webhooks"} }, ""},
+		{"static webhooks, relative", func(o *Options) { o.WebhookStaticDir = "webhooks" }, `--webhook-static-dir "webhooks" must be an absolute path`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,10 +90,10 @@ func TestAdmissionConfigurationFormats(t *testing.T) {
 	}
 }
 
-// TestStaticPolicies: the ValidatingAdmissionPolicy plugin's configuration
-// names the folder admitfn vap --static-dir wrote.
+// TestStaticPolicies: the plugins' configurations name the folders admitfn
+// vap --static-dir and admitfn webhook-config --static-dir wrote.
 func TestStaticPolicies(t *testing.T) {
-	o := Options{VAPStaticDir: "/etc/kubernetes/admitfn/vap"}
+	o := Options{VAPStaticDir: "/etc/kubernetes/admitfn/vap", WebhookStaticDir: "/etc/kubernetes/admitfn/webhooks"}
 	b, err := o.AdmissionConfiguration(false)
 	if err != nil {
 		t.Fatal(err)
@@ -103,13 +105,20 @@ func TestStaticPolicies(t *testing.T) {
 	want := map[string]any{
 		"apiVersion": "apiserver.config.k8s.io/v1",
 		"kind":       "AdmissionConfiguration",
-		"plugins": []any{map[string]any{
-			"name": "ValidatingAdmissionPolicy",
-			"configuration": map[string]any{
+		"plugins": []any{
+			map[string]any{"name": "ValidatingAdmissionWebhook", "configuration": map[string]any{
+				"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+				"staticManifestsDir": "/etc/kubernetes/admitfn/webhooks/validating",
+			}},
+			map[string]any{"name": "MutatingAdmissionWebhook", "configuration": map[string]any{
+				"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+				"staticManifestsDir": "/etc/kubernetes/admitfn/webhooks/mutating",
+			}},
+			map[string]any{"name": "ValidatingAdmissionPolicy", "configuration": map[string]any{
 				"apiVersion": "apiserver.config.k8s.io/v1", "kind": "ValidatingAdmissionPolicyConfiguration",
 				"staticManifestsDir": "/etc/kubernetes/admitfn/vap",
-			},
-		}},
+			}},
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

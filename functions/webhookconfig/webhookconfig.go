@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -40,6 +42,55 @@ type Options struct {
 	// NoNodeWebhook leaves the node webhook out (the generated policies
 	// restrict kubelets).
 	NoNodeWebhook bool
+	// Static names the registrations for kube-apiserver's manifest-based
+	// admission configuration (staticManifestsDir): loaded from files at
+	// start, not visible or deletable through the API.
+	Static bool
+}
+
+// StaticSuffix ends the name of every registration loaded from
+// staticManifestsDir.
+const StaticSuffix = ".static.k8s.io"
+
+// Static folders under WriteStatic's directory: each webhook plugin reads
+// its own.
+const (
+	StaticValidatingDir = "validating"
+	StaticMutatingDir   = "mutating"
+)
+
+// WriteStatic writes the registrations Render would, named for
+// staticManifestsDir, into dir/validating and dir/mutating (created even
+// when empty: the apiserver refuses a configured folder that is missing),
+// and returns the files written.
+func WriteStatic(files fs.FS, o Options, dir string) ([]string, error) {
+	o.Static = true
+	objs, err := objects(files, o)
+	if err != nil {
+		return nil, err
+	}
+	var written []string
+	for _, sub := range []string{StaticValidatingDir, StaticMutatingDir} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	for _, obj := range objs {
+		sub, name := StaticValidatingDir, "admitfn-validating.yaml"
+		if _, ok := obj.(admissionregistrationv1.MutatingWebhookConfiguration); ok {
+			sub, name = StaticMutatingDir, "admitfn-mutating.yaml"
+		}
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(dir, sub, name)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return nil, err
+		}
+		written = append(written, path)
+	}
+	return written, nil
 }
 
 // WorkloadScope is what limits the workload webhook beyond its rules: the
@@ -60,6 +111,26 @@ func WorkloadScope(files fs.FS) (*metav1.LabelSelector, []admissionregistrationv
 // Render reads the registrations from files (config.Webhooks) and returns
 // them as one multi-document YAML stream for `kubectl apply -f -`.
 func Render(files fs.FS, o Options) ([]byte, error) {
+	docs, err := objects(files, o)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	for i, d := range docs {
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			out.WriteString("---\n")
+		}
+		out.Write(b)
+	}
+	return out.Bytes(), nil
+}
+
+// objects are the registrations Render writes.
+func objects(files fs.FS, o Options) ([]any, error) {
 	base, err := url.Parse(strings.TrimSuffix(o.BaseURL, "/"))
 	switch {
 	case err != nil:
@@ -99,6 +170,9 @@ func Render(files fs.FS, o Options) ([]byte, error) {
 			return slices.ContainsFunc(w.Rules, func(r admissionregistrationv1.RuleWithOperations) bool { return slices.Contains(r.Resources, "nodes") })
 		})
 	}
+	if o.Static {
+		v.Name += StaticSuffix
+	}
 	docs := []any{v}
 	if o.Mutating {
 		var m admissionregistrationv1.MutatingWebhookConfiguration
@@ -110,20 +184,12 @@ func Render(files fs.FS, o Options) ([]byte, error) {
 				return nil, err
 			}
 		}
+		if o.Static {
+			m.Name += StaticSuffix
+		}
 		docs = append(docs, m)
 	}
-	var out bytes.Buffer
-	for i, d := range docs {
-		b, err := yaml.Marshal(d)
-		if err != nil {
-			return nil, err
-		}
-		if i > 0 {
-			out.WriteString("---\n")
-		}
-		out.Write(b)
-	}
-	return out.Bytes(), nil
+	return docs, nil
 }
 
 func decode(files fs.FS, name string, into any) error {

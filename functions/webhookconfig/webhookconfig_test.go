@@ -2,6 +2,8 @@ package webhookconfig
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -108,5 +110,32 @@ func TestRenderWithoutNodeWebhook(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"workloads.validating.admitfn.dev"}, names); diff != "" {
 		t.Errorf("webhooks (-want +got):\n%s", diff)
+	}
+}
+
+// TestWriteStatic: one file per plugin folder, named for staticManifestsDir,
+// and the mutating folder made even when it stays empty.
+func TestWriteStatic(t *testing.T) {
+	dir := t.TempDir()
+	written, err := WriteStatic(config.Webhooks, Options{BaseURL: "https://127.0.0.1:8443"}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{filepath.Join(dir, "validating", "admitfn-validating.yaml")}, written); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	b, err := os.ReadFile(written[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Name != "admitfn-validating.static.k8s.io" || *v.Webhooks[0].ClientConfig.URL != "https://127.0.0.1:8443/validate" {
+		t.Errorf("name %q, url %q", v.Name, *v.Webhooks[0].ClientConfig.URL)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "mutating")); err != nil || !fi.IsDir() {
+		t.Errorf("mutating folder: %v", err)
 	}
 }

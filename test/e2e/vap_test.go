@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/admitfn/admitfn/functions/registrytest"
 )
 
 // TestValidatingAdmissionPolicies applies what `admitfn vap` writes for
@@ -116,22 +119,47 @@ spec:
 	})
 }
 
-// TestStaticValidatingAdmissionPolicies starts a kube-apiserver whose
-// AdmissionConfiguration (admitfn admission-config --vap-static-dir)
-// loads what admitfn vap --static-dir wrote: the policy refuses from the
-// first request on, and the API cannot delete it.
-func TestStaticValidatingAdmissionPolicies(t *testing.T) {
+// TestStaticAdmission starts a kube-apiserver whose AdmissionConfiguration
+// (admitfn admission-config --vap-static-dir --webhook-static-dir) loads
+// what admitfn vap --static-dir and admitfn webhook-config --static-dir
+// wrote: the policy refuses from the first request on, the webhook
+// registration points at admitfn on loopback (as the static Pod serves
+// it), and the API can neither delete nor shadow either.
+func TestStaticAdmission(t *testing.T) {
 	dir := keptDir(t)
-	static := filepath.Join(dir, "static")
-	cmd := exec.Command(admitfnBin, "vap", "--static-dir", static)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("admitfn vap --static-dir: %v\n%s", err, out)
-	}
-	cmd = exec.Command(admitfnBin, "admission-config", "--vap-static-dir", static, "--out", dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("admitfn admission-config --vap-static-dir: %v\n%s", err, out)
-	}
 	p := newPKI(t, dir)
+	reg := registrytest.New(t)
+	reg.Push("app:v1", registrytest.Image(t, nil))
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(fmt.Sprintf(`apiVersion: policy.admitfn.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: static}
+spec:
+  registry: {insecure: [%[1]q]}
+  rules:
+  - name: no-latest
+    tags: {denyLatest: true, denyUntagged: true}
+  - name: resolvable
+    images: ["%[1]s/**"]
+    resolvable: true
+`, reg.Host())), 0o644)
+	port := freePort(t)
+	cert, key := p.server(t, "admitfn", "127.0.0.1")
+	backend := startProc(t, dir, "admitfn", admitfnBin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--tls-cert", cert, "--tls-key", key, "--handlers", "validating", "--policy", policyFile)
+	baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
+	waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+
+	vapDir, webhookDir := filepath.Join(dir, "static-vap"), filepath.Join(dir, "static-webhooks")
+	for _, args := range [][]string{
+		{"vap", "--policy", policyFile, "--static-dir", vapDir},
+		{"webhook-config", "--url", baseURL, "--ca-file", p.CAFile, "--with-vap", policyFile, "--static-dir", webhookDir},
+		{"admission-config", "--vap-static-dir", vapDir, "--webhook-static-dir", webhookDir, "--out", dir},
+	} {
+		if out, err := exec.Command(admitfnBin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("admitfn %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
 	cp := startControlPlane(t, dir, p, controlPlaneOptions{AdmissionConfig: filepath.Join(dir, "admission_config.yaml")})
 	cp.namespace(t, "e2e-a")
 	admin := cp.clientFor(t, "cluster-admin", "system:masters")
@@ -139,22 +167,29 @@ func TestStaticValidatingAdmissionPolicies(t *testing.T) {
 
 	// No wait: ready means loaded.
 	_, err := admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("untagged", []string{"nginx"}, nil, nil), metav1.CreateOptions{})
-	wantForbidden(t, err, `ValidatingAdmissionPolicy 'admitfn-default-enforce.static.k8s.io'`, `image "nginx" (spec.containers[0].image) violates rule "no-latest"`)
+	wantForbidden(t, err, `ValidatingAdmissionPolicy 'admitfn-static-enforce.static.k8s.io'`, `image "nginx" (spec.containers[0].image) violates rule "no-latest"`)
 	if _, err := admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("tagged", []string{"nginx:1.17.1"}, nil, nil), metav1.CreateOptions{}); err != nil {
 		t.Errorf("nginx:1.17.1 = %v, want created", err)
 	}
-	// A cluster admin can neither delete it nor shadow it with an API
-	// object of the same name.
-	// The API does not hold it at all.
-	_, stderr, err := admin.kubectl(t, "", "delete", "validatingadmissionpolicy", "admitfn-default-enforce.static.k8s.io")
-	if err == nil || !strings.Contains(stderr, "NotFound") {
-		t.Errorf("kubectl delete of the static policy: %v, %q; want NotFound", err, stderr)
+	// The registry rule is the static webhook's: a tag the registry does
+	// not have is refused by admitfn, one it has is admitted.
+	_, err = admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("missing", []string{reg.Ref("app", ":v2")}, nil, nil), metav1.CreateOptions{})
+	wantDenied(t, err, `admission webhook "workloads.validating.admitfn.dev" denied the request`, `violates rule "resolvable"`)
+	if _, err := admin.Client.CoreV1().Pods("e2e-a").Create(ctx, pod("present", []string{reg.Ref("app", ":v1")}, nil, nil), metav1.CreateOptions{}); err != nil {
+		t.Errorf("%s = %v, want created", reg.Ref("app", ":v1"), err)
 	}
-	manifest, err := exec.Command(admitfnBin, "vap").Output()
+	// The API does not hold them at all, and refuses their names.
+	for _, obj := range []string{"validatingadmissionpolicy/admitfn-static-enforce.static.k8s.io", "validatingwebhookconfiguration/admitfn-validating.static.k8s.io"} {
+		_, stderr, err := admin.kubectl(t, "", "delete", obj)
+		if err == nil || !strings.Contains(stderr, "NotFound") {
+			t.Errorf("kubectl delete %s: %v, %q; want NotFound", obj, err, stderr)
+		}
+	}
+	manifest, err := exec.Command(admitfnBin, "vap", "--policy", policyFile).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	renamed := strings.ReplaceAll(string(manifest), "admitfn-default-enforce", "admitfn-default-enforce.static.k8s.io")
+	renamed := strings.ReplaceAll(string(manifest), "admitfn-static-enforce", "admitfn-static-enforce.static.k8s.io")
 	if _, stderr, err := admin.kubectl(t, renamed, "apply", "-f", "-"); err == nil || !strings.Contains(stderr, "reserved for static manifest-based configurations") {
 		t.Errorf("kubectl apply of a policy named like the static one: %v, %q; want it refused as reserved", err, stderr)
 	}

@@ -34,6 +34,7 @@ func admissionConfig(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&o.RetryBackoff, "retry-backoff", 500, "milliseconds between retries (1-300000; 0 default, -1 off)")
 	fs.BoolVar(&o.DefaultAllow, "default-allow", false, "admit pods when the backend cannot be reached (default: fail closed)")
 	fs.StringVar(&o.TokenFile, "token-file", "", "absolute path of the caller token file the apiserver reads and sends as a bearer token (admitfn serve --token-dir holds the same token)")
+	fs.StringVar(&o.WebhookStaticDir, "webhook-static-dir", "", "absolute path of the folder admitfn webhook-config --static-dir wrote: the webhook plugins load those registrations at start, and they cannot be deleted through the API")
 	fs.StringVar(&o.VAPStaticDir, "vap-static-dir", "", "absolute path of the folder admitfn vap --static-dir wrote: the ValidatingAdmissionPolicy plugin loads those policies at start, and they cannot be deleted through the API")
 	fs.StringVar(&o.WebhookURL, "webhook-url", "", "base URL of the validating/mutating webhooks (the validating Service): also configure the webhook plugins to send --token-file (and --client-cert) to that host")
 	acceptLockout := fs.Bool("accept-lockout", false, "with --service: write a fail-closed configuration even though the Service can scale to zero, which can lock the cluster (see the error without it)")

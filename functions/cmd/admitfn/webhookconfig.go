@@ -24,6 +24,7 @@ func webhookConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 	kubeContext := fs.String("context", "", "kubeconfig context for reading --service (default: the current one)")
 	caFile := fs.String("ca-file", "", "CA (PEM) that signed the URL's certificate, put in caBundle; leave out when the apiserver trusts it already")
 	fs.BoolVar(&o.Mutating, "mutating", false, "also write the mutating registration (for a policy with spec.mutation)")
+	staticDir := fs.String("static-dir", "", "write the registrations for kube-apiserver's staticManifestsDir into this folder (validating/ and mutating/; names end in "+webhookconfig.StaticSuffix+"), for --url on the control-plane node's loopback (admitfn static-pod); wire it with admitfn admission-config --webhook-static-dir")
 	withVAP := fs.String("with-vap", "", "policy file whose admitfn vap policies are in place: add a match condition so that the apiserver calls the webhook only where a rule that stays with it applies, and leave out the node webhook when the policies restrict kubelets (\"default\" for the embedded policy)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: admitfn webhook-config (--url https://HOST | --service NAME) [--ca-file F] [--mutating] | kubectl apply -f -")
@@ -81,6 +82,18 @@ func webhookConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 			fmt.Fprintf(stderr, "admitfn webhook-config: --with-vap: %v\n", err)
 			return 2
 		}
+	}
+	if *staticDir != "" {
+		written, err := webhookconfig.WriteStatic(config.Webhooks, o, *staticDir)
+		if err != nil {
+			fmt.Fprintf(stderr, "admitfn webhook-config: %v\n", err)
+			return 2
+		}
+		for _, f := range written {
+			fmt.Fprintf(stderr, "wrote %s\n", f)
+		}
+		fmt.Fprintf(stderr, "the apiserver loads them with admitfn admission-config --webhook-static-dir %s (an absolute path on the control-plane node)\n", *staticDir)
+		return 0
 	}
 	out, err := webhookconfig.Render(config.Webhooks, o)
 	if err != nil {
