@@ -202,19 +202,23 @@ func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (a
 	if err != nil {
 		return admissionregistrationv1.ValidatingAdmissionPolicy{}, err
 	}
+	fast, err := fastPass(rules)
+	if err != nil {
+		return admissionregistrationv1.ValidatingAdmissionPolicy{}, err
+	}
 	validation := admissionregistrationv1.Validation{
-		Expression: `variables.exempt || variables.fast || variables.clean`,
+		Expression: `variables.exempt || variables.clean`,
 		Message:    "admitfn policy: " + string(mode) + " rules are violated",
 	}
 	switch mode {
 	case policy.Enforce:
 		// The engine's reason: the first five denials, and how many more.
 		validation.Expression += ` || variables.breakGlass`
-		validation.MessageExpression = fmt.Sprintf(`variables.fast || variables.clean ? '' : size(variables.violations) <= %[1]d ? variables.violations.join('; ') : variables.violations.slice(0, %[1]d).join('; ') + '; and ' + string(size(variables.violations) - %[1]d) + ' more'`, maxReasons)
+		validation.MessageExpression = fmt.Sprintf(`variables.clean ? '' : size(variables.violations) <= %[1]d ? variables.violations.join('; ') : variables.violations.slice(0, %[1]d).join('; ') + '; and ' + string(size(variables.violations) - %[1]d) + ' more'`, maxReasons)
 		forbidden := metav1.StatusReasonForbidden
 		validation.Reason = &forbidden
 	default:
-		validation.MessageExpression = `variables.fast || variables.clean ? '' : variables.violations.join('; ')`
+		validation.MessageExpression = `variables.clean ? '' : variables.violations.join('; ')`
 	}
 	fail := admissionregistrationv1.Fail
 	equivalent := admissionregistrationv1.Equivalent
@@ -228,12 +232,21 @@ func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (a
 				MatchPolicy:       &equivalent,
 				NamespaceSelector: g.opts.NamespaceSelector,
 			},
-			MatchConditions: g.opts.MatchConditions,
-			Variables:       vars,
-			Validations:     []admissionregistrationv1.Validation{validation},
+			// The fast pass as a match condition: a pod it passes is not
+			// the policy's at all, so neither the validation nor its
+			// message (each of which evaluates the variables anew) runs.
+			// The apiserver refuses variables in a match condition.
+			MatchConditions: append(append([]admissionregistrationv1.MatchCondition(nil), g.opts.MatchConditions...),
+				admissionregistrationv1.MatchCondition{Name: FastPassCondition, Expression: "!(" + fast + ")"}),
+			Variables:   vars,
+			Validations: []admissionregistrationv1.Validation{validation},
 		},
 	}, nil
 }
+
+// FastPassCondition names the policies' match condition that leaves out
+// what fastPass passes.
+const FastPassCondition = "admitfn-not-fast-pass"
 
 // maxReasons is how many violations the engine's reason spells out.
 const maxReasons = 5
@@ -347,11 +360,6 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 	}
 	add("violations", violations)
 	add("clean", strings.Join(clean, " && "))
-	fast, err := fastPass(rules)
-	if err != nil {
-		return nil, err
-	}
-	add("fast", fast)
 
 	breakGlass := "false"
 	if bg := g.spec.BreakGlass; bg != nil {
@@ -378,9 +386,10 @@ const simpleTagged = `^[a-z0-9]+(?:(?:_|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[.
 // wrong with a pod, decided without parsing references in full: every
 // image is simpleTagged and its tag passes every tags rule, in or out of
 // scope. It is "false" unless all the mode's rules check tags alone;
-// when it is false the full parse decides (the apiserver evaluates the
-// variables once for the validation and once more for its message, so a
-// request that passes here skips both).
+// when it is false the full parse decides. It is the policies' match
+// condition: the apiserver evaluates the variables once for the
+// validation and once more for its message, and a pod the fast pass
+// passes skips both.
 func fastPass(rules []policy.Rule) (string, error) {
 	var conds []string
 	for _, r := range rules {
@@ -412,14 +421,15 @@ func fastPass(rules []policy.Rule) (string, error) {
 	}
 	all := strings.Join(append([]string{`i.ref.matches(` + celString(simpleTagged) + `)`, `size(i.ref) <= 200`}, conds...), " && ")
 	// Straight over the template, without the images variable's maps.
+	tmpl := template("object")
 	var lists []string
 	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
-		lists = append(lists, fmt.Sprintf(`(!has(variables.tmpl.spec.%[1]s) || variables.tmpl.spec.%[1]s.all(c, has(c.image) && %[2]s))`,
-			list, strings.ReplaceAll(all, "i.ref", "c.image")))
+		lists = append(lists, fmt.Sprintf(`(!has(%[3]s.spec.%[1]s) || %[3]s.spec.%[1]s.all(c, has(c.image) && %[2]s))`,
+			list, strings.ReplaceAll(all, "i.ref", "c.image"), tmpl))
 	}
-	lists = append(lists, fmt.Sprintf(`(!has(variables.tmpl.spec.volumes) || variables.tmpl.spec.volumes.all(v, !has(v.image) || has(v.image.reference) && %s))`,
-		strings.ReplaceAll(all, "i.ref", "v.image.reference")))
-	return `variables.holdsPods && ` + strings.Join(lists, " && "), nil
+	lists = append(lists, fmt.Sprintf(`(!has(%[2]s.spec.volumes) || %[2]s.spec.volumes.all(v, !has(v.image) || has(v.image.reference) && %[1]s))`,
+		strings.ReplaceAll(all, "i.ref", "v.image.reference"), tmpl))
+	return podKind() + ` && ` + strings.Join(lists, " && "), nil
 }
 
 // parsedKey is a key of a parse stage read as v.key in an expression.

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/admission/plugin/cel"
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
+	"k8s.io/apiserver/pkg/admission/plugin/webhook/matchconditions"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/cel/environment"
@@ -64,8 +65,28 @@ func compile(t testing.TB, p admissionregistrationv1.ValidatingAdmissionPolicy) 
 			t.Fatalf("%s: variable %s does not compile: %v", p.Name, v.Name, res.Error)
 		}
 	}
+	var matcher matchconditions.Matcher
+	if len(p.Spec.MatchConditions) > 0 {
+		// The API refuses a policy whose match conditions read
+		// variables: compile them as its validation does, without.
+		plain, err := cel.NewCompositedCompiler(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range p.Spec.MatchConditions {
+			c := (*matchconditions.MatchCondition)(&p.Spec.MatchConditions[i])
+			if res := plain.CompileCELExpression(c, optional, environment.StoredExpressions); res.Error != nil {
+				t.Fatalf("%s: match condition %s does not compile as the API validates it: %v", p.Name, c.Name, res.Error)
+			}
+		}
+		var accessors []cel.ExpressionAccessor
+		for i := range p.Spec.MatchConditions {
+			accessors = append(accessors, (*matchconditions.MatchCondition)(&p.Spec.MatchConditions[i]))
+		}
+		matcher = matchconditions.NewMatcher(compiler.CompileCondition(accessors, optional, environment.StoredExpressions), p.Spec.FailurePolicy, "policy", "validate", p.Name)
+	}
 	return compiled{p.Name, validating.NewValidator(
-		compiler.CompileCondition(conds, optional, environment.StoredExpressions), nil,
+		compiler.CompileCondition(conds, optional, environment.StoredExpressions), matcher,
 		compiler.CompileCondition(nil, optional, environment.StoredExpressions),
 		compiler.CompileCondition(messages, cel.OptionalVariableDeclarations{}, environment.StoredExpressions),
 		p.Spec.FailurePolicy, nil)}
