@@ -30,6 +30,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 var payload = []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx:1.17.1"},{"image":"busybox:1.36"}],"namespace":"default"}}`)
@@ -218,7 +220,7 @@ type process struct {
 // a free loopback port and returns once it has answered a review, with the
 // time from exec to that answer.
 func start(bin string, extra ...string) (*process, time.Duration, error) {
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -257,15 +259,6 @@ func sameReply(floorURL, admitfnURL string) error {
 		return fmt.Errorf("the floor answers %s\nadmitfn answers %s\nupdate test/bench/floorserver's reply", bodies[0], bodies[1])
 	}
 	return nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // firstAnswer posts the payload to url until it is answered with 200 OK

@@ -23,10 +23,9 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/api/imagepolicy/v1alpha1"
-
 	"github.com/admitfn/admitfn/functions/devcert"
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 	"github.com/admitfn/admitfn/test/testbin"
 )
 
@@ -124,19 +123,9 @@ func (p *process) stop(t *testing.T) {
 	}
 }
 
-func imageReview(images ...string) []byte {
-	in := v1alpha1.ImageReview{Spec: v1alpha1.ImageReviewSpec{Namespace: "default"}}
-	in.APIVersion, in.Kind = "imagepolicy.k8s.io/v1alpha1", "ImageReview"
-	for _, img := range images {
-		in.Spec.Containers = append(in.Spec.Containers, v1alpha1.ImageReviewContainerSpec{Image: img})
-	}
-	b, _ := json.Marshal(in)
-	return b
-}
-
 func ask(t *testing.T, client *http.Client, url string, images ...string) map[string]any {
 	t.Helper()
-	resp, err := client.Post(url+"/imagepolicy?timeout=30s", "application/json", bytes.NewReader(imageReview(images...)))
+	resp, err := client.Post(url+"/imagepolicy?timeout=30s", "application/json", bytes.NewReader(harness.ImageReview("default", images...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,13 +137,6 @@ func ask(t *testing.T, client *http.Client, url string, images ...string) map[st
 	return out
 }
 
-func tlsClient(caFile string, certs ...tls.Certificate) *http.Client {
-	pem, _ := os.ReadFile(caFile)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
-}
-
 func TestServeSeedScenario(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -162,7 +144,7 @@ func TestServeSeedScenario(t *testing.T) {
 	if !strings.HasPrefix(p.url, "https://127.0.0.1:") {
 		t.Fatalf("serving on %q, want https on loopback", p.url)
 	}
-	client := tlsClient(filepath.Join(dir, "ca.crt"))
+	client := harness.TLSClient(t, filepath.Join(dir, "ca.crt"))
 	for _, tc := range []struct {
 		image     string
 		allowed   bool
@@ -214,11 +196,11 @@ func TestServeRequiresClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := ask(t, tlsClient(caFile, cert), p.url, "nginx:1.17.1")
+	out := ask(t, harness.TLSClient(t, caFile, cert), p.url, "nginx:1.17.1")
 	if status, _ := out["status"].(map[string]any); status["allowed"] != true {
 		t.Errorf("apiserver's certificate: status %v, want allowed", out["status"])
 	}
-	resp, err := tlsClient(caFile).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+	resp, err := harness.TLSClient(t, caFile).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(harness.ImageReview("default", "nginx:1.17.1")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +210,7 @@ func TestServeRequiresClientCertificate(t *testing.T) {
 		t.Errorf("a client without a certificate: %s %q, want 401 naming the certificate", resp.Status, body)
 	}
 	// The kubelet probes without one (a static pod's liveness probe).
-	if resp, err := tlsClient(caFile).Get(p.url + "/health/liveness"); err != nil || resp.StatusCode != http.StatusOK {
+	if resp, err := harness.TLSClient(t, caFile).Get(p.url + "/health/liveness"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("liveness probe without a certificate: %v %v, want 200", resp, err)
 	}
 }
@@ -461,7 +443,7 @@ func TestCertificateRenewalDuringReviews(t *testing.T) {
 	review := func() {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 		defer tr.CloseIdleConnections()
-		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: tr}).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: tr}).Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(harness.ImageReview("default", "nginx:1.17.1")))
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/api/imagepolicy/v1alpha1"
 
 	"github.com/admitfn/admitfn/functions/metrics/metricstest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // mountedConfigMap lays out a folder the way the kubelet mounts a
@@ -64,7 +65,7 @@ func TestPolicyHotReload(t *testing.T) {
 
 	// busybox:1.36 is allowed by the first policy and denied by the second.
 	judge := func(image string) (allowed bool, policyName string, err error) {
-		resp, err := http.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview(image)))
+		resp, err := http.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(harness.ImageReview("default", image)))
 		if err != nil {
 			return false, "", err
 		}
@@ -150,7 +151,7 @@ func TestLogLevelFromMountedConfigMap(t *testing.T) {
 	cm.update(t, "loglevel.admitfn", "info")
 	p := startServe(t, "--logging-config", cm.dir, "--reload-interval", "50ms", "--handlers", "imagepolicy")
 	post := func() {
-		resp, err := http.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+		resp, err := http.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(harness.ImageReview("default", "nginx:1.17.1")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +202,7 @@ func TestDecisionLogSampling(t *testing.T) {
 			for range workers {
 				wg.Go(func() {
 					for range burst / workers {
-						resp, err := client.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(imageReview("nginx:1.17.1")))
+						resp, err := client.Post(p.url+"/imagepolicy", "application/json", bytes.NewReader(harness.ImageReview("default", "nginx:1.17.1")))
 						if err != nil {
 							t.Error(err)
 							return

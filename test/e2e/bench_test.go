@@ -25,6 +25,7 @@ import (
 	"github.com/admitfn/admitfn/functions/metrics/metricstest"
 	"github.com/admitfn/admitfn/functions/policy"
 	"github.com/admitfn/admitfn/functions/vap"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // BenchmarkPodCreate measures pod creation through the real apiserver with
@@ -42,13 +43,13 @@ func BenchmarkPodCreate(b *testing.B) {
 	dir := keptDir(b)
 	p := newPKI(b, dir)
 	cp := startControlPlane(b, dir, p, controlPlaneOptions{})
-	port := freePort(b)
+	port := harness.FreePort(b)
 	cert, key := p.server(b, "admitfn", "127.0.0.1")
 	backend := startProc(b, dir, "admitfn", admitfnBin, "serve",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--tls-cert", cert, "--tls-key", key,
 		"--handlers", "validating,mutating")
 	baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
-	waitReady(b, backend, tlsClient(b, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+	waitReady(b, backend, harness.TLSClient(b, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
 	registerWebhooksWith(b, cp, baseURL, func(v *admissionregistrationv1.ValidatingWebhookConfiguration, m *admissionregistrationv1.MutatingWebhookConfiguration) {
 		// admitfn's webhook judges its namespace alone: the others are the
 		// floor webhook's and the policies'.
@@ -118,7 +119,7 @@ func BenchmarkPodCreate(b *testing.B) {
 	}
 	// Only admitfn's namespaces judge: :latest is refused there alone
 	// (the policies act once the apiserver's informers have them).
-	waitFor(b, 30*time.Second, "the generated policy to judge", func() error {
+	harness.WaitFor(b, 30*time.Second, "the generated policy to judge", func() error {
 		if _, err := create(inProcess, "probe", "nginx:latest"); err == nil {
 			client.CoreV1().Pods(inProcess).Delete(ctx, "probe", metav1.DeleteOptions{})
 			return fmt.Errorf("a :latest pod was created in %s", inProcess)
@@ -302,9 +303,9 @@ func excludeNamespace(v []admissionregistrationv1.ValidatingWebhook, ns string) 
 func startFloorWebhook(b *testing.B, dir string, p *pki) string {
 	b.Helper()
 	certFile, keyFile := p.server(b, "floor", "127.0.0.1")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(b))
 	url := "https://" + addr
-	runFloor(b, dir, tlsClient(b, p.CAFile), url, certFile, keyFile, "")
+	runFloor(b, dir, harness.TLSClient(b, p.CAFile), url, certFile, keyFile, "")
 	return url
 }
 
@@ -319,7 +320,7 @@ func (env *webhookEnv) startFloor(b *testing.B) (*http.Client, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	client := tlsClient(b, env.pki.CAFile, pair)
+	client := harness.TLSClient(b, env.pki.CAFile, pair)
 	url := fmt.Sprintf("https://127.0.0.1:%d", env.backendPort)
 	runFloor(b, env.dir, client, url, certFile, keyFile, env.pki.CAFile)
 	return client, url

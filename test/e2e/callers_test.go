@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/admitfn/admitfn/functions/metrics/metricstest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // randomToken is a caller token as README makes one.
@@ -47,13 +48,13 @@ func TestCallerTokens(t *testing.T) {
 	tokenFile := filepath.Join(dir, "apiserver-token")
 	os.WriteFile(tokenFile, []byte(token), 0o600)
 
-	port, metricsPort := freePort(t), freePort(t)
+	port, metricsPort := harness.FreePort(t), harness.FreePort(t)
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
 	certFile, keyFile := p.server(t, "admitfn", "127.0.0.1")
 	backend := startProc(t, dir, "admitfn", admitfnBin, "serve",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--tls-cert", certFile, "--tls-key", keyFile,
 		"--token-dir", callers, "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort))
-	client := tlsClient(t, p.CAFile)
+	client := harness.TLSClient(t, p.CAFile)
 	waitReady(t, backend, client, base+"/health/readiness", 10*time.Second)
 
 	acDir := filepath.Join(dir, "admission")

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // A real cluster on this machine: the control plane of controlplane_test.go
@@ -93,13 +94,13 @@ func startCluster(t *testing.T, hosts string) *cluster {
 	saKey := filepath.Join(dir, "sa.key")
 	c.manager = startProc(t, dir, "kube-controller-manager", toolBin("kube-controller-manager"),
 		"--kubeconfig", c.clientFor(t, "system:kube-controller-manager", "system:masters").Kubeconfig,
-		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(freePort(t)),
+		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(harness.FreePort(t)),
 		"--service-account-private-key-file", saKey, "--root-ca-file", p.CAFile,
 		"--use-service-account-credentials=false", "--leader-elect=false",
 		"--concurrent-deployment-syncs", "2", "--v", "1")
 	c.scheduler = startProc(t, dir, "kube-scheduler", toolBin("kube-scheduler"),
 		"--kubeconfig", c.clientFor(t, "system:kube-scheduler", "system:masters").Kubeconfig,
-		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(freePort(t)), "--leader-elect=false")
+		"--bind-address", "127.0.0.1", "--secure-port", fmt.Sprint(harness.FreePort(t)), "--leader-elect=false")
 	c.node = startNode(t, c.controlPlane, nodeOptions{Registry: reg.Host(), PrivateRegistries: []string{c.private.Host()}, PauseImage: pause, ClusterDNS: clusterDNSIP})
 	for _, p := range []*proc{c.manager, c.scheduler} {
 		if p.exited() {
@@ -436,7 +437,7 @@ func (c *cluster) installTraefik(t testing.TB, namespaces ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ping := freePort(t)
+	ping := harness.FreePort(t)
 	manifest := fmt.Sprintf(traefikManifest, indent(string(pair.Cert), 4), indent(string(pair.Key), 4), ping, ping)
 	path := writeFile(t, filepath.Join(c.dir, "traefik", "traefik.yaml"), manifest)
 	c.koApply(t, traefikModule, "traefik", nil, "-f", path)

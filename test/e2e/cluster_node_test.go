@@ -19,6 +19,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // A real node on this machine: containerd and runc (Debian's), a CNI
@@ -211,7 +213,7 @@ state = %q
 %s`, filepath.Join(ctrDir, "root"), filepath.Join(ctrDir, "state"), n.ctrSocket, n.ctrSocket+".ttrpc",
 		o.PauseImage, filepath.Join(dir, "cni"), mirrors(append([]string{o.Registry}, o.PrivateRegistries...))))
 	n.containerd = startProc(t, dir, "containerd", "containerd", "--config", filepath.Join(ctrDir, "config.toml"))
-	waitFor(t, 30*time.Second, "containerd's socket", func() error {
+	harness.WaitFor(t, 30*time.Second, "containerd's socket", func() error {
 		if n.containerd.exited() {
 			t.Fatalf("containerd exited (see %s)", n.containerd.log)
 		}
@@ -223,7 +225,7 @@ state = %q
 		writeFile(t, filepath.Join(dir, "manifests", name), manifest)
 	}
 	kubeletCert, kubeletKey := cp.pki.server(t, "kubelet", nodeIP, nodeName)
-	healthz := freePort(t)
+	healthz := harness.FreePort(t)
 	writeFile(t, filepath.Join(dir, "kubelet", "config.yaml"), fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has cgroup v1 and may not lower oom scores or manage QoS
@@ -266,7 +268,7 @@ imageGCLowThresholdPercent: 99
 		"--root-dir", filepath.Join(dir, "kubelet", "root"),
 		"--hostname-override", nodeName, "--node-ip", nodeIP, "--v", "1")
 
-	proxyMetrics, proxyHealth := freePort(t), freePort(t)
+	proxyMetrics, proxyHealth := harness.FreePort(t), harness.FreePort(t)
 	n.kubeProxy = startProc(t, dir, "kube-proxy", toolBin("kube-proxy"),
 		"--kubeconfig", cp.clientFor(t, "system:kube-proxy").Kubeconfig,
 		"--hostname-override", nodeName, "--proxy-mode", "iptables", "--cluster-cidr", podCIDR,
@@ -276,7 +278,7 @@ imageGCLowThresholdPercent: 99
 		// Leave the machine's conntrack limits as they are.
 		"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0")
 
-	waitFor(t, 120*time.Second, "node "+nodeName+" Ready", func() error {
+	harness.WaitFor(t, 120*time.Second, "node "+nodeName+" Ready", func() error {
 		for _, p := range []*proc{n.containerd, n.kubelet, n.kubeProxy} {
 			if p.exited() {
 				t.Fatalf("%s exited (see %s)", p.name, p.log)

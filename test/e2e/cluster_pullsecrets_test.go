@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // privateRule is the rule over the cluster's private registry. It warns
@@ -171,7 +173,7 @@ func kubeletPulled(t *testing.T, c *cluster, namespace, name string) (bool, stri
 	t.Helper()
 	var pulled bool
 	var how string
-	waitFor(t, 120*time.Second, "the kubelet to pull or fail to pull "+name, func() error {
+	harness.WaitFor(t, 120*time.Second, "the kubelet to pull or fail to pull "+name, func() error {
 		p, err := c.Admin.CoreV1().Pods(namespace).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err

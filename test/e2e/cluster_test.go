@@ -17,6 +17,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // TestKnativeScaleFromZero is admitfn on real Knative: `ko apply -f
@@ -163,7 +165,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	// pod of the kubelet, on loopback, as `admitfn static-pod` writes it.
 	hostDir := filepath.Join(c.dir, "static-host")
 	manifest := filepath.Join(c.node.dir, "manifests", "admitfn-image-policy.yaml")
-	staticPort := freePort(t)
+	staticPort := harness.FreePort(t)
 	var failClosed string
 	step("fail-closed ImagePolicyWebhook served by a static pod", func(t *testing.T) {
 		image, _, _ := c.admin.kubectl(t, "", "get", "ksvc", "image-policy", "-n", "admitfn", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
@@ -184,9 +186,9 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		probe := tlsClient(t, c.pki.CAFile, pair)
+		probe := harness.TLSClient(t, c.pki.CAFile, pair)
 		readiness := fmt.Sprintf("https://127.0.0.1:%d/health/readiness", staticPort)
-		waitFor(t, 90*time.Second, "the kubelet to start the static pod", func() error { return get(probe, readiness) })
+		harness.WaitFor(t, 90*time.Second, "the kubelet to start the static pod", func() error { return get(probe, readiness) })
 		t.Logf("static pod answering %s after %s", readiness, time.Since(started).Round(time.Millisecond))
 
 		failClosed = filepath.Join(c.dir, "admission-fail-closed")
@@ -210,7 +212,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		if err := os.Rename(manifest, held); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 60*time.Second, "the kubelet to stop the static pod", func() error {
+		harness.WaitFor(t, 60*time.Second, "the kubelet to stop the static pod", func() error {
 			if _, err := create("probe-down", "busybox:1.36", ""); err == nil {
 				return fmt.Errorf("still admitted")
 			}
@@ -222,7 +224,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		if err := os.Rename(held, manifest); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 90*time.Second, "admission to work again", func() error {
+		harness.WaitFor(t, 90*time.Second, "admission to work again", func() error {
 			_, err := create("back", "busybox:1.36", "")
 			return err
 		})
@@ -259,7 +261,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 		// Knative tried to wake image-policy: its ReplicaSet's pod creates
 		// were refused by the plugin that waits on image-policy.
 		var refused []string
-		waitFor(t, 120*time.Second, "image-policy's wake-up pod to be refused", func() error {
+		harness.WaitFor(t, 120*time.Second, "image-policy's wake-up pod to be refused", func() error {
 			events, err := c.Admin.CoreV1().Events("admitfn").List(ctx, metav1.ListOptions{FieldSelector: "reason=FailedCreate"})
 			if err != nil {
 				return err
@@ -319,7 +321,7 @@ func replacePods(t testing.TB, c *cluster, namespace, selector string) {
 		t.Fatal(err)
 	}
 	started := time.Now()
-	waitFor(t, 120*time.Second, "a new "+selector+" pod in "+namespace+" Ready", func() error {
+	harness.WaitFor(t, 120*time.Second, "a new "+selector+" pod in "+namespace+" Ready", func() error {
 		list, err := c.Admin.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err != nil {
 			return err
@@ -344,7 +346,7 @@ func replacePods(t testing.TB, c *cluster, namespace, selector string) {
 // condition yet, and passes on the old one right after a change).
 func waitServiceReady(t testing.TB, c *cluster, name string, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, "Knative Service "+name+" Ready", func() error {
+	harness.WaitFor(t, timeout, "Knative Service "+name+" Ready", func() error {
 		out, err := c.admin.get("ksvc", name, "-n", "admitfn",
 			`{.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil {
@@ -380,7 +382,7 @@ func servicePods(t testing.TB, c *cluster, service string, withTerminating ...bo
 func waitAtZero(t testing.TB, c *cluster, service string, timeout time.Duration) {
 	t.Helper()
 	started := time.Now()
-	waitFor(t, timeout, service+" at zero", func() error {
+	harness.WaitFor(t, timeout, service+" at zero", func() error {
 		if pods := servicePods(t, c, service, true); len(pods) > 0 {
 			names := make([]string, len(pods))
 			for i, p := range pods {

@@ -7,11 +7,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +28,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/admitfn/admitfn/functions/devcert"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // pki is the one CA every party of the test trusts, and the files it made.
@@ -95,17 +94,6 @@ func keptDir(t testing.TB) string {
 		os.RemoveAll(dir)
 	})
 	return dir
-}
-
-// freePort reserves a loopback port and releases it for a process to take.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a child process whose output goes to a log file kept when the
@@ -229,7 +217,7 @@ type controlPlaneOptions struct {
 
 func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOptions) *controlPlane {
 	t.Helper()
-	etcdClient, etcdPeer := freePort(t), freePort(t)
+	etcdClient, etcdPeer := harness.FreePort(t), harness.FreePort(t)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
 	etcd := startProc(t, dir, "etcd", toolBin("etcd"),
@@ -251,7 +239,7 @@ func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOption
 	saKey, saPub := serviceAccountKeys(t, dir)
 	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
 	os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods, pods/ephemeralcontainers]\n- level: None\n"), 0o644)
-	port := freePort(t)
+	port := harness.FreePort(t)
 	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://%s:%d", address, port), AuditLog: filepath.Join(dir, "audit.log"), owner: t}
 	args := []string{
 		"--etcd-servers=" + etcdURL,
@@ -391,7 +379,7 @@ func (id identity) kubectl(t testing.TB, stdin string, args ...string) (stdout, 
 // looks before the CRD has any status condition.
 func (id identity) waitEstablished(t testing.TB, crd string) {
 	t.Helper()
-	waitFor(t, 60*time.Second, "CRD "+crd+" Established", func() error {
+	harness.WaitFor(t, 60*time.Second, "CRD "+crd+" Established", func() error {
 		out, err := id.get("crd", crd, `{.status.conditions[?(@.type=="Established")].status}`)
 		if err != nil {
 			return err
@@ -450,7 +438,7 @@ func serviceAccountKeys(t testing.TB, dir string) (keyFile, pubFile string) {
 // process behind it exits.
 func waitReady(t testing.TB, p *proc, client *http.Client, url string, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, p.name+" at "+url, func() error {
+	harness.WaitFor(t, timeout, p.name+" at "+url, func() error {
 		if p.exited() {
 			t.Fatalf("%s exited (see %s)", p.name, p.log)
 		}
@@ -464,29 +452,4 @@ func waitReady(t testing.TB, p *proc, client *http.Client, url string, timeout t
 		}
 		return nil
 	})
-}
-
-func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("waiting for %s: %v", what, err)
-}
-
-// tlsClient is an HTTPS client trusting the test CA, presenting certs.
-func tlsClient(t testing.TB, caFile string, certs ...tls.Certificate) *http.Client {
-	t.Helper()
-	pemBytes, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
 }

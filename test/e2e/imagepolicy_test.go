@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 const ns = "e2e"
@@ -39,7 +40,7 @@ type webhookEnv struct {
 func newWebhookEnv(t testing.TB, format string) *webhookEnv {
 	t.Helper()
 	dir := keptDir(t)
-	env := &webhookEnv{dir: dir, pki: newPKI(t, dir), backendPort: freePort(t)}
+	env := &webhookEnv{dir: dir, pki: newPKI(t, dir), backendPort: harness.FreePort(t)}
 	env.backendURL = fmt.Sprintf("https://127.0.0.1:%d/imagepolicy", env.backendPort)
 	env.apiserverCert, env.apiserverKey = env.pki.client(t, "apiserver-to-admitfn", "kube-apiserver-imagepolicy")
 	acDir := filepath.Join(dir, "policywebhook")
@@ -78,7 +79,7 @@ func (env *webhookEnv) startBackend(t testing.TB, policyFile string, extra ...st
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := tlsClient(t, env.pki.CAFile, pair)
+	client := harness.TLSClient(t, env.pki.CAFile, pair)
 	waitReady(t, backend, client, fmt.Sprintf("https://127.0.0.1:%d/health/readiness", env.backendPort), 10*time.Second)
 	return client
 }
@@ -145,7 +146,7 @@ spec:
 		if _, err := pods.Create(ctx, pod("resolvable", []string{reg.Ref("app", ":v1")}, nil, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create = %v, want created", err)
 		}
-		waitFor(t, 10*time.Second, "audit annotation with the resolved digest", func() error {
+		harness.WaitFor(t, 10*time.Second, "audit annotation with the resolved digest", func() error {
 			log, _ := os.ReadFile(cp.AuditLog)
 			if !strings.Contains(string(log), `imagepolicywebhook.image-policy.k8s.io/digests`) || !strings.Contains(string(log), digestA) {
 				return fmt.Errorf("audit log has no digests annotation with %s", digestA)
@@ -204,7 +205,7 @@ spec:
 	t.Run("mTLS: the apiserver's certificate passes, a client without one is refused", func(t *testing.T) {
 		// Every admitted pod above went through the apiserver's client
 		// certificate; the same backend must refuse a bare client.
-		resp, err := tlsClient(t, p.CAFile).Post(backendURL, "application/json", strings.NewReader(`{}`))
+		resp, err := harness.TLSClient(t, p.CAFile).Post(backendURL, "application/json", strings.NewReader(`{}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +214,7 @@ spec:
 			t.Fatalf("a client without a certificate got status %d, want 401", resp.StatusCode)
 		}
 		// Health probes need none: the kubelet probes without one.
-		if resp, err := tlsClient(t, p.CAFile).Get(fmt.Sprintf("https://127.0.0.1:%d/health/liveness", backendPort)); err != nil || resp.StatusCode != http.StatusOK {
+		if resp, err := harness.TLSClient(t, p.CAFile).Get(fmt.Sprintf("https://127.0.0.1:%d/health/liveness", backendPort)); err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("liveness without a certificate: %v, %v; want 200", resp, err)
 		}
 		resp, err = withCert.Get(fmt.Sprintf("https://127.0.0.1:%d/health/liveness", backendPort))

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // knativeService is the part of a Knative Service the test reads back.
@@ -163,7 +164,7 @@ func TestKoApply(t *testing.T) {
 		var url string
 		var firsts []time.Duration
 		for range 5 {
-			port := freePort(t)
+			port := harness.FreePort(t)
 			url = fmt.Sprintf("http://127.0.0.1:%d/imagepolicy", port)
 			first, proc := startAndReview(t, dir, bin, url, token, append(args, fmt.Sprintf("--listen=127.0.0.1:%d", port)))
 			firsts = append(firsts, first)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/admitfn/admitfn/functions/pullsecrets"
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // dockerConfigSecret is a kubernetes.io/dockerconfigjson Secret for host.
@@ -101,12 +102,12 @@ spec:
 	}
 	kubeconfig := serviceAccountKubeconfig(t, cp, "admitfn", "admitfn-validating")
 	backendCert, backendKey := p.server(t, "admitfn", "127.0.0.1")
-	port := freePort(t)
+	port := harness.FreePort(t)
 	backend := startProc(t, dir, "admitfn", admitfnBin, "serve",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--tls-cert", backendCert, "--tls-key", backendKey,
 		"--handlers", "validating,mutating", "--policy", policyFile, "--kubeconfig", kubeconfig)
 	baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
-	waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+	waitReady(t, backend, harness.TLSClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
 	registerWebhooks(t, cp, baseURL)
 
 	for _, ns := range []string{"team-a", "team-b", "team-c"} {

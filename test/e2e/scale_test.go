@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/admitfn/admitfn/test/internal/harness"
 	"github.com/admitfn/admitfn/test/manifests"
 )
 
@@ -63,7 +64,7 @@ func TestScaleFromZeroLockout(t *testing.T) {
 			}
 			t.Logf("workload pod %d: %v", i, err)
 		}
-		waitFor(t, 30*time.Second, "the scaler to give up", func() error {
+		harness.WaitFor(t, 30*time.Second, "the scaler to give up", func() error {
 			if !s.settled() {
 				return fmt.Errorf("a scale-up is still under way")
 			}
@@ -169,7 +170,7 @@ func newStaticBackend(t testing.TB, dir string, p *pki) *staticBackend {
 	t.Helper()
 	hostDir := filepath.Join(dir, "static")
 	os.MkdirAll(hostDir, 0o755)
-	port := freePort(t)
+	port := harness.FreePort(t)
 	out, err := exec.Command(admitfnBin, "static-pod", "--image", admitfnImage, "--port", fmt.Sprint(port),
 		"--host-dir", "/etc/kubernetes/admitfn", "--client-ca-file", "client-ca.crt", "--policy-file=").Output()
 	if err != nil {
@@ -202,7 +203,7 @@ func newStaticBackend(t testing.TB, dir string, p *pki) *staticBackend {
 func (b *staticBackend) start(p *pki) {
 	b.t.Helper()
 	b.p = startProc(b.t, b.dir, "static-image-policy", admitfnBin, b.args...)
-	waitReady(b.t, b.p, tlsClient(b.t, p.CAFile, b.clientPair(p)), b.url+"/health/readiness", 10*time.Second)
+	waitReady(b.t, b.p, harness.TLSClient(b.t, p.CAFile, b.clientPair(p)), b.url+"/health/readiness", 10*time.Second)
 }
 
 func (b *staticBackend) clientPair(p *pki) tls.Certificate {
@@ -276,7 +277,7 @@ func TestScaleFromZeroShipped(t *testing.T) {
 	})
 
 	t.Run("validating scales back to zero after idle and wakes again", func(t *testing.T) {
-		waitFor(t, 30*time.Second, "validating at zero", func() error {
+		harness.WaitFor(t, 30*time.Second, "validating at zero", func() error {
 			if !s.atZero() {
 				return fmt.Errorf("still up")
 			}
@@ -294,7 +295,7 @@ func TestScaleFromZeroShipped(t *testing.T) {
 	})
 
 	t.Run("the ingress and the activator restart while validating is at zero", func(t *testing.T) {
-		waitFor(t, 30*time.Second, "validating at zero", func() error {
+		harness.WaitFor(t, 30*time.Second, "validating at zero", func() error {
 			if !s.atZero() {
 				return fmt.Errorf("still up")
 			}

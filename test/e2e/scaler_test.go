@@ -19,6 +19,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // scaler plays the part of Knative Serving that matters to admission, for
@@ -282,7 +284,7 @@ func (s *scaler) scaleUp() error {
 
 // start runs admitfn for the Pod name and releases held requests.
 func (s *scaler) start(name string) error {
-	port := freePort(s.t)
+	port := harness.FreePort(s.t)
 	backend := startProc(s.t, s.dir, name, admitfnBin, append(append([]string{}, s.args...), "--listen", fmt.Sprintf("127.0.0.1:%d", port))...)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	if err := pollReady(backend, base+"/health/readiness", 10*time.Second); err != nil {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 	"github.com/admitfn/admitfn/test/manifests"
 )
 
@@ -87,7 +88,7 @@ func TestValidatingAndMutatingWebhooks(t *testing.T) {
 	dir := keptDir(t)
 	p := newPKI(t, dir)
 	cp := startControlPlane(t, dir, p, controlPlaneOptions{})
-	env := &webhookEnv{dir: dir, pki: p, cp: cp, backendPort: freePort(t)}
+	env := &webhookEnv{dir: dir, pki: p, cp: cp, backendPort: harness.FreePort(t)}
 	env.apiserverCert, env.apiserverKey = p.client(t, "apiserver-to-admitfn", "kube-apiserver-webhook")
 
 	reg := registrytest.New(t)
@@ -124,7 +125,7 @@ spec:
 		"--tls-cert", backendCert, "--tls-key", backendKey,
 		"--handlers", "validating,mutating", "--policy", policyFile)
 	baseURL := fmt.Sprintf("https://127.0.0.1:%d", env.backendPort)
-	waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+	waitReady(t, backend, harness.TLSClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
 	// A kind the policy declares needs a rule of its own, as README says.
 	registerWebhooksWith(t, cp, baseURL, func(v *admissionregistrationv1.ValidatingWebhookConfiguration, _ *admissionregistrationv1.MutatingWebhookConfiguration) {
 		v.Webhooks[0].Rules = append(v.Webhooks[0].Rules, admissionregistrationv1.RuleWithOperations{
@@ -307,12 +308,12 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 		}
 		cp := startControlPlane(t, dir, p, opts)
 		if judge == "webhook" {
-			port := freePort(t)
+			port := harness.FreePort(t)
 			cert, key := p.server(t, "admitfn", "127.0.0.1")
 			backend := startProc(t, dir, "admitfn", admitfnBin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 				"--tls-cert", cert, "--tls-key", key, "--handlers", "validating")
 			baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
-			waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+			waitReady(t, backend, harness.TLSClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
 			registerWebhooks(t, cp, baseURL)
 		}
 		ctx := context.Background()
@@ -331,7 +332,7 @@ func TestNodeRestrictionDifferential(t *testing.T) {
 			if _, _, err := admin.kubectl(t, string(manifest), "apply", "-f", "-"); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 30*time.Second, "the generated policy to judge kubelets", func() error {
+			harness.WaitFor(t, 30*time.Second, "the generated policy to judge kubelets", func() error {
 				_, err := kubelet.CoreV1().Nodes().Patch(ctx, "node01", types.MergePatchType, []byte(`{"metadata":{"labels":{"node-restriction.kubernetes.io/probe":"1"}}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
 				if err == nil {
 					return errors.New("a restricted label was accepted")

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/admitfn/admitfn/functions/registrytest"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // TestValidatingAdmissionPolicies applies what `admitfn vap` writes for
@@ -74,7 +75,7 @@ spec:
 
 	// A policy acts once the apiserver's informers have it: the first
 	// refusal of nginx says it is in place.
-	waitFor(t, 30*time.Second, "the generated policy to refuse nginx", func() error {
+	harness.WaitFor(t, 30*time.Second, "the generated policy to refuse nginx", func() error {
 		_, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("probe", []string{"nginx"}, nil, nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err == nil {
 			return errors.New("nginx admitted")
@@ -143,12 +144,12 @@ spec:
     images: ["%[1]s/**"]
     resolvable: true
 `, reg.Host())), 0o644)
-	port := freePort(t)
+	port := harness.FreePort(t)
 	cert, key := p.server(t, "admitfn", "127.0.0.1")
 	backend := startProc(t, dir, "admitfn", admitfnBin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--tls-cert", cert, "--tls-key", key, "--handlers", "validating", "--policy", policyFile)
 	baseURL := fmt.Sprintf("https://127.0.0.1:%d", port)
-	waitReady(t, backend, tlsClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
+	waitReady(t, backend, harness.TLSClient(t, p.CAFile), baseURL+"/health/readiness", 10*time.Second)
 
 	vapDir, webhookDir := filepath.Join(dir, "static-vap"), filepath.Join(dir, "static-webhooks")
 	for _, args := range [][]string{

@@ -2,7 +2,6 @@ package hostile
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"runtime"
@@ -19,6 +18,7 @@ import (
 	"github.com/admitfn/admitfn/functions/resolver"
 	"github.com/admitfn/admitfn/functions/review"
 	"github.com/admitfn/admitfn/functions/validating"
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // TestHostileRegistry: what anyone who may push to a repository can put
@@ -120,7 +120,7 @@ func TestHostileRegistry(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			code, out := send(t, srv, imagepolicy.Path, imageReview(img))
+			code, out := send(t, srv, imagepolicy.Path, harness.ImageReview("default", img))
 			runtime.ReadMemStats(&after)
 			ir := checkImageReviewAnswer(t, code, out)
 			t.Logf("ImageReview: %.1f MiB allocated; %s", float64(after.TotalAlloc-before.TotalAlloc)/(1<<20), ir.Status.Reason)
@@ -129,7 +129,7 @@ func TestHostileRegistry(t *testing.T) {
 			}
 			judged(t, "ImageReview", ir.Status.Allowed, ir.Status.Reason, ir.Status.AuditAnnotations["failed-open"], tc.deny)
 
-			body := podReview("u-"+strings.ReplaceAll(tc.name, " ", "-"), img)
+			body := harness.PodReview("u-"+strings.ReplaceAll(tc.name, " ", "-"), "default", img)
 			code, out = send(t, srv, validating.Path, body)
 			resp := checkAdmissionAnswer(t, code, body, out)
 			reason := ""
@@ -190,23 +190,4 @@ spec:
 		t.Fatal(err)
 	}
 	return serveAll(t, review.New(p, res))
-}
-
-func imageReview(img string) []byte {
-	b, _ := json.Marshal(map[string]any{
-		"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview",
-		"spec": map[string]any{"namespace": "default", "containers": []map[string]string{{"image": img}}},
-	})
-	return b
-}
-
-func podReview(uid, img string) []byte {
-	b, _ := json.Marshal(map[string]any{
-		"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-		"request": map[string]any{
-			"uid": uid, "kind": map[string]string{"version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "default",
-			"object": map[string]any{"spec": map[string]any{"containers": []map[string]string{{"name": "app", "image": img}}}},
-		},
-	})
-	return b
 }
