@@ -67,7 +67,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	logger, level, err := newLogger(*loggingDir)
+	logger, level, loggingRead, err := newLogger(*loggingDir)
 	if err != nil {
 		return fail("--logging-config: %v", err)
 	}
@@ -147,7 +147,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer stopWatching()
 	go a.Watch(watchCtx, *poll)
 	if *loggingDir != "" {
-		go reload.Poll(watchCtx, *poll, reload.DirString(*loggingDir),
+		// From what the logger was built with: a change made before this
+		// goroutine's first read (a slow start) is not taken as the baseline.
+		go reload.PollFrom(watchCtx, *poll, loggingRead, reload.DirString(*loggingDir),
 			func(string) { updateLogLevel(logger, level, *loggingDir) },
 			func(err error) {
 				logger.Warnw("cannot read the logging configuration", "dir", *loggingDir, zap.Error(err))
@@ -173,21 +175,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // newLogger builds the logger from the mounted logging ConfigMap, or an
 // info-level JSON logger without one.
-func newLogger(dir string) (*zap.SugaredLogger, zap.AtomicLevel, error) {
+// newLogger builds the logger from the logging ConfigMap in dir (the
+// production default without one) and returns what it read of dir, the
+// baseline its watcher compares with.
+func newLogger(dir string) (*zap.SugaredLogger, zap.AtomicLevel, string, error) {
 	if dir == "" {
 		logger, level := logging.NewLogger("", "info")
-		return logger.Named(loggerName), level, nil
+		return logger.Named(loggerName), level, "", nil
 	}
 	data, err := reload.Dir(dir)
 	if err != nil {
-		return nil, zap.AtomicLevel{}, err
+		return nil, zap.AtomicLevel{}, "", err
 	}
 	lc, err := logging.NewConfigFromMap(data)
 	if err != nil {
-		return nil, zap.AtomicLevel{}, err
+		return nil, zap.AtomicLevel{}, "", err
 	}
 	logger, level := logging.NewLoggerFromConfig(lc, loggerName)
-	return logger, level, nil
+	return logger, level, reload.Render(data), nil
 }
 
 func updateLogLevel(logger *zap.SugaredLogger, level zap.AtomicLevel, dir string) {
