@@ -14,17 +14,11 @@ import (
 	"time"
 )
 
-// Poll calls read every interval and changed with each value that differs
-// from the last one read, until ctx ends. The value at start is the
-// baseline and is not reported. Failed reads are reported through failed
-// and do not move the baseline.
-func Poll(ctx context.Context, interval time.Duration, read func() (string, error), changed func(string), failed func(error)) {
-	last, _ := read()
-	PollFrom(ctx, interval, last, read, changed, failed)
-}
-
-// PollFrom is Poll with the baseline given: the value the caller already
-// loaded, so a change between that load and the first poll is not lost.
+// PollFrom calls read every interval and changed with each value that
+// differs from the last one, starting from last: the value the caller
+// loaded, so a change between that load and the first poll is not lost
+// (a baseline read by the poller itself would swallow it). Failed reads
+// are reported through failed and do not move the baseline.
 func PollFrom(ctx context.Context, interval time.Duration, last string, read func() (string, error), changed func(string), failed func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
