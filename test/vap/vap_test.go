@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -59,8 +60,12 @@ func compile(t testing.TB, p admissionregistrationv1.ValidatingAdmissionPolicy) 
 		messages = append(messages, &validating.MessageExpressionCondition{MessageExpression: v.MessageExpression})
 	}
 	// A compile error of any expression shows as an error decision; the
-	// generated policy must have none.
+	// generated policy must have none. Names are checked as the API
+	// does: a CEL identifier that is not a reserved word.
 	for _, v := range p.Spec.Variables {
+		if !celIdentifier.MatchString(v.Name) || celReserved[v.Name] {
+			t.Fatalf("%s: variable name %q is not a CEL identifier the API accepts", p.Name, v.Name)
+		}
 		if res := compiler.CompileCELExpression(&validating.Variable{Name: v.Name, Expression: v.Expression}, optional, environment.StoredExpressions); res.Error != nil {
 			t.Fatalf("%s: variable %s does not compile: %v", p.Name, v.Name, res.Error)
 		}
@@ -91,6 +96,17 @@ func compile(t testing.TB, p admissionregistrationv1.ValidatingAdmissionPolicy) 
 		compiler.CompileCondition(messages, cel.OptionalVariableDeclarations{}, environment.StoredExpressions),
 		p.Spec.FailurePolicy, nil)}
 }
+
+// celIdentifier and celReserved are the CEL spec's identifiers and the
+// words it reserves, which the API refuses as variable names.
+var (
+	celIdentifier = regexp.MustCompile(`^[_a-zA-Z][_a-zA-Z0-9]*$`)
+	celReserved   = map[string]bool{
+		"true": true, "false": true, "null": true, "in": true, "as": true, "break": true, "const": true, "continue": true, "else": true,
+		"for": true, "function": true, "if": true, "import": true, "let": true, "loop": true, "package": true, "namespace": true,
+		"return": true, "var": true, "void": true, "while": true,
+	}
+)
 
 // request is one admission request, as both sides see it.
 type request struct {
