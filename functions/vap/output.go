@@ -34,5 +34,8 @@ func (o Output) Summary() string {
 			fmt.Fprintf(&b, "rule %q: stays with the webhook: %s\n", p.Rule, p.Why)
 		}
 	}
+	for _, n := range o.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
 	return b.String()
 }

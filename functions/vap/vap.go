@@ -45,6 +45,8 @@ type Output struct {
 	Policies   []admissionregistrationv1.ValidatingAdmissionPolicy
 	Bindings   []admissionregistrationv1.ValidatingAdmissionPolicyBinding
 	Placements []Placement
+	// Notes are what the policies leave to the webhook besides rules.
+	Notes []string
 }
 
 // Options change the generated objects.
@@ -98,6 +100,13 @@ func Generate(doc policy.Document, opts Options) (Output, error) {
 		}
 		byMode[mode] = append(byMode[mode], r)
 		out.Placements = append(out.Placements, Placement{Rule: r.Name, Policy: objectName(prefix, name, mode, opts.Static)})
+	}
+	if len(doc.Spec.Workloads) > 0 {
+		var kinds []string
+		for _, w := range doc.Spec.Workloads {
+			kinds = append(kinds, w.Kind+"."+w.APIGroup)
+		}
+		out.Notes = append(out.Notes, "spec.workloads declares "+strings.Join(kinds, ", ")+": the policies do not judge these kinds (their resources are not known here); keep the validating webhook registered for them (webhook-config --with-vap passes them to it)")
 	}
 	for _, mode := range []policy.Mode{policy.Enforce, policy.Warn, policy.Audit} {
 		rules := byMode[mode]

@@ -66,6 +66,15 @@ func TestVAPCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("declared workloads are left to the webhook, and said so", func(t *testing.T) {
+		wl := filepath.Join(dir, "workloads.yaml")
+		os.WriteFile(wl, []byte("apiVersion: policy.admitfn.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  workloads:\n  - {apiGroup: argoproj.io, kind: Rollout, podTemplate: spec.template}\n  rules:\n  - {name: x, tags: {denyLatest: true}}\n"), 0o644)
+		_, stderr, code := run("--policy", wl)
+		if code != 0 || !strings.Contains(stderr, "note: spec.workloads declares Rollout.argoproj.io: the policies do not judge these kinds") {
+			t.Errorf("exit %d, stderr %q; want the note on declared kinds", code, stderr)
+		}
+	})
+
 	t.Run("static manifests", func(t *testing.T) {
 		static := filepath.Join(dir, "static")
 		_, stderr, code := run("--static-dir", static)
