@@ -71,7 +71,7 @@ func (o Options) Validate() error {
 	u, err := url.Parse(o.URL)
 	switch {
 	case o.URL == "" && o.WebhookURL == "" && o.VAPStaticDir == "" && o.WebhookStaticDir == "":
-		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy (or --webhook-url or --vap-static-dir alone)"))
+		errs = append(errs, errors.New("--url is required: the backend's ImageReview endpoint, e.g. https://admitfn.example/imagepolicy (or --webhook-url, --vap-static-dir or --webhook-static-dir alone)"))
 	case o.URL == "":
 	case err != nil:
 		errs = append(errs, fmt.Errorf("--url %q is not a URL: %v", o.URL, err))

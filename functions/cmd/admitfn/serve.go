@@ -173,8 +173,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// newLogger builds the logger from the mounted logging ConfigMap, or an
-// info-level JSON logger without one.
 // newLogger builds the logger from the logging ConfigMap in dir (the
 // production default without one) and returns what it read of dir, the
 // baseline its watcher compares with.
