@@ -142,6 +142,10 @@ func TestKnativeScaleFromZero(t *testing.T) {
 			warm[len(warm)/2].Round(time.Millisecond), warm[len(warm)-1].Round(time.Millisecond))
 	})
 
+	step("first pod from zero: ten wake-ups, p50 and p95, and what they are made of", func(t *testing.T) {
+		percentiles(t, wakeUps(t, c, 10, create))
+	})
+
 	step("private images: admitfn allows exactly what the kubelet can pull, with each pod's credentials", c.kubeletOracle)
 
 	// The data path's own pods, replaced while validating is at zero, are
