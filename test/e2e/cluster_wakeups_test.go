@@ -44,7 +44,7 @@ func wakeUps(t *testing.T, c *cluster, n int, create func(name, image, volumeIma
 				newest = p
 			}
 		}
-		logs, _, err := c.admin.kubectl(t, "", "logs", "-n", "admitfn", newest.Name, "-c", "user-container", "--timestamps")
+		logs, _, err := c.admin.kubectl(t, "", "logs", "-n", "admitfn", newest.Name, "-c", "admitfn", "--timestamps")
 		if err != nil {
 			t.Fatalf("wake-up %d: logs of %s: %v", i, newest.Name, err)
 		}
