@@ -4,15 +4,19 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/admitfn/admitfn/test/internal/harness"
 )
 
 // wakeUp is one first pod create with validating at zero, and what its
-// time was made of, read from the woken pod's container logs (the
-// kubelet stamps each line in nanoseconds): until admitfn's process
+// time was made of, read from the woken pod's container log (the runtime
+// stamps each line in nanoseconds): until admitfn's process
 // printed its first line (the activator's hold while the autoscaler
 // scales up, the pod is created, scheduled, its sandbox made and its
 // containers started), until admitfn said it serves (its own start),
@@ -44,10 +48,22 @@ func wakeUps(t *testing.T, c *cluster, n int, create func(name, image, volumeIma
 				newest = p
 			}
 		}
-		logs, _, err := c.admin.kubectl(t, "", "logs", "-n", "admitfn", newest.Name, "-c", "admitfn", "--timestamps")
-		if err != nil {
-			t.Fatalf("wake-up %d: logs of %s: %v", i, newest.Name, err)
-		}
+		// The kubelet's own log file of the container (the apiserver here
+		// has no credentials for the kubelet's log endpoint): CRI lines,
+		// "<RFC 3339 time> <stream> <tag> <message>".
+		logFile := filepath.Join(c.node.dir, "logs", fmt.Sprintf("admitfn_%s_%s", newest.Name, newest.UID), "admitfn", "0.log")
+		var raw []byte
+		harness.WaitFor(t, 10*time.Second, logFile+" to have admitfn's serving line", func() error {
+			var err error
+			if raw, err = os.ReadFile(logFile); err != nil {
+				return err
+			}
+			if !strings.Contains(string(raw), " serving ") {
+				return fmt.Errorf("no serving line yet")
+			}
+			return nil
+		})
+		logs := string(raw)
 		var first, serving time.Time
 		for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 			stamp, rest, ok := strings.Cut(line, " ")
