@@ -122,6 +122,29 @@ type request struct {
 	groups []string
 }
 
+// attributes are r as the admission plugins see it: an absent object or
+// old object stays a nil interface, not a typed nil.
+func (r request) attributes() *admission.VersionedAttributes {
+	var obj, old runtime.Object
+	if r.object != nil {
+		obj = &unstructured.Unstructured{Object: r.object}
+	}
+	if r.old != nil {
+		old = &unstructured.Unstructured{Object: r.old}
+	}
+	va := &admission.VersionedAttributes{
+		Attributes:    admission.NewAttributesRecord(obj, old, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, r.userInfo()),
+		VersionedKind: r.gvk,
+	}
+	if obj != nil {
+		va.VersionedObject = admission.NewLazyObject(obj)
+	}
+	if old != nil {
+		va.VersionedOldObject = admission.NewLazyObject(old)
+	}
+	return va
+}
+
 func (r request) userInfo() *user.DefaultInfo {
 	if r.user == "" {
 		return &user.DefaultInfo{Name: "alice"}
@@ -133,27 +156,7 @@ func (r request) userInfo() *user.DefaultInfo {
 // message.
 func (c compiled) verdict(t testing.TB, r request) (bool, string) {
 	t.Helper()
-	var obj runtime.Object
-	if r.object != nil {
-		obj = &unstructured.Unstructured{Object: r.object}
-	}
-	var old *unstructured.Unstructured
-	if r.old != nil {
-		old = &unstructured.Unstructured{Object: r.old}
-	}
-	var a admission.Attributes
-	if old != nil {
-		a = admission.NewAttributesRecord(obj, old, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, r.userInfo())
-	} else {
-		a = admission.NewAttributesRecord(obj, nil, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, r.userInfo())
-	}
-	va := &admission.VersionedAttributes{Attributes: a, VersionedKind: r.gvk}
-	if obj != nil {
-		va.VersionedObject = admission.NewLazyObject(obj)
-	}
-	if old != nil {
-		va.VersionedOldObject = admission.NewLazyObject(old)
-	}
+	va := r.attributes()
 	res := c.v.Validate(context.Background(), r.gvr, va, nil, nil, celconfig.RuntimeCELCostBudget, nil)
 	for _, d := range res.Decisions {
 		if d.Evaluation == validating.EvalError {

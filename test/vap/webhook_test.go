@@ -5,11 +5,8 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/admission/plugin/cel"
 	"k8s.io/apiserver/pkg/admission/plugin/webhook/matchconditions"
-	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/cel/environment"
 
 	"github.com/admitfn/admitfn/functions/policy"
@@ -92,14 +89,7 @@ func compileMatcher(t testing.TB, conds []admissionregistrationv1.MatchCondition
 	m := matchconditions.NewMatcher(compiler.CompileCondition(accessors, cel.OptionalVariableDeclarations{HasAuthorizer: true}, environment.StoredExpressions), &fail, "webhook", "validating", "admitfn")
 	return func(t testing.TB, r request) bool {
 		t.Helper()
-		obj := &unstructured.Unstructured{Object: r.object}
-		var a admission.Attributes
-		if r.old != nil {
-			a = admission.NewAttributesRecord(obj, &unstructured.Unstructured{Object: r.old}, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, &user.DefaultInfo{Name: "alice"})
-		} else {
-			a = admission.NewAttributesRecord(obj, nil, r.gvk, r.namespace, r.name, r.gvr, r.subresource, r.op, nil, false, &user.DefaultInfo{Name: "alice"})
-		}
-		va := &admission.VersionedAttributes{Attributes: a, VersionedKind: r.gvk, VersionedObject: admission.NewLazyObject(obj)}
+		va := r.attributes()
 		res := m.Match(context.Background(), va, nil, nil)
 		if res.Error != nil {
 			t.Fatalf("%s: match condition error: %v", describe(r), res.Error)
