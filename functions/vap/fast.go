@@ -61,5 +61,5 @@ func fastPass(rules []policy.Rule) (string, error) {
 	}
 	lists = append(lists, fmt.Sprintf(`(!has(%[2]s.spec.volumes) || %[2]s.spec.volumes.all(v, !has(v.image) || has(v.image.reference) && %[1]s))`,
 		strings.ReplaceAll(all, "i.ref", "v.image.reference"), tmpl))
-	return podKind() + ` && ` + strings.Join(lists, " && "), nil
+	return isPodKind() + ` && ` + strings.Join(lists, " && "), nil
 }

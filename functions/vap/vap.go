@@ -173,13 +173,72 @@ type generator struct {
 	opts Options
 }
 
-// podResources are the resources of workload's built-in kinds, whose
-// objects hold a pod (template).
-var podResources = []admissionregistrationv1.NamedRuleWithOperations{
-	rule("", "v1", []string{"pods", "pods/ephemeralcontainers", "podtemplates", "replicationcontrollers"}),
-	rule("apps", "v1", []string{"deployments", "replicasets", "statefulsets", "daemonsets"}),
-	rule("batch", "v1", []string{"jobs", "cronjobs"}),
-	rule("serving.knative.dev", "*", []string{"services", "configurations", "revisions"}),
+// podKind is one of workload's built-in kinds, whose objects hold a pod
+// (template): what the policies match, how CEL finds the template.
+type podKind struct {
+	group, version, kind, resource string
+	// template is the dotted path of the pod template in the object, ""
+	// for the object itself (as workload's built-in paths).
+	template string
+}
+
+// podKinds are the kinds the generated policies judge, in the order the
+// webhook registration lists them.
+var podKinds = []podKind{
+	{"", "v1", "Pod", "pods", ""},
+	{"", "v1", "PodTemplate", "podtemplates", "template"},
+	{"", "v1", "ReplicationController", "replicationcontrollers", "spec.template"},
+	{"apps", "v1", "Deployment", "deployments", "spec.template"},
+	{"apps", "v1", "ReplicaSet", "replicasets", "spec.template"},
+	{"apps", "v1", "StatefulSet", "statefulsets", "spec.template"},
+	{"apps", "v1", "DaemonSet", "daemonsets", "spec.template"},
+	{"batch", "v1", "Job", "jobs", "spec.template"},
+	{"batch", "v1", "CronJob", "cronjobs", "spec.jobTemplate.spec.template"},
+	{"serving.knative.dev", "*", "Service", "services", "spec.template"},
+	{"serving.knative.dev", "*", "Configuration", "configurations", "spec.template"},
+	{"serving.knative.dev", "*", "Revision", "revisions", ""},
+}
+
+// defaultTemplate is where most kinds keep their pod template.
+const defaultTemplate = "spec.template"
+
+// podResources are podKinds' resources, a rule per API group; a Pod's
+// ephemeral containers come through their subresource.
+func podResources() []admissionregistrationv1.NamedRuleWithOperations {
+	var rules []admissionregistrationv1.NamedRuleWithOperations
+	for _, k := range podKinds {
+		if n := len(rules); n == 0 || rules[n-1].APIGroups[0] != k.group {
+			rules = append(rules, rule(k.group, k.version, nil))
+		}
+		r := &rules[len(rules)-1]
+		r.Resources = append(r.Resources, k.resource)
+		if k.kind == "Pod" {
+			r.Resources = append(r.Resources, "pods/ephemeralcontainers")
+		}
+	}
+	return rules
+}
+
+// byTemplate is CEL choosing, by the request's kind, among what at
+// gives for each template path of podKinds, at(defaultTemplate) for the
+// rest.
+func byTemplate(at func(path string) string) string {
+	var paths []string
+	kinds := map[string][]string{}
+	for _, k := range podKinds {
+		if k.template == defaultTemplate {
+			continue
+		}
+		if _, ok := kinds[k.template]; !ok {
+			paths = append(paths, k.template)
+		}
+		kinds[k.template] = append(kinds[k.template], k.kind)
+	}
+	var b strings.Builder
+	for _, p := range paths {
+		fmt.Fprintf(&b, "request.kind.kind in %s ? %s : ", celList(kinds[p]), at(p))
+	}
+	return "(" + b.String() + at(defaultTemplate) + ")"
 }
 
 func rule(group, version string, resources []string) admissionregistrationv1.NamedRuleWithOperations {
@@ -190,7 +249,7 @@ func rule(group, version string, resources []string) admissionregistrationv1.Nam
 }
 
 func (g generator) policy(name string, mode policy.Mode, rules []policy.Rule) (admissionregistrationv1.ValidatingAdmissionPolicy, error) {
-	resources := append([]admissionregistrationv1.NamedRuleWithOperations(nil), podResources...)
+	resources := podResources()
 	services, nodes := false, false
 	for _, r := range rules {
 		services = services || r.ServiceTypes != nil
@@ -275,10 +334,10 @@ func (g generator) variables(mode policy.Mode, rules []policy.Rule) ([]admission
 		return nil, err
 	}
 	add("exempt", exempt)
-	add("holdsPods", podKind())
+	add("holdsPods", isPodKind())
 	add("tmpl", template("object"))
 	add("oldTmpl", `request.operation == 'UPDATE' && oldObject != null ? `+template("oldObject")+` : null`)
-	add("prefix", `request.kind.kind in ['Pod', 'Revision'] ? 'spec' : request.kind.kind == 'PodTemplate' ? 'template.spec' : request.kind.kind == 'CronJob' ? 'spec.jobTemplate.spec.template.spec' : 'spec.template.spec'`)
+	add("prefix", byTemplate(func(path string) string { return celString(strings.TrimPrefix(path+".spec", ".")) }))
 	add("annotations", `variables.holdsPods ? `+annotations("variables.tmpl")+` : {}`)
 	add("images", `variables.holdsPods ? `+images("variables.tmpl")+` : []`)
 	// An UPDATE leaves out an image that is where it was, as it was, when
@@ -404,7 +463,7 @@ const judgedKey = `i.field + '=' + i.ref + '|uid=' + i.uid`
 
 // template is where expr (object or oldObject) keeps its pod template.
 func template(expr string) string {
-	return fmt.Sprintf(`(request.kind.kind in ['Pod', 'Revision'] ? %[1]s : request.kind.kind == 'PodTemplate' ? %[1]s.template : request.kind.kind == 'CronJob' ? %[1]s.spec.jobTemplate.spec.template : %[1]s.spec.template)`, expr)
+	return byTemplate(func(path string) string { return strings.TrimSuffix(expr+"."+path, ".") })
 }
 
 func annotations(tmpl string) string {

@@ -12,16 +12,6 @@ import (
 // writes.
 const WebhookConditionName = "admitfn-registry-rules"
 
-// coveredPodKinds are the pod-holding kinds the generated policies judge,
-// by API group: with them in place, the webhook need not see these kinds
-// where no rule that stays with it applies.
-var coveredPodKinds = map[string][]string{
-	"":                    {"Pod", "PodTemplate", "ReplicationController"},
-	"apps":                {"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"},
-	"batch":               {"Job", "CronJob"},
-	"serving.knative.dev": {"Service", "Configuration", "Revision"},
-}
-
 // WebhookConditions are the match conditions for the validating
 // webhook's workload registration once doc's generated policies are in
 // place: the apiserver then calls admitfn only for a request a rule that
@@ -51,10 +41,10 @@ func WebhookConditions(doc policy.Document) ([]admissionregistrationv1.MatchCond
 	if err != nil {
 		return nil, err
 	}
-	isPodKind := podKind()
+	podKind := isPodKind()
 	isService := `(request.kind.group == '' && request.kind.kind == 'Service')`
-	expr := "!(" + isPodKind + " || " + isService + ")" +
-		" || (" + isPodKind + " && !" + exempt + " && " + anyOf(pods) + ")" +
+	expr := "!(" + podKind + " || " + isService + ")" +
+		" || (" + podKind + " && !" + exempt + " && " + anyOf(pods) + ")" +
 		" || (" + isService + " && !" + exempt + " && " + anyOf(services) + ")"
 	return []admissionregistrationv1.MatchCondition{{Name: WebhookConditionName, Expression: expr}}, nil
 }
@@ -71,12 +61,21 @@ func NodeWebhookNeeded(doc policy.Document) bool {
 	return false
 }
 
-// podKind is CEL telling whether the request is on one of the
-// coveredPodKinds.
-func podKind() string {
+// isPodKind is CEL telling whether the request is on one of podKinds:
+// with the policies in place, the webhook need not see these where no
+// rule that stays with it applies.
+func isPodKind() string {
+	var groups []string
+	kinds := map[string][]string{}
+	for _, k := range podKinds {
+		if _, ok := kinds[k.group]; !ok {
+			groups = append(groups, k.group)
+		}
+		kinds[k.group] = append(kinds[k.group], k.kind)
+	}
 	var covered []string
-	for _, group := range []string{"", "apps", "batch", "serving.knative.dev"} {
-		covered = append(covered, "(request.kind.group == "+celString(group)+" && request.kind.kind in "+celList(coveredPodKinds[group])+")")
+	for _, group := range groups {
+		covered = append(covered, "(request.kind.group == "+celString(group)+" && request.kind.kind in "+celList(kinds[group])+")")
 	}
 	return "(" + strings.Join(covered, " || ") + ")"
 }
@@ -84,9 +83,6 @@ func podKind() string {
 // imageRule reports whether r carries checks on images (any field but
 // nodeRestriction and serviceTypes).
 func imageRule(r policy.Rule) bool {
-	r.NodeRestriction, r.ServiceTypes = false, nil
-	r.Name, r.Mode, r.OnRegistryError, r.OnRegistryUnauthorized = "", "", "", ""
-	r.Namespaces, r.ExemptNamespaces, r.Images, r.ExcludeImages = nil, nil, nil, nil
 	return r.Tags != nil || r.Registries != nil || r.Repositories != nil || r.RequireDigest || webhookOnly(r) != ""
 }
 
