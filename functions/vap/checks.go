@@ -162,34 +162,14 @@ func imageChecks(mode policy.Mode, rule policy.Rule) ([]check, error) {
 	return out, nil
 }
 
-// anyGlob is CEL telling whether expr matches one of globs.
-func anyGlob(expr string, globs []string) (string, error) {
-	if len(globs) == 0 {
-		return "false", nil
-	}
-	var res []string
-	for _, g := range globs {
-		re, err := globRegexp(g)
-		if err != nil {
-			return "", err
-		}
-		res = append(res, expr+".matches("+celString(re)+")")
-	}
-	return "(" + strings.Join(res, " || ") + ")", nil
-}
+// A patternRegexp turns a pattern into the RE2 expression CEL matches
+// with, and the spelling the engine's messages quote.
+type patternRegexp func(pattern string) (re, name string, err error)
 
-// firstGlob is CEL for the first of globs that expr matches, Go-quoted
-// as the engine's messages quote it, or "".
-func firstGlob(expr string, globs []string) (string, error) {
-	out := "''"
-	for i := len(globs) - 1; i >= 0; i-- {
-		re, err := globRegexp(globs[i])
-		if err != nil {
-			return "", err
-		}
-		out = fmt.Sprintf("(%s.matches(%s) ? %s : %s)", expr, celString(re), celString(strconv.Quote(globs[i])), out)
-	}
-	return out, nil
+// glob is a path.Match pattern's patternRegexp.
+func glob(g string) (string, string, error) {
+	re, err := globRegexp(g)
+	return re, g, err
 }
 
 // repoRegexp is a repository pattern as one expression over a
@@ -214,13 +194,14 @@ func repoRegexp(pattern string) (string, string, error) {
 	return b.String(), rp.String(), nil
 }
 
-func anyRepo(expr string, patterns []string) (string, error) {
+// anyMatch is CEL telling whether expr matches one of patterns.
+func anyMatch(expr string, patterns []string, regexp patternRegexp) (string, error) {
 	if len(patterns) == 0 {
 		return "false", nil
 	}
 	var res []string
 	for _, p := range patterns {
-		re, _, err := repoRegexp(p)
+		re, _, err := regexp(p)
 		if err != nil {
 			return "", err
 		}
@@ -229,16 +210,29 @@ func anyRepo(expr string, patterns []string) (string, error) {
 	return "(" + strings.Join(res, " || ") + ")", nil
 }
 
-func firstRepo(expr string, patterns []string) (string, error) {
+// firstMatch is CEL for the first of patterns that expr matches,
+// Go-quoted as the engine's messages quote it, or "".
+func firstMatch(expr string, patterns []string, regexp patternRegexp) (string, error) {
 	out := "''"
 	for i := len(patterns) - 1; i >= 0; i-- {
-		re, name, err := repoRegexp(patterns[i])
+		re, name, err := regexp(patterns[i])
 		if err != nil {
 			return "", err
 		}
 		out = fmt.Sprintf("(%s.matches(%s) ? %s : %s)", expr, celString(re), celString(strconv.Quote(name)), out)
 	}
 	return out, nil
+}
+
+func anyGlob(expr string, globs []string) (string, error) { return anyMatch(expr, globs, glob) }
+func firstGlob(expr string, globs []string) (string, error) {
+	return firstMatch(expr, globs, glob)
+}
+func anyRepo(expr string, patterns []string) (string, error) {
+	return anyMatch(expr, patterns, repoRegexp)
+}
+func firstRepo(expr string, patterns []string) (string, error) {
+	return firstMatch(expr, patterns, repoRegexp)
 }
 
 // celString is s as a CEL string literal: Go's quoting is valid CEL.
