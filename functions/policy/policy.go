@@ -66,6 +66,24 @@ func Load(path string) (*Policy, error) {
 	return p, nil
 }
 
+// LoadDocument is Load for a command that reads the rules as written (to
+// translate them) rather than judging with them: the document of a
+// policy file, or of the embedded default when path is empty.
+func LoadDocument(path string) (Document, error) {
+	data := defaultPolicy
+	if path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return Document{}, err
+		}
+	}
+	doc, err := ReadDocument(data)
+	if err != nil && path != "" {
+		return Document{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return doc, err
+}
+
 // Default returns the embedded default policy.
 func Default() *Policy {
 	p, err := Parse(defaultPolicy)

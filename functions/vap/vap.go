@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/admitfn/admitfn/functions/policy"
+	"github.com/admitfn/admitfn/functions/webhookconfig"
 )
 
 // MinKubernetes is the oldest kube-apiserver whose CEL environment has
@@ -64,10 +65,6 @@ type Options struct {
 	NamespaceSelector *metav1.LabelSelector
 	MatchConditions   []admissionregistrationv1.MatchCondition
 }
-
-// StaticSuffix ends the name of every object loaded from
-// staticManifestsDir; the apiserver refuses API objects named so.
-const StaticSuffix = ".static.k8s.io"
 
 // Generate writes doc's name-only rules as one ValidatingAdmissionPolicy
 // and binding per mode (enforce → Deny, warn → Warn, audit → Audit). The
@@ -126,7 +123,7 @@ func Generate(doc policy.Document, opts Options) (Output, error) {
 func objectName(prefix, policyName string, mode policy.Mode, static bool) string {
 	name := fmt.Sprintf("%s-%s-%s", prefix, policyName, mode)
 	if static {
-		name += StaticSuffix
+		name += webhookconfig.StaticSuffix
 	}
 	return name
 }

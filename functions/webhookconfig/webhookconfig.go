@@ -48,8 +48,9 @@ type Options struct {
 	Static bool
 }
 
-// StaticSuffix ends the name of every registration loaded from
-// staticManifestsDir.
+// StaticSuffix ends the name of every object loaded from
+// staticManifestsDir (webhook registrations, admission policies); the
+// apiserver refuses API objects named so.
 const StaticSuffix = ".static.k8s.io"
 
 // Static folders under WriteStatic's directory: each webhook plugin reads

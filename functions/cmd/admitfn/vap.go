@@ -19,7 +19,7 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 	policyFile := fs.String("policy", "", "policy file (default: the embedded policy)")
 	prefix := fs.String("prefix", "admitfn", "start of every object's name")
 	out := fs.String("out", "", "file to write (default: standard output)")
-	staticDir := fs.String("static-dir", "", "write the objects for kube-apiserver's staticManifestsDir into this folder instead (names end in "+vap.StaticSuffix+"; wire it with admitfn admission-config --vap-static-dir)")
+	staticDir := fs.String("static-dir", "", "write the objects for kube-apiserver's staticManifestsDir into this folder instead (names end in "+webhookconfig.StaticSuffix+"; wire it with admitfn admission-config --vap-static-dir)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: admitfn vap [--policy FILE] [flags]")
 		fmt.Fprintf(stderr, "Writes the policy's name-only rules as ValidatingAdmissionPolicies and bindings (kube-apiserver %s or later),\nand says on standard error which rules stay with the webhook and why.\n", vap.MinKubernetes)
@@ -32,15 +32,7 @@ func validatingAdmissionPolicy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "admitfn vap: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	data := policy.DefaultYAML()
-	if *policyFile != "" {
-		var err error
-		if data, err = os.ReadFile(*policyFile); err != nil {
-			fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
-			return 2
-		}
-	}
-	doc, err := policy.ReadDocument(data)
+	doc, err := policy.LoadDocument(*policyFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "admitfn vap: %v\n", err)
 		return 2

@@ -62,15 +62,11 @@ func webhookConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 		o.CABundle = b
 	}
 	if *withVAP != "" {
-		data := policy.DefaultYAML()
-		if *withVAP != "default" {
-			var err error
-			if data, err = os.ReadFile(*withVAP); err != nil {
-				fmt.Fprintf(stderr, "admitfn webhook-config: --with-vap: %v\n", err)
-				return 2
-			}
+		file := *withVAP
+		if file == "default" {
+			file = ""
 		}
-		doc, err := policy.ReadDocument(data)
+		doc, err := policy.LoadDocument(file)
 		if err == nil {
 			_, err = policy.Compile(doc)
 		}
