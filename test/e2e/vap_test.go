@@ -73,12 +73,20 @@ spec:
 	dev := admin.Client
 	ctx := context.Background()
 
-	// A policy acts once the apiserver's informers have it: the first
-	// refusal of nginx says it is in place.
+	// A policy acts once the apiserver's informers have it, each policy
+	// on its own: the first refusal of nginx says the enforce one is in
+	// place, the first warning on a -dev tag the warn one.
 	harness.WaitFor(t, 30*time.Second, "the generated policy to refuse nginx", func() error {
 		_, err := dev.CoreV1().Pods("e2e-a").Create(ctx, pod("probe", []string{"nginx"}, nil, nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err == nil {
 			return errors.New("nginx admitted")
+		}
+		return nil
+	})
+	harness.WaitFor(t, 30*time.Second, "the generated warn policy to warn", func() error {
+		_, stderr, err := admin.kubectl(t, "", "run", "probe", "--image=app:1.0-dev", "-n", "e2e-a", "--dry-run=server")
+		if err != nil || !strings.Contains(stderr, "Warning:") {
+			return fmt.Errorf("no warning yet (%v)", err)
 		}
 		return nil
 	})
