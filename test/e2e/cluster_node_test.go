@@ -309,10 +309,7 @@ imageGCLowThresholdPercent: 99
 func (n *node) stop(t testing.TB) {
 	n.kubeProxy.stop()
 	n.kubelet.stop()
-	ctr := func(args ...string) string {
-		out, _ := exec.Command("ctr", append([]string{"--address", n.ctrSocket, "-n", "k8s.io"}, args...)...).Output()
-		return string(out)
-	}
+	ctr := n.ctr
 	for _, id := range strings.Fields(ctr("tasks", "ls", "-q")) {
 		ctr("tasks", "delete", "--force", id)
 	}
@@ -323,6 +320,24 @@ func (n *node) stop(t testing.TB) {
 		t.Logf("containerd still lists %d tasks after the node stopped", len(left))
 	}
 	n.containerd.stop()
+}
+
+// ctr runs containerd's ctr on the node's Kubernetes namespace and
+// returns its output.
+func (n *node) ctr(args ...string) string {
+	out, _ := exec.Command("ctr", append([]string{"--address", n.ctrSocket, "-n", "k8s.io"}, args...)...).Output()
+	return string(out)
+}
+
+// killContainers ends a pod's running containers with SIGKILL, as the
+// kubelet does when a grace period runs out: the kubelet then finishes
+// the pod's termination as usual.
+func (n *node) killContainers(p corev1.Pod) {
+	for _, cs := range p.Status.ContainerStatuses {
+		if id, ok := strings.CutPrefix(cs.ContainerID, "containerd://"); ok && cs.State.Running != nil {
+			n.ctr("tasks", "kill", "--signal", "SIGKILL", id)
+		}
+	}
 }
 
 // sweep runs after every process is stopped: it removes what a run cut

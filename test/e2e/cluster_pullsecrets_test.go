@@ -32,7 +32,7 @@ func (c *cluster) usePrivateRule(t testing.TB) {
 kind: ImagePolicy
 metadata: {name: default}
 spec:
-  registry: {insecure: [%[1]q]}
+  registry: {insecure: [%[1]q], timeout: 3s}
   rules:
   - name: no-latest
     tags: {denyUntagged: true, denyLatest: true}
@@ -42,6 +42,15 @@ spec:
     mode: warn
     images: ["%[1]s/**"]
     resolvable: true
+  # The storms' registry outage (cluster_storm_test.go): one rule failing
+  # closed, one failing open.
+  - name: outage-deny
+    images: ["%[1]s/outage/deny"]
+    resolvable: true
+  - name: outage-allow
+    images: ["%[1]s/outage/allow"]
+    resolvable: true
+    onRegistryError: allow
 `, c.private.Host(), privateRule)
 	patch, err := json.Marshal(map[string]any{"data": map[string]string{"policy.yaml": policy}})
 	if err != nil {
