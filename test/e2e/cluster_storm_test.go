@@ -67,9 +67,9 @@ func startDecisionSink(t *testing.T) *decisionSink {
 	s := &decisionSink{url: "http://" + l.Addr().String(), got: map[string][]sinkDecision{}}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var d struct {
-			Handler   string `json:"handler"`
-			Namespace string `json:"namespace"`
-			Name      string `json:"name"`
+			Handler    string   `json:"handler"`
+			Namespace  string   `json:"namespace"`
+			Name       string   `json:"name"`
 			Allowed    bool     `json:"allowed"`
 			FailedOpen []string `json:"failedOpen"`
 		}
