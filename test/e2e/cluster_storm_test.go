@@ -32,11 +32,13 @@ import (
 )
 
 // Storms: many pod creates at once, on the real cluster, while validating
-// is at zero, while its pods are deleted and while the activator restarts.
-// Each request is a dry-run create in team-a; every fourth carries a
-// :latest image volume, which validating refuses (ImagePolicyWebhook sees
-// containers only), so a refusal the policy intends is told apart from
-// one a failure caused (failurePolicy is Fail: any failure refuses).
+// is at zero, while its pods are deleted, while the activator restarts and
+// while the registry hangs. Each request is a dry-run create in team-a
+// whose answer the policy fixes in advance (every fourth carries a :latest
+// image volume, which validating refuses; the registry phase's answers
+// depend on each rule's onRegistryError), so a refusal the policy intends
+// is told apart from one a failure caused (failurePolicy is Fail: any
+// failure refuses).
 // Every answer admitfn gave must have its CloudEvent at a sink this test
 // runs on the node's bridge address, and its count in admitfn_decisions_total.
 
