@@ -134,9 +134,17 @@ build:
 # against a constant-response floor on loopback, cold start, RSS, pod
 # creation through kube-apiserver with and without the webhook, image size.
 BENCH_FLAGS := -ko $(abspath $(TOOLS_BIN)/ko-$(KO_VERSION)) -pod-creates 1000
-bench: tools
+bench: tools $(TOOLS_BIN)/kyverno-$(KYVERNO_VERSION)
 	$(GO) test -run '^$$' -bench . -benchmem ./functions/...
-	$(GO) run ./test/bench $(BENCH_FLAGS)
+	KYVERNO=$(abspath $(TOOLS_BIN)/kyverno-$(KYVERNO_VERSION)) $(GO) run ./test/bench $(BENCH_FLAGS)
+
+# Kyverno's admission controller, for make bench only (side by side with
+# admitfn in test/e2e BenchmarkKyvernoSideBySide): its own module,
+# test/kyverno; about 8 minutes cold on 2 cores, a 250 MiB binary.
+KYVERNO_VERSION := v1.19.1
+$(TOOLS_BIN)/kyverno-$(KYVERNO_VERSION): test/kyverno/go.mod test/kyverno/go.sum
+	mkdir -p $(TOOLS_BIN)
+	cd test/kyverno && $(GO) build -o ../tools/bin/kyverno-$(KYVERNO_VERSION) github.com/kyverno/kyverno/cmd/kyverno
 
 # The bench table plus 60 s at half the maximum rate.
 soak: tools

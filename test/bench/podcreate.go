@@ -15,8 +15,13 @@ import (
 // with real kube-apiservers and etcds on loopback, and returns their
 // metrics by benchmark and unit, e.g.
 // m["BenchmarkPodCreate"]["ms/pod-with-admitfn"].
+// With $KYVERNO set (make bench builds it), BenchmarkKyvernoSideBySide
+// runs too.
 func podCreate(creates int) (map[string]map[string]float64, error) {
 	want := []string{"BenchmarkPodCreate", "BenchmarkPodCreateImagePolicy"}
+	if os.Getenv("KYVERNO") != "" {
+		want = append(want, "BenchmarkKyvernoSideBySide")
+	}
 	cmd := exec.Command("go", "test", "-tags", "e2e", "-count=1", "-run", "^$",
 		"-bench", "^("+strings.Join(want, "|")+")$", "-benchtime", fmt.Sprintf("%dx", creates), "./test/e2e/")
 	var out bytes.Buffer
