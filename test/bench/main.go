@@ -323,18 +323,10 @@ func (p *process) stop() {
 	}
 }
 
+// rss is the process's resident memory in bytes, 0 once it is gone.
 func (p *process) rss() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	r, _ := harness.RSS(p.cmd.Process.Pid)
+	return r
 }
 
 func (p *process) peakRSS() int64 { return p.peak.Load() }

@@ -212,21 +212,11 @@ func percentile(ds []time.Duration, p int) time.Duration {
 	return s[(len(s)*p+99)/100-1]
 }
 
-// rssMiB is a running process's resident memory (VmRSS), in MiB.
+// rssMiB is a running process's resident memory, in MiB.
 func rssMiB(b *testing.B, p *proc) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	r, err := harness.RSS(p.cmd.Process.Pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb / 1024
-		}
-	}
-	b.Fatalf("no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
-	return 0
+	return float64(r) / (1 << 20)
 }

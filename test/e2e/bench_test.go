@@ -276,14 +276,18 @@ func BenchmarkPodCreateImagePolicy(b *testing.B) {
 }
 
 // unthrottled is an admin client of cp without client-side rate
-// limiting, which the benchmarks would otherwise measure.
-func unthrottled(b *testing.B, cp *controlPlane) *kubernetes.Clientset {
-	b.Helper()
+// limiting, which the benchmarks and storms would otherwise measure;
+// edits change its configuration further.
+func unthrottled(t testing.TB, cp *controlPlane, edits ...func(*rest.Config)) *kubernetes.Clientset {
+	t.Helper()
 	cfg := rest.CopyConfig(cp.AdminRest)
 	cfg.QPS = -1
+	for _, edit := range edits {
+		edit(cfg)
+	}
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	return c
 }

@@ -3,15 +3,15 @@
 package e2e
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/admitfn/admitfn/functions/metrics/metricstest"
 	"github.com/admitfn/admitfn/functions/registrytest"
 	"github.com/admitfn/admitfn/test/internal/harness"
 )
@@ -134,7 +135,7 @@ type stormLoad struct {
 func latestVolumeEveryFourth(phase string, i int) stormRequest {
 	r := stormRequest{pod: pod(fmt.Sprintf("%s-%d", phase, i), []string{"busybox:1.36"}, nil, nil)}
 	if i%4 == 3 {
-		r.pod.Spec.Volumes = []corev1.Volume{{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "nginx:latest", PullPolicy: corev1.PullIfNotPresent}}}}
+		r.pod.Spec.Volumes = []corev1.Volume{imageVolume("tools", "nginx:latest")}
 		r.refusal = "spec.volumes[0].image.reference"
 	}
 	return r
@@ -143,17 +144,12 @@ func latestVolumeEveryFourth(phase string, i int) stormRequest {
 // stormClient is an admin client without client-side rate limits: the
 // storm's rate is the apiserver's and admitfn's, not client-go's.
 func stormClient(t testing.TB, c *cluster) *kubernetes.Clientset {
-	cfg := rest.CopyConfig(c.AdminRest)
-	cfg.QPS, cfg.Burst = -1, 0
-	cfg.Timeout = 60 * time.Second
-	// The private-readable rule warns on every lookup the registry
-	// outage fails; the counts are the record, not client-go's log.
-	cfg.WarningHandler = rest.NoWarnings{}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return client
+	return unthrottled(t, c.controlPlane, func(cfg *rest.Config) {
+		cfg.Timeout = 60 * time.Second
+		// The private-readable rule warns on every lookup the registry
+		// outage fails; the counts are the record, not client-go's log.
+		cfg.WarningHandler = rest.NoWarnings{}
+	})
 }
 
 // runStorm sends load as dry-run pod creates named phase-N and returns
@@ -308,7 +304,7 @@ func (dc *decisionCounter) scrape(t testing.TB, c *cluster, baseline bool) {
 		if p.Status.PodIP == "" {
 			continue
 		}
-		v, err := dc.read(p.Status.PodIP)
+		v, err := dc.read(t, p.Status.PodIP)
 		if err != nil {
 			continue
 		}
@@ -321,30 +317,22 @@ func (dc *decisionCounter) scrape(t testing.TB, c *cluster, baseline bool) {
 	}
 }
 
-func (dc *decisionCounter) read(ip string) (float64, error) {
+func (dc *decisionCounter) read(t testing.TB, ip string) (float64, error) {
 	resp, err := dc.client.Get("http://" + net.JoinHostPort(ip, "9095") + "/metrics")
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	// Read whole first: a pod going away may cut the answer short, which
+	// is a scrape to skip, not a malformed exposition.
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("%s", resp.Status)
 	}
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "admitfn_decisions_total{") || !strings.Contains(line, `handler="validating"`) {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += v
-	}
-	return sum, sc.Err()
+	return metricstest.Value(metricstest.Parse(t, bytes.NewReader(body)), "admitfn_decisions_total", map[string]string{"handler": "validating"}), nil
 }
 
 // since is the decisions counted since the baseline, over how many pods.
@@ -407,10 +395,9 @@ func stormReport(t *testing.T, phase string, outs []stormOutcome, sink *decision
 			causes[msg]++
 		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	pct := func(p int) string { return msText(lat[(len(lat)*p+99)/100-1]) }
+	pct := func(p int) string { return msText(percentile(lat, p)) }
 	t.Logf("%s: %d creates: %d admitted, %d refused as the policy intends, %d refused by a failure (%d of them timeouts), %d admitted that the policy refuses; latency p50 %s, p95 %s, p99 %s, max %s",
-		phase, len(outs), admitted, refused, unintended, timedOut, wronglyAdmitted, pct(50), pct(95), pct(99), msText(lat[len(lat)-1]))
+		phase, len(outs), admitted, refused, unintended, timedOut, wronglyAdmitted, pct(50), pct(95), pct(99), pct(100))
 	for msg, n := range causes {
 		t.Logf("%s: ×%d %s", phase, n, msg)
 	}
@@ -596,8 +583,7 @@ func registryOutage(t *testing.T, c *cluster, sink *decisionSink) {
 			// secret; ImagePolicyWebhook (containers only, and no pull
 			// secrets in an ImageReview) does not see it.
 			r.pod = pod(fmt.Sprintf("%s-%d", phase, i), []string{"busybox:1.36"}, nil, nil)
-			r.pod.Spec.Volumes = []corev1.Volume{{Name: "outage", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{
-				Reference: c.private.Ref(repo, fmt.Sprintf(":t%d", offset+i)), PullPolicy: corev1.PullIfNotPresent}}}}
+			r.pod.Spec.Volumes = []corev1.Volume{imageVolume("outage", c.private.Ref(repo, fmt.Sprintf(":t%d", offset+i)))}
 			r.pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "storm-regcred"}}
 			return r
 		}

@@ -103,7 +103,7 @@ func TestKnativeScaleFromZero(t *testing.T) {
 	create := func(name, image string, volumeImage string) (time.Duration, error) {
 		p := pod(name, []string{image}, nil, nil)
 		if volumeImage != "" {
-			p.Spec.Volumes = []corev1.Volume{{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: volumeImage, PullPolicy: corev1.PullIfNotPresent}}}}
+			p.Spec.Volumes = []corev1.Volume{imageVolume("tools", volumeImage)}
 		}
 		started := time.Now()
 		_, err := c.Admin.CoreV1().Pods("team-a").Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})

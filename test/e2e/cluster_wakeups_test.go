@@ -98,8 +98,7 @@ func percentiles(t *testing.T, ws []wakeUp) {
 			ds[i] = f(w)
 		}
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		p95 := ds[(len(ds)*95+99)/100-1]
-		t.Logf("%s: p50 %s, p95 %s (%d wake-ups)", name, msText(ds[len(ds)/2]), msText(p95), len(ds))
+		t.Logf("%s: p50 %s, p95 %s (%d wake-ups)", name, msText(ds[len(ds)/2]), msText(percentile(ds, 95)), len(ds))
 	}
 	part("first pod create from zero", func(w wakeUp) time.Duration { return w.total })
 	part("  to admitfn's first line (autoscaler, pod, schedule, sandbox, exec)", func(w wakeUp) time.Duration { return w.toExec })

@@ -250,6 +250,12 @@ func pod(name string, images, initImages []string, annotations map[string]string
 	return p
 }
 
+// imageVolume is an image volume named name holding ref, pulled if not
+// present.
+func imageVolume(name, ref string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: ref, PullPolicy: corev1.PullIfNotPresent}}}
+}
+
 func wantForbidden(t *testing.T, err error, parts ...string) {
 	t.Helper()
 	if err == nil {

@@ -216,7 +216,7 @@ spec:
 	t.Run("image volumes are judged and pinned", func(t *testing.T) {
 		withVolume := func(name, image string) *corev1.Pod {
 			p := pod(name, []string{"nginx:1.17.1"}, nil, nil)
-			p.Spec.Volumes = []corev1.Volume{{Name: "tools", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: image, PullPolicy: corev1.PullIfNotPresent}}}}
+			p.Spec.Volumes = []corev1.Volume{imageVolume("tools", image)}
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "tools", MountPath: "/tools"}}
 			return p
 		}
