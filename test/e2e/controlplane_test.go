@@ -190,6 +190,10 @@ type controlPlane struct {
 	args []string
 	// restarts counts restarts, naming each run's log.
 	restarts int
+	// stoppingAt and stoppedAt bound the last restart's stop of the old
+	// apiserver: a watch the audit log shows open at stoppingAt was cut by
+	// the restart, and one starting after stoppedAt was opened on the new one.
+	stoppingAt, stoppedAt time.Time
 	// owner is the test that started the control plane: a restart made
 	// in one of its subtests lives until it ends, not the subtest.
 	owner testing.TB
@@ -238,7 +242,7 @@ func startControlPlane(t testing.TB, dir string, p *pki, opts controlPlaneOption
 	certFile, keyFile := p.server(t, "apiserver", append([]string{address, "localhost"}, opts.SANs...)...)
 	saKey, saPub := serviceAccountKeys(t, dir)
 	auditPolicy := filepath.Join(dir, "audit-policy.yaml")
-	os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods, pods/ephemeralcontainers]\n- level: None\n"), 0o644)
+	os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  resources:\n  - group: \"\"\n    resources: [pods, pods/ephemeralcontainers]\n- level: Metadata\n  verbs: [watch]\n- level: None\n"), 0o644)
 	port := harness.FreePort(t)
 	cp := &controlPlane{dir: dir, pki: p, URL: fmt.Sprintf("https://%s:%d", address, port), AuditLog: filepath.Join(dir, "audit.log"), owner: t}
 	args := []string{
@@ -322,7 +326,9 @@ func (cp *controlPlane) waitReady(t testing.TB) {
 // keeps the cluster's state.
 func (cp *controlPlane) restart(t testing.TB, plugins []string, config string) {
 	t.Helper()
+	cp.stoppingAt = time.Now()
 	cp.apiserver.stop()
+	cp.stoppedAt = time.Now()
 	cp.restarts++
 	cp.apiserver = launch(t, cp.dir, fmt.Sprintf("kube-apiserver-%d", cp.restarts+1), nil, cp.bin, cp.withAdmission(plugins, config)...)
 	cp.apiserver.stopAtCleanup(cp.owner)
