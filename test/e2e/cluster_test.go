@@ -296,9 +296,9 @@ func TestKnativeScaleFromZero(t *testing.T) {
 
 		// The way out is the apiserver's configuration: back to the static
 		// backend, and pods are admitted again (image-policy's included).
-		// validating is at zero: the create wakes it through a data path
-		// kube-proxy has caught up with (c.restart waits for it; without
-		// that wait this create hung on the address of validating's last pod).
+		// validating is at zero: the create wakes it once the node's and
+		// Knative's watches are open again (c.restart waits for them;
+		// without that wait this create hung its whole 20 s).
 		c.restart(t, []string{"ImagePolicyWebhook"}, filepath.Join(failClosed, "admission_config.yaml"))
 		took, err = create("after-circle", "busybox:1.36", "")
 		t.Logf("first pod create after going back to the static backend: %s", took.Round(time.Millisecond))
