@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -67,31 +68,42 @@ func (c *cluster) restart(t testing.TB, plugins []string, config string) {
 // apiserver, as the audit log records them (the control plane audits
 // every watch at Metadata level). A watch is named by its user, resource,
 // namespace and selectors: a reflector's re-watch carries the same ones.
+// The log is read once, on from where each poll left off: by the circle
+// it holds every storm's creates, and a wait can last a minute.
 func (c *cluster) waitWatchesResumed(t testing.TB, up time.Time) {
 	t.Helper()
-	var cut []string
-	var late map[string]time.Time
+	f, err := os.Open(c.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	watches := &watchLog{r: bufio.NewReader(f), stopping: c.stoppingAt, stopped: c.stoppedAt,
+		started: map[string]string{}, ended: map[string]bool{}, resumed: map[string]time.Time{}}
+	// Everything written before the old apiserver stopped is in the log
+	// by now: the first read names every watch the restart cut.
+	if err := watches.readOn(); err != nil {
+		t.Fatal(err)
+	}
+	cut := watches.cut()
 	harness.WaitFor(t, 150*time.Second, "the watches the restart cut to be open again", func() error {
-		open, resumed, err := auditedWatches(c.AuditLog, c.stoppingAt, c.stoppedAt)
-		if err != nil {
+		if err := watches.readOn(); err != nil {
 			return err
 		}
-		cut, late = open, resumed
 		var missing []string
-		for _, w := range open {
-			if _, ok := resumed[w]; !ok {
+		for _, w := range cut {
+			if _, ok := watches.resumed[w]; !ok {
 				missing = append(missing, w)
 			}
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("%d of %d not open again, among them %s", len(missing), len(open), missing[0])
+			return fmt.Errorf("%d of %d not open again, among them %s", len(missing), len(cut), missing[0])
 		}
 		return nil
 	})
-	sort.Slice(cut, func(i, j int) bool { return late[cut[i]].After(late[cut[j]]) })
+	sort.Slice(cut, func(i, j int) bool { return watches.resumed[cut[i]].After(watches.resumed[cut[j]]) })
 	var slowest []string
 	for _, w := range cut[:min(3, len(cut))] {
-		slowest = append(slowest, fmt.Sprintf("%s (%s)", w, late[w].Sub(up).Round(time.Millisecond)))
+		slowest = append(slowest, fmt.Sprintf("%s (%s)", w, watches.resumed[w].Sub(up).Round(time.Millisecond)))
 	}
 	t.Logf("the %d watches the restart cut are open again %s after the apiserver was up; the last: %s",
 		len(cut), time.Since(up).Round(time.Millisecond), strings.Join(slowest, "; "))
@@ -114,52 +126,71 @@ type auditEvent struct {
 	} `json:"objectRef"`
 }
 
-// auditedWatches reads the audit log: open are the watchedBy users'
-// watches started before stopping that had not ended when it began,
-// resumed when each watch was first started again after stopped.
-func auditedWatches(path string, stopping, stopped time.Time) (open []string, resumed map[string]time.Time, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
+// watchLog is the watchedBy users' watches in the audit log around one
+// restart, read as the apiserver appends to it.
+type watchLog struct {
+	r       *bufio.Reader
+	partial []byte // a line the apiserver has not finished writing
+	// stopping and stopped bound the old apiserver's stop.
+	stopping, stopped time.Time
+	started           map[string]string    // auditID → watch, started before stopping
+	ended             map[string]bool      // auditIDs that ended before stopping
+	resumed           map[string]time.Time // watch → first started after stopped
+}
+
+// readOn reads the lines appended since the last read.
+func (l *watchLog) readOn() error {
+	for {
+		line, err := l.r.ReadBytes('\n')
+		l.partial = append(l.partial, line...)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		l.add(l.partial)
+		l.partial = l.partial[:0]
 	}
-	defer f.Close()
-	started := map[string]string{} // auditID → watch, for watches started before stopping
-	ended := map[string]bool{}     // auditIDs that ended before stopping
-	resumed = map[string]time.Time{}
-	lines := bufio.NewScanner(f)
-	lines.Buffer(make([]byte, 0, 64<<10), 4<<20)
-	for lines.Scan() {
-		var e auditEvent
-		if json.Unmarshal(lines.Bytes(), &e) != nil || e.Verb != "watch" || e.ObjectRef == nil || !watchedBy(e.User.Username) {
-			continue
-		}
-		w := watchName(e)
-		if strings.Contains(w, "fieldSelector=metadata.name=") {
-			// One object, for a consumer that may be gone: the kubelet
-			// watches each ConfigMap and Secret a pod of its mounts, and
-			// stops when the last such pod is.
-			continue
-		}
-		switch {
-		case e.Stage == "ResponseStarted" && e.StageTimestamp.Before(stopping):
-			started[e.AuditID] = w
-		case e.Stage == "ResponseComplete" && e.StageTimestamp.Before(stopping):
-			ended[e.AuditID] = true
-		case e.Stage == "ResponseStarted" && e.StageTimestamp.After(stopped):
-			if _, ok := resumed[w]; !ok {
-				resumed[w] = e.StageTimestamp
-			}
+}
+
+func (l *watchLog) add(line []byte) {
+	var e auditEvent
+	if json.Unmarshal(line, &e) != nil || e.Verb != "watch" || e.ObjectRef == nil || !watchedBy(e.User.Username) {
+		return
+	}
+	w := watchName(e)
+	if strings.Contains(w, "fieldSelector=metadata.name=") {
+		// One object, for a consumer that may be gone: the kubelet
+		// watches each ConfigMap and Secret a pod of its mounts, and
+		// stops when the last such pod is.
+		return
+	}
+	switch {
+	case e.Stage == "ResponseStarted" && e.StageTimestamp.Before(l.stopping):
+		l.started[e.AuditID] = w
+	case e.Stage == "ResponseComplete" && e.StageTimestamp.Before(l.stopping):
+		l.ended[e.AuditID] = true
+	case e.Stage == "ResponseStarted" && e.StageTimestamp.After(l.stopped):
+		if _, ok := l.resumed[w]; !ok {
+			l.resumed[w] = e.StageTimestamp
 		}
 	}
+}
+
+// cut are the watches started before stopping that had not ended when
+// it began, each once, sorted.
+func (l *watchLog) cut() []string {
 	seen := map[string]bool{}
-	for id, w := range started {
-		if !ended[id] && !seen[w] {
+	var open []string
+	for id, w := range l.started {
+		if !l.ended[id] && !seen[w] {
 			seen[w] = true
 			open = append(open, w)
 		}
 	}
 	sort.Strings(open)
-	return open, resumed, lines.Err()
+	return open
 }
 
 // watchedBy tells the users whose watches a restart waits for: the node,
