@@ -404,6 +404,7 @@ func servicePods(t testing.TB, c *cluster, service string, withTerminating ...bo
 func waitAtZero(t testing.TB, c *cluster, service string, timeout time.Duration) {
 	t.Helper()
 	started := time.Now()
+	killed := map[string]bool{} // the pods' addresses
 	harness.WaitFor(t, timeout, service+" at zero", func() error {
 		if pods := servicePods(t, c, service, true); len(pods) > 0 {
 			names := make([]string, len(pods))
@@ -411,9 +412,24 @@ func waitAtZero(t testing.TB, c *cluster, service string, timeout time.Duration)
 				names[i] = p.Name
 				if p.DeletionTimestamp != nil {
 					c.node.killContainers(p)
+					if p.Status.PodIP != "" {
+						killed[p.Status.PodIP] = true
+					}
 				}
 			}
 			return fmt.Errorf("pods %s", strings.Join(names, ", "))
+		}
+		// Ended early, a pod can be gone before kube-proxy has taken its
+		// address out of the Service: a create then hung its whole 20 s on
+		// it (Knative's 30 s drain would have covered the lag).
+		rules, err := exec.Command("iptables-save", "-t", "nat").Output()
+		if err != nil {
+			return err
+		}
+		for ip := range killed {
+			if strings.Contains(string(rules), "--to-destination "+ip+":") {
+				return fmt.Errorf("kube-proxy still sends to %s", ip)
+			}
 		}
 		return nil
 	})
